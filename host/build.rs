@@ -1,0 +1,74 @@
+//! Builds the WebAssembly handlers in this workspace for `wasm32-wasip2`:
+//! the default widget handler (`guest/`), which the binary embeds, and the
+//! test handlers (`tests/guests/`), whose paths the tests read from
+//! `WIDGET_HOST_TEST_GUESTS`.
+//!
+//! They are built by a nested `cargo build` into a target folder of their
+//! own, so that it does not wait on the lock of the build that runs this
+//! script.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "guest";
+const GUESTS: [(&str, &str); 2] = [
+    ("widget-guest", "widget_guest"),
+    ("hostile-guest", "hostile_guest"),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest_dir.parent().unwrap();
+    for watched in ["guest", "wit", "tests/guests", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    }
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("guests");
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .args(["build", "--target", TARGET, "--profile", PROFILE, "--target-dir"])
+        .arg(&target_dir);
+    for (package, _) in GUESTS {
+        command.args(["-p", package]);
+    }
+    // Settings meant for the host build must not leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(var);
+    }
+    let status = command.status().expect("cannot run cargo to build the guests");
+    if !status.success() {
+        panic!(
+            "building the guests for {TARGET} failed; if the target is missing, \
+             `rustup target add {TARGET}` installs it (rust-toolchain.toml asks rustup to)"
+        );
+    }
+
+    let built = target_dir.join(TARGET).join(PROFILE);
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    for (_, file) in GUESTS {
+        copy(
+            &built.join(format!("{file}.wasm")),
+            &out_dir.join(format!("{file}.wasm")),
+        );
+    }
+    println!("cargo:rustc-env=WIDGET_HOST_TEST_GUESTS={}", out_dir.display());
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+}

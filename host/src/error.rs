@@ -1,0 +1,46 @@
+//! The error every source and sink returns: what was being done, and whether
+//! trying again later may succeed.
+
+use std::error::Error as StdError;
+
+/// A failed storage call.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+pub struct StorageError {
+    /// What was being done, naming the resource: `put widgets/a/1 in ./widgets`.
+    pub action: String,
+    /// Throttling, a server down, a timeout: retry with backoff. Anything
+    /// else (access denied, a missing bucket, a malformed key) will fail
+    /// again the same way.
+    pub transient: bool,
+    #[source]
+    pub source: Box<dyn StdError + Send + Sync>,
+}
+
+impl StorageError {
+    pub fn new(
+        action: impl Into<String>,
+        transient: bool,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        StorageError {
+            action: action.into(),
+            transient,
+            source: source.into(),
+        }
+    }
+
+    /// A local I/O error, classified by its kind.
+    pub fn io(action: impl Into<String>, error: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        let transient = matches!(
+            error.kind(),
+            Interrupted | WouldBlock | TimedOut | StorageFull | ResourceBusy | QuotaExceeded
+        );
+        StorageError::new(action, transient, error)
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+}

@@ -1,0 +1,120 @@
+//! Counters for the end-of-run summary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What happened to the requests of one run.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Counts {
+    /// Applied requests by the kind the handler named.
+    applied: BTreeMap<String, u64>,
+    warnings: u64,
+    dead_lettered: u64,
+    retries: u64,
+    operations: u64,
+}
+
+/// Outcome labels, for logs.
+pub const APPLIED: &str = "applied";
+pub const DEAD_LETTERED: &str = "dead-lettered";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            counts: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn applied(&self, kind: &str, operations: usize, warnings: u32) {
+        let mut c = self.counts.lock().unwrap();
+        *c.applied.entry(kind.to_owned()).or_default() += 1;
+        c.operations += operations as u64;
+        c.warnings += u64::from(warnings);
+    }
+
+    pub fn dead_lettered(&self) {
+        self.counts.lock().unwrap().dead_lettered += 1;
+    }
+
+    pub fn retried(&self) {
+        self.counts.lock().unwrap().retries += 1;
+    }
+
+    pub fn summary(&self, dead_letter_place: String) -> Summary {
+        let c = self.counts.lock().unwrap().clone();
+        Summary {
+            elapsed: self.started.elapsed(),
+            applied: c.applied,
+            warnings: c.warnings,
+            dead_lettered: c.dead_lettered,
+            retries: c.retries,
+            operations: c.operations,
+            dead_letter_place,
+        }
+    }
+}
+
+/// The end-of-run report.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub elapsed: Duration,
+    pub applied: BTreeMap<String, u64>,
+    pub warnings: u64,
+    pub dead_lettered: u64,
+    pub retries: u64,
+    pub operations: u64,
+    pub dead_letter_place: String,
+}
+
+impl Summary {
+    /// Requests taken out of the source: applied or dead-lettered.
+    pub fn processed(&self) -> u64 {
+        self.applied.values().sum::<u64>() + self.dead_lettered
+    }
+
+    pub fn requests_per_second(&self) -> f64 {
+        self.processed() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Processed {} requests in {:.2} s ({:.1} requests/s)",
+            self.processed(),
+            self.elapsed.as_secs_f64(),
+            self.requests_per_second()
+        )?;
+        let by_kind: Vec<String> = self.applied.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(
+            f,
+            "  applied:       {} ({})",
+            self.applied.values().sum::<u64>(),
+            if by_kind.is_empty() {
+                "none".into()
+            } else {
+                by_kind.join(", ")
+            }
+        )?;
+        writeln!(f, "  store writes:  {}", self.operations)?;
+        writeln!(f, "  warnings:      {}", self.warnings)?;
+        write!(f, "  dead-lettered: {}", self.dead_lettered)?;
+        if self.dead_lettered > 0 {
+            write!(f, " (in {})", self.dead_letter_place)?;
+        }
+        writeln!(f)?;
+        write!(f, "  retries:       {}", self.retries)
+    }
+}

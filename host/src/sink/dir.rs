@@ -1,0 +1,104 @@
+//! A local folder as an object store: the document at key `a/b/c` is the
+//! file `DIR/a/b/c`.
+
+use super::{Sink, SinkError};
+use crate::fsutil::{key_path, write_atomically};
+use crate::runtime::Destination;
+use std::io::ErrorKind;
+use std::path::PathBuf;
+
+pub struct DirSink {
+    root: PathBuf,
+}
+
+impl DirSink {
+    /// A store in `root`, created if missing.
+    pub fn open(root: impl Into<PathBuf>) -> Result<DirSink, SinkError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)
+            .map_err(|e| SinkError::io(format!("create widget folder {}", root.display()), e))?;
+        Ok(DirSink { root })
+    }
+
+    fn path(&self, action: &str, key: &str) -> Result<PathBuf, SinkError> {
+        key_path(&self.root, key)
+            .map_err(|why| SinkError::new(format!("{action} {key:?} in {}", self.root.display()), false, why))
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for DirSink {
+    fn destination(&self) -> Destination {
+        Destination::ObjectStore
+    }
+
+    fn describe(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, SinkError> {
+        let path = self.path("get", key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| SinkError::new(format!("read {}", path.display()), false, e)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            Err(e) => Err(SinkError::io(format!("read {}", path.display()), e)),
+        }
+    }
+
+    async fn put(&self, key: &str, document: &str) -> Result<(), SinkError> {
+        let path = self.path("put", key)?;
+        write_atomically(&path, document.as_bytes())
+            .await
+            .map_err(|e| SinkError::io(format!("write {}", path.display()), e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        let path = self.path("delete", key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(()),
+            Err(e) => Err(SinkError::io(format!("remove {}", path.display()), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_delete_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = DirSink::open(dir.path()).unwrap();
+        assert_eq!(sink.get("widgets/a/1").await.unwrap(), None);
+        sink.put("widgets/a/1", "{}").await.unwrap();
+        assert_eq!(sink.get("widgets/a/1").await.unwrap().as_deref(), Some("{}"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("widgets/a/1")).unwrap(),
+            "{}"
+        );
+        sink.delete("widgets/a/1").await.unwrap();
+        sink.delete("widgets/a/1").await.unwrap();
+        assert_eq!(sink.get("widgets/a/1").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn keys_that_would_leave_the_folder_are_permanent_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = DirSink::open(dir.path().join("w")).unwrap();
+        for key in [
+            "../x",
+            "widgets/../../x",
+            "/etc/passwd",
+            "",
+            "a//b",
+            "widgets/a/.",
+        ] {
+            let err = sink.put(key, "{}").await.unwrap_err();
+            assert!(!err.is_transient(), "{key}: {err}");
+        }
+        assert!(!dir.path().join("x").exists());
+    }
+}

@@ -1,0 +1,26 @@
+//! Where widgets go: the stores a handler's operations are carried out on.
+
+pub mod dir;
+
+pub use crate::error::StorageError as SinkError;
+use crate::runtime::Destination;
+
+/// A key-value store of JSON documents. Keys and documents are the
+/// handler's; a sink only stores them (see `wit/handler.wit`).
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync {
+    /// What kind of store this is; the handler plans for it.
+    fn destination(&self) -> Destination;
+
+    /// A short name for logs: `dir:./widgets`, `s3://bucket`.
+    fn describe(&self) -> String;
+
+    /// The document at `key`, `None` when there is none.
+    async fn get(&self, key: &str) -> Result<Option<String>, SinkError>;
+
+    /// Stores `document` at `key`, replacing what is there.
+    async fn put(&self, key: &str, document: &str) -> Result<(), SinkError>;
+
+    /// Removes the document at `key`; a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), SinkError>;
+}
