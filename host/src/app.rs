@@ -85,7 +85,7 @@ pub async fn produce_into(dir: &Path, seed: u64, start_ms: u64, count: u64) -> a
     for _ in 0..count {
         let request = producer.next_request();
         let path = dir.join(&request.key);
-        write_atomically(&path, request.body.as_bytes())
+        write_atomically(dir, &path, request.body.as_bytes())
             .await
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -125,7 +125,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     for (i, body) in DEMO_BAD_REQUESTS.iter().enumerate() {
         // Keys just after the first produced request, so they sort among them.
         let key = format!("{:013}", start_ms + 1 + i as u64);
-        write_atomically(&requests.join(key), body.as_bytes()).await?;
+        write_atomically(&requests, &requests.join(key), body.as_bytes()).await?;
     }
     println!(
         "Produced {} requests (seed {}) into {}; processing them with the built-in handler...",

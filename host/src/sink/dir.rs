@@ -2,7 +2,7 @@
 //! file `DIR/a/b/c`.
 
 use super::{Sink, SinkError};
-use crate::fsutil::{key_path, write_atomically};
+use crate::fsutil::{key_path, sweep_stale_temp_files, write_atomically};
 use crate::runtime::Destination;
 use std::io::ErrorKind;
 use std::path::PathBuf;
@@ -17,6 +17,7 @@ impl DirSink {
         let root = root.into();
         std::fs::create_dir_all(&root)
             .map_err(|e| SinkError::io(format!("create widget folder {}", root.display()), e))?;
+        sweep_stale_temp_files(&root);
         Ok(DirSink { root })
     }
 
@@ -49,7 +50,7 @@ impl Sink for DirSink {
 
     async fn put(&self, key: &str, document: &str) -> Result<(), SinkError> {
         let path = self.path("put", key)?;
-        write_atomically(&path, document.as_bytes())
+        write_atomically(&self.root, &path, document.as_bytes())
             .await
             .map_err(|e| SinkError::io(format!("write {}", path.display()), e))
     }

@@ -1,10 +1,10 @@
 //! A local folder as a request source: each file is a request, taken in
 //! file-name order. Hidden files (a producer's temporary files) and
-//! sub-folders are not requests; `dead-letter/` holds the rejected ones, each
+//! sub-folders (`.tmp/`, where writes are staged) are not requests; `dead-letter/` holds the rejected ones, each
 //! with a `.reason` file beside it.
 
 use super::{Page, Source, SourceError};
-use crate::fsutil::write_atomically;
+use crate::fsutil::{sweep_stale_temp_files, write_atomically};
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -32,6 +32,7 @@ impl DirSource {
                 "no such folder",
             ));
         }
+        sweep_stale_temp_files(&root);
         Ok(DirSource {
             root,
             watermark: Mutex::new(None),
@@ -114,7 +115,7 @@ impl Source for DirSource {
         // request in place, to be dead-lettered again, never a request
         // without its reason.
         let reason_path = folder.join(format!("{key}.reason"));
-        write_atomically(&reason_path, format!("{reason}\n").as_bytes())
+        write_atomically(&self.root, &reason_path, format!("{reason}\n").as_bytes())
             .await
             .map_err(|e| SourceError::io(format!("write {}", reason_path.display()), e))?;
         // A rename keeps the bytes exactly as they were.

@@ -1,0 +1,228 @@
+//! The embedded default: a local folder of requests into a local folder of
+//! widgets, with the built-in handler.
+
+use crate::util::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn run_folder(requests: &Path, widgets: &Path) -> Command {
+    let mut command = host();
+    command
+        .arg("run")
+        .arg("--requests-dir")
+        .arg(requests)
+        .arg("--widgets-dir")
+        .arg(widgets);
+    command
+}
+
+fn produce(requests: &Path, count: u32, seed: u32) {
+    run_ok(
+        host()
+            .args([
+                "produce",
+                "--start-ms",
+                "1700000000000",
+                "--seed",
+                &seed.to_string(),
+                "-mwr",
+            ])
+            .arg(count.to_string())
+            .arg("--requests-dir")
+            .arg(requests),
+    );
+}
+
+/// Files directly in `dir`, not in its sub-folders.
+fn pending(dir: &Path) -> Vec<String> {
+    files(dir).into_keys().filter(|k| !k.contains('/')).collect()
+}
+
+#[test]
+fn instructor_samples_leave_exactly_the_expected_widgets_and_dead_letters() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    let widgets = scratch.path().join("widgets");
+    copy_requests(&tests_dir().join("fixtures/instructor-2022"), &requests);
+
+    let output = run_ok(run_folder(&requests, &widgets).arg("--until-empty"));
+
+    // Expected files come from tests/reference/model.py, an independent
+    // model of SPEC.md.
+    let expected = tests_dir().join("fixtures/instructor-2022-expected");
+    assert_same_documents(&widgets.join("widgets"), &expected.join("widgets"));
+    assert!(
+        files(&widgets).keys().all(|k| k.starts_with("widgets/")),
+        "nothing but widgets/ in the store"
+    );
+    assert_eq!(pending(&requests), Vec::<String>::new(), "every request is taken");
+
+    let dead = files(&requests.join("dead-letter"));
+    let expected_dead = files(&expected.join("dead-letter"));
+    assert_eq!(expected_dead.len(), 3);
+    for (key, bytes) in &expected_dead {
+        assert_eq!(dead.get(key), Some(bytes), "dead-letter/{key} keeps its bytes");
+        let reason = String::from_utf8(dead[&format!("{key}.reason")].clone()).unwrap();
+        assert!(!reason.trim().is_empty(), "dead-letter/{key}.reason says why");
+    }
+    assert_eq!(
+        dead.len(),
+        6,
+        "only the three bad requests and their reasons: {:?}",
+        dead.keys()
+    );
+    assert!(
+        String::from_utf8_lossy(&dead["1612306375892.reason"]).contains("owner"),
+        "the create without owner says so"
+    );
+
+    let summary = String::from_utf8(output.stdout).unwrap();
+    assert!(summary.contains("Processed 35 requests"), "{summary}");
+    assert!(summary.contains("dead-lettered: 3"), "{summary}");
+    assert!(summary.contains("create 17, delete 5, update 10"), "{summary}");
+    // The update of 6984abeb comes after its delete.
+    assert!(summary.contains("warnings:      1"), "{summary}");
+}
+
+#[test]
+fn many_workers_reach_the_same_end_state_as_one() {
+    let scratch = tempfile::tempdir().unwrap();
+    let base = scratch.path().join("base");
+    produce(&base, 1500, 11);
+    let mut ends = Vec::new();
+    for concurrency in ["1", "16"] {
+        let requests = scratch.path().join(format!("requests-{concurrency}"));
+        let widgets = scratch.path().join(format!("widgets-{concurrency}"));
+        copy_requests(&base, &requests);
+        run_ok(run_folder(&requests, &widgets).args(["--until-empty", "--concurrency", concurrency]));
+        assert_eq!(pending(&requests), Vec::<String>::new());
+        ends.push(files(&widgets));
+    }
+    assert!(
+        ends[0].len() > 300,
+        "a realistic run leaves many widgets: {}",
+        ends[0].len()
+    );
+    assert!(ends[0] == ends[1], "concurrency changed the end state");
+}
+
+#[test]
+fn killed_and_restarted_runs_reach_the_end_state_of_an_uninterrupted_run() {
+    let scratch = tempfile::tempdir().unwrap();
+    let base = scratch.path().join("base");
+    produce(&base, 1500, 12);
+
+    let reference = scratch.path().join("reference");
+    copy_requests(&base, &reference);
+    let reference_widgets = scratch.path().join("reference-widgets");
+    run_ok(run_folder(&reference, &reference_widgets).arg("--until-empty"));
+
+    let requests = scratch.path().join("requests");
+    let widgets = scratch.path().join("widgets");
+    copy_requests(&base, &requests);
+    let mut kills = 0;
+    // SIGKILL at varied moments, restarting each time, until a run finishes.
+    for delay_ms in [60u64, 150, 90, 240, 120, 200, 80, 300] {
+        let mut child = run_folder(&requests, &widgets)
+            .args(["--until-empty", "--concurrency", "8"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    run_ok(run_folder(&requests, &widgets).arg("--until-empty"));
+    assert!(
+        kills >= 2,
+        "the test must actually interrupt runs ({kills} kills)"
+    );
+    assert_eq!(pending(&requests), Vec::<String>::new());
+    let got = files(&widgets);
+    let want = files(&reference_widgets);
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    assert!(got == want, "interrupted runs changed the end state");
+}
+
+#[test]
+fn requests_arriving_while_running_are_picked_up_and_sigterm_exits_cleanly() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    let widgets = scratch.path().join("widgets");
+    std::fs::create_dir_all(&requests).unwrap();
+    let mut child = run_folder(&requests, &widgets)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // A later key first, then an earlier one: both must be seen.
+    let create =
+        |id: &str| format!(r#"{{"type":"create","requestId":"r","widgetId":"{id}","owner":"Sue Smith"}}"#);
+    std::fs::write(requests.join("2000000000000"), create("late")).unwrap();
+    std::fs::write(requests.join("1000000000000"), create("early")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(widgets.join("widgets/sue-smith/late").exists()
+        && widgets.join("widgets/sue-smith/early").exists())
+    {
+        assert!(Instant::now() < deadline, "the new requests were not processed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "SIGTERM exits 0: {}", output.status);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Processed 2 requests"));
+}
+
+#[test]
+fn produce_is_deterministic_with_a_seed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (a, b) = (scratch.path().join("a"), scratch.path().join("b"));
+    produce(&a, 200, 3);
+    produce(&b, 200, 3);
+    let a = files(&a);
+    assert_eq!(a.len(), 200);
+    assert!(a == files(&b));
+    assert!(a.keys().all(|k| k.len() == 13 && k.starts_with("17000000")));
+}
+
+#[test]
+fn a_missing_request_folder_is_a_clear_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let output = run_folder(&scratch.path().join("nope"), &scratch.path().join("w"))
+        .arg("--until-empty")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("nope") && stderr.contains("no such folder"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_runs_and_prints_its_summary() {
+    let scratch = tempfile::tempdir().unwrap();
+    let output = run_ok(
+        host()
+            .args(["demo", "--requests", "200", "--dir"])
+            .arg(scratch.path()),
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("Processed 203 requests"), "{stdout}");
+    assert!(stdout.contains("dead-lettered: 3"), "{stdout}");
+    assert!(scratch.path().join("widget-host.log").metadata().unwrap().len() > 0);
+}

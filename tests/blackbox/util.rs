@@ -1,0 +1,95 @@
+//! Helpers shared by the black-box tests: the binary, scratch folders, and
+//! comparing folders file by file.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `widget-host` binary cargo built for these tests.
+pub fn host() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_widget-host"));
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// Runs the host and returns its output, failing with its stderr if it
+/// did not succeed.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().expect("run widget-host");
+    assert!(
+        output.status.success(),
+        "widget-host failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The repository's `tests/` folder.
+pub fn tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests")
+}
+
+/// A test handler built by `host/build.rs`.
+pub fn test_guest(name: &str) -> PathBuf {
+    Path::new(env!("WIDGET_HOST_TEST_GUESTS")).join(format!("{name}.wasm"))
+}
+
+/// Copies the files of `from` (not its sub-folders) into a new folder.
+pub fn copy_requests(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Every file under `root`, by its `/`-separated path, with its bytes;
+/// the host's staging folder `.tmp/` is not part of a layout and is skipped.
+pub fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path == root.join(".tmp") {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Asserts that two folders of JSON documents hold the same files with the
+/// same JSON values, naming the first file that differs.
+pub fn assert_same_documents(actual: &Path, expected: &Path) {
+    let actual = files(actual);
+    let expected = files(expected);
+    assert_eq!(
+        actual.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "the stored files differ"
+    );
+    for (name, bytes) in &expected {
+        let want: Value = serde_json::from_slice(bytes).unwrap();
+        let got: Value =
+            serde_json::from_slice(&actual[name]).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
+        assert_eq!(got, want, "{name} differs");
+    }
+}
