@@ -155,7 +155,7 @@ fn requests_arriving_while_running_are_picked_up_and_sigterm_exits_cleanly() {
     let requests = scratch.path().join("requests");
     let widgets = scratch.path().join("widgets");
     std::fs::create_dir_all(&requests).unwrap();
-    let mut child = run_folder(&requests, &widgets)
+    let child = run_folder(&requests, &widgets)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

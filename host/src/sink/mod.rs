@@ -1,6 +1,7 @@
 //! Where widgets go: the stores a handler's operations are carried out on.
 
 pub mod dir;
+pub mod memory;
 
 pub use crate::error::StorageError as SinkError;
 use crate::runtime::Destination;

@@ -1,0 +1,52 @@
+//! An in-memory object store: for benchmarks, and for running a handler
+//! without any I/O.
+
+use super::{Sink, SinkError};
+use crate::runtime::Destination;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+pub struct MemorySink {
+    destination: Destination,
+    documents: Mutex<BTreeMap<String, String>>,
+}
+
+impl MemorySink {
+    /// An empty store that presents itself as `destination`.
+    pub fn new(destination: Destination) -> MemorySink {
+        MemorySink {
+            destination,
+            documents: Mutex::default(),
+        }
+    }
+
+    /// Everything stored, by key.
+    pub fn contents(&self) -> BTreeMap<String, String> {
+        self.documents.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for MemorySink {
+    fn destination(&self) -> Destination {
+        self.destination
+    }
+
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, SinkError> {
+        Ok(self.documents.lock().unwrap().get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, document: &str) -> Result<(), SinkError> {
+        self.documents.lock().unwrap().insert(key.to_owned(), document.to_owned());
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+        self.documents.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
