@@ -1,19 +1,21 @@
 //! The commands: each opens what its configuration names and runs.
 
+use crate::aws::{Aws, AwsSettings, storage_error};
 use crate::cli::{Cli, Command, DemoArgs, ProduceArgs};
 use crate::config::{HandlerSpec, RunConfig, SinkSpec, SourceSpec};
 use crate::fsutil::write_atomically;
 use crate::metrics::Summary;
-use crate::pipeline;
+use crate::pipeline::{self, Options};
 use crate::producer::Producer;
-use crate::runtime::{self, DEFAULT_HANDLER, Runtime};
+use crate::runtime::{self, DEFAULT_HANDLER, Limits, Runtime};
 use crate::shutdown::Shutdown;
-use crate::sink::{Sink, dir::DirSink};
-use crate::source::{Source, dir::DirSource};
+use crate::sink::s3::{S3Sink, check_bucket};
+use crate::sink::{Sink, dir::DirSink, dynamodb::DynamoDbSink};
+use crate::source::{Source, dir::DirSource, s3::S3Source};
 use anyhow::Context as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Runs the command line's command.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
@@ -33,18 +35,30 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 /// `--until-empty`), the maximum run time, or a signal.
 pub async fn run(config: RunConfig) -> anyhow::Result<Summary> {
     let runtime = load_handler(&config.handler)?;
+    let aws = match config.uses_aws() {
+        true => Some(Aws::connect(&config.aws).await),
+        false => None,
+    };
+    let client = || aws.clone().context("AWS clients are not set up");
     let source: Arc<dyn Source> = match &config.source {
         SourceSpec::Dir(path) => Arc::new(DirSource::open(path)?),
+        SourceSpec::S3Bucket(bucket) => Arc::new(S3Source::open(client()?.s3, bucket).await?),
     };
     let sink: Arc<dyn Sink> = match &config.sink {
         SinkSpec::Dir(path) => Arc::new(DirSink::open(path)?),
+        SinkSpec::S3Bucket(bucket) => Arc::new(S3Sink::open(client()?.s3, bucket).await?),
+        SinkSpec::DynamoDbTable(table) => Arc::new(DynamoDbSink::open(client()?.dynamodb, table).await?),
     };
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     if let Some(max_runtime) = config.max_runtime {
         shutdown.after(max_runtime);
     }
-    pipeline::run(source, sink, runtime, config.options, shutdown).await
+    let mut summary = pipeline::run(source, sink, runtime, config.options, shutdown).await?;
+    if let Some(aws) = aws {
+        summary.api_calls = aws.calls.snapshot();
+    }
+    Ok(summary)
 }
 
 /// Compiles the configured handler, or the built-in one.
@@ -65,31 +79,99 @@ pub fn load_handler(spec: &HandlerSpec) -> anyhow::Result<Runtime> {
 }
 
 async fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
+    let target = match (&args.requests_dir, &args.request_bucket) {
+        (Some(dir), None) => Target::Dir(dir.clone()),
+        (None, Some(bucket)) => {
+            let aws = Aws::connect(&(&args.aws).into()).await;
+            check_bucket(&aws.s3, bucket, "request").await?;
+            Target::S3 {
+                client: aws.s3,
+                bucket: bucket.clone(),
+            }
+        }
+        _ => anyhow::bail!("give one place to write to: --requests-dir DIR or --request-bucket BUCKET"),
+    };
     let seed = args.seed.unwrap_or_else(rand::random);
+    let pacing = Pacing {
+        count: args.max_widget_requests,
+        delay: Duration::from_millis(args.inter_request_delay),
+        max_runtime: (args.max_runtime_ms > 0).then(|| Duration::from_millis(args.max_runtime_ms)),
+    };
     let start_ms = args.start_ms.unwrap_or_else(now_ms);
-    let written = produce_into(&args.requests_dir, seed, start_ms, args.max_widget_requests).await?;
-    println!(
-        "Wrote {written} requests to {} (seed {seed}).",
-        args.requests_dir.display()
-    );
+    let written = produce_into(&target, seed, start_ms, &pacing).await?;
+    println!("Wrote {written} requests to {target} (seed {seed}).");
     Ok(())
 }
 
-/// Writes `count` requests into `dir`, each atomically, so that a host
-/// reading the folder meanwhile never sees half a request.
-pub async fn produce_into(dir: &Path, seed: u64, start_ms: u64, count: u64) -> anyhow::Result<u64> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut producer = Producer::new(seed, start_ms);
-    for _ in 0..count {
-        let request = producer.next_request();
-        let path = dir.join(&request.key);
-        write_atomically(dir, &path, request.body.as_bytes())
-            .await
-            .with_context(|| format!("cannot write {}", path.display()))?;
+/// Where `produce` writes.
+pub enum Target {
+    Dir(PathBuf),
+    S3 { client: aws_sdk_s3::Client, bucket: String },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Dir(dir) => write!(f, "{}", dir.display()),
+            Target::S3 { bucket, .. } => write!(f, "s3://{bucket}"),
+        }
     }
-    Ok(count)
+}
+
+impl Target {
+    /// Writes one request; into a folder atomically, so that a host reading
+    /// the folder meanwhile never sees half a request.
+    async fn write(&self, key: &str, body: &str) -> anyhow::Result<()> {
+        match self {
+            Target::Dir(dir) => {
+                let path = dir.join(key);
+                write_atomically(dir, &path, body.as_bytes())
+                    .await
+                    .with_context(|| format!("cannot write {}", path.display()))
+            }
+            Target::S3 { client, bucket } => {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_type("application/json")
+                    .body(body.as_bytes().to_vec().into())
+                    .send()
+                    .await
+                    .map_err(|e| storage_error(format!("put s3://{bucket}/{key}"), e))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How many requests, how fast, for how long.
+pub struct Pacing {
+    pub count: u64,
+    pub delay: Duration,
+    pub max_runtime: Option<Duration>,
+}
+
+/// Writes requests to `target` as `pacing` says; returns how many.
+pub async fn produce_into(target: &Target, seed: u64, start_ms: u64, pacing: &Pacing) -> anyhow::Result<u64> {
+    if let Target::Dir(dir) = target {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let started = Instant::now();
+    let mut producer = Producer::new(seed, start_ms);
+    for written in 0..pacing.count {
+        if pacing.max_runtime.is_some_and(|max| started.elapsed() >= max) {
+            return Ok(written);
+        }
+        if written > 0 && !pacing.delay.is_zero() {
+            tokio::time::sleep(pacing.delay).await;
+        }
+        let request = producer.next_request();
+        target.write(&request.key, &request.body).await?;
+    }
+    Ok(pacing.count)
 }
 
 /// Three requests the handler must refuse, to show dead-lettering: the
@@ -121,7 +203,12 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let requests = dir.join("requests");
     let widgets = dir.join("widgets");
     let start_ms = now_ms();
-    produce_into(&requests, args.seed, start_ms, args.requests).await?;
+    let pacing = Pacing {
+        count: args.requests,
+        delay: Duration::ZERO,
+        max_runtime: None,
+    };
+    produce_into(&Target::Dir(requests.clone()), args.seed, start_ms, &pacing).await?;
     for (i, body) in DEMO_BAD_REQUESTS.iter().enumerate() {
         // Keys just after the first produced request, so they sort among them.
         let key = format!("{:013}", start_ms + 1 + i as u64);
@@ -133,20 +220,22 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         args.seed,
         requests.display()
     );
-    let args = crate::cli::RunArgs {
-        requests_dir: Some(requests.clone()),
-        widgets_dir: Some(widgets.clone()),
-        handler: crate::cli::HandlerArgs {
-            handler: None,
-            handler_timeout_ms: 2000,
-            handler_memory_mb: 128,
-            no_compile_cache: false,
+    let config = RunConfig {
+        source: SourceSpec::Dir(requests.clone()),
+        sink: SinkSpec::Dir(widgets.clone()),
+        handler: HandlerSpec {
+            file: None,
+            limits: Limits::default(),
+            compile_cache: true,
         },
-        until_empty: true,
-        max_runtime_ms: 0,
-        concurrency: 8,
+        options: Options {
+            until_empty: true,
+            ..Options::default()
+        },
+        max_runtime: None,
+        aws: AwsSettings::default(),
     };
-    let summary = run(RunConfig::from_args(&args)?).await?;
+    let summary = run(config).await?;
     println!("{summary}");
     println!();
     println!("Where to look:");

@@ -43,9 +43,34 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub requests_dir: Option<PathBuf>,
 
+    /// Read requests from this S3 bucket (keys in order). Also `-rb`,
+    /// `--requests_bucket`.
+    #[arg(long, value_name = "BUCKET", visible_alias = "requests_bucket", alias = "requests-bucket")]
+    pub request_bucket: Option<String>,
+
     /// Store widgets in this folder, in the S3 layout.
     #[arg(long, value_name = "DIR")]
     pub widgets_dir: Option<PathBuf>,
+
+    /// Store widgets in this S3 bucket. Also `-wb`.
+    #[arg(long, value_name = "BUCKET")]
+    pub widget_bucket: Option<String>,
+
+    /// Store widgets in this DynamoDB table. Also `-dwt`.
+    #[arg(long, value_name = "TABLE")]
+    pub dynamodb_widget_table: Option<String>,
+
+    /// The seed's way to name the destination: `wb` (S3 bucket) or `dwt`
+    /// (DynamoDB table), with --destination_name.
+    #[arg(long = "destination_flag", alias = "destination-flag", value_name = "wb|dwt")]
+    pub destination_flag: Option<DestinationFlag>,
+
+    /// The bucket or table --destination_flag refers to.
+    #[arg(long = "destination_name", alias = "destination-name", value_name = "NAME")]
+    pub destination_name: Option<String>,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
 
     #[command(flatten)]
     pub handler: HandlerArgs,
@@ -62,6 +87,34 @@ pub struct RunArgs {
     /// processed at once, nor out of order.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+}
+
+/// `--destination_flag` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DestinationFlag {
+    /// An S3 bucket.
+    Wb,
+    /// A DynamoDB table.
+    Dwt,
+}
+
+/// How to reach AWS. Credentials come from the standard chain
+/// (environment, profile, SSO, instance role).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AwsArgs {
+    /// The AWS profile to use.
+    #[arg(short = 'p', long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// The AWS region (default: from the environment or profile).
+    #[arg(short = 'r', long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Send every AWS request to this endpoint (a local S3 or DynamoDB
+    /// server); `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3` and
+    /// `AWS_ENDPOINT_URL_DYNAMODB` work too. S3 then uses path-style URLs.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 }
 
 /// Which handler to run and under what limits.
@@ -88,7 +141,23 @@ pub struct HandlerArgs {
 pub struct ProduceArgs {
     /// Write the requests into this folder.
     #[arg(long, value_name = "DIR")]
-    pub requests_dir: PathBuf,
+    pub requests_dir: Option<PathBuf>,
+
+    /// Write the requests into this S3 bucket. Also `-rb`.
+    #[arg(long, value_name = "BUCKET")]
+    pub request_bucket: Option<String>,
+
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
+    /// Wait this long between requests, in milliseconds. Also `-ird`.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub inter_request_delay: u64,
+
+    /// Stop after this many milliseconds even if fewer requests were
+    /// written (0: no limit). Also `-mrt`.
+    #[arg(long = "max-runtime", value_name = "MS", default_value_t = 0)]
+    pub max_runtime_ms: u64,
 
     /// How many requests to write. Also `-mwr`.
     #[arg(long = "max-widget-requests", value_name = "N", default_value_t = 1000)]
@@ -121,7 +190,14 @@ pub struct DemoArgs {
 
 /// The course's tools used several-letter short flags (`-mrt`), which clap
 /// does not parse: they are rewritten to their long forms first.
-const COURSE_FLAGS: [(&str, &str); 2] = [("-mrt", "--max-runtime"), ("-mwr", "--max-widget-requests")];
+const COURSE_FLAGS: [(&str, &str); 6] = [
+    ("-mrt", "--max-runtime"),
+    ("-mwr", "--max-widget-requests"),
+    ("-ird", "--inter-request-delay"),
+    ("-rb", "--request-bucket"),
+    ("-wb", "--widget-bucket"),
+    ("-dwt", "--dynamodb-widget-table"),
+];
 
 /// Rewrites the course's flags in `args` to the ones clap knows.
 pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -161,6 +237,29 @@ mod tests {
             panic!()
         };
         assert_eq!(produce.max_widget_requests, 7);
+    }
+
+    #[test]
+    fn the_seeds_command_line_works_as_written() {
+        let cli = parse(&[
+            "widget-host",
+            "--requests_bucket",
+            "requests",
+            "--destination_flag",
+            "dwt",
+            "--destination_name",
+            "widgets",
+        ]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.request_bucket.as_deref(), Some("requests"));
+        assert_eq!(cli.run.destination_flag, Some(DestinationFlag::Dwt));
+        assert_eq!(cli.run.destination_name.as_deref(), Some("widgets"));
+        let cli = parse(&["widget-host", "-rb", "r", "-wb", "w", "-p", "prof", "-r", "eu-west-1"]);
+        assert_eq!(cli.run.widget_bucket.as_deref(), Some("w"));
+        assert_eq!(cli.run.aws.profile.as_deref(), Some("prof"));
+        assert_eq!(cli.run.aws.region.as_deref(), Some("eu-west-1"));
+        let cli = parse(&["widget-host", "-rb", "r", "-dwt", "t"]);
+        assert_eq!(cli.run.dynamodb_widget_table.as_deref(), Some("t"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Turns parsed flags into a checked configuration. No I/O: opening the
 //! source, the sink and the handler is `app.rs`'s job.
 
-use crate::cli::{HandlerArgs, RunArgs};
+use crate::aws::AwsSettings;
+use crate::cli::{AwsArgs, DestinationFlag, HandlerArgs, RunArgs};
 use crate::pipeline::Options;
 use crate::runtime::Limits;
 use anyhow::{Context as _, bail};
@@ -12,12 +13,15 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
     Dir(PathBuf),
+    S3Bucket(String),
 }
 
 /// Where widgets go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {
     Dir(PathBuf),
+    S3Bucket(String),
+    DynamoDbTable(String),
 }
 
 /// The handler to run.
@@ -37,6 +41,24 @@ pub struct RunConfig {
     pub handler: HandlerSpec,
     pub options: Options,
     pub max_runtime: Option<Duration>,
+    pub aws: AwsSettings,
+}
+
+impl RunConfig {
+    /// Whether any part of the run talks to AWS.
+    pub fn uses_aws(&self) -> bool {
+        matches!(self.source, SourceSpec::S3Bucket(_)) || !matches!(self.sink, SinkSpec::Dir(_))
+    }
+}
+
+impl From<&AwsArgs> for AwsSettings {
+    fn from(args: &AwsArgs) -> AwsSettings {
+        AwsSettings {
+            profile: args.profile.clone(),
+            region: args.region.clone(),
+            endpoint_url: args.endpoint_url.clone(),
+        }
+    }
 }
 
 impl HandlerSpec {
@@ -63,15 +85,40 @@ impl HandlerSpec {
 
 impl RunConfig {
     pub fn from_args(args: &RunArgs) -> anyhow::Result<RunConfig> {
-        let Some(requests) = &args.requests_dir else {
-            bail!("no request source: give --requests-dir DIR");
+        let source = match (&args.requests_dir, &args.request_bucket) {
+            (Some(dir), None) => SourceSpec::Dir(dir.clone()),
+            (None, Some(bucket)) => SourceSpec::S3Bucket(bucket.clone()),
+            (None, None) => bail!("no request source: give --requests-dir DIR or --request-bucket BUCKET"),
+            (Some(_), Some(_)) => bail!("give one request source: --requests-dir or --request-bucket, not both"),
         };
-        let Some(widgets) = &args.widgets_dir else {
-            bail!("no widget destination: give --widgets-dir DIR");
+        let named = match (args.destination_flag, &args.destination_name) {
+            (Some(DestinationFlag::Wb), Some(name)) => Some(SinkSpec::S3Bucket(name.clone())),
+            (Some(DestinationFlag::Dwt), Some(name)) => Some(SinkSpec::DynamoDbTable(name.clone())),
+            (None, None) => None,
+            (Some(_), None) => bail!("--destination_flag needs --destination_name"),
+            (None, Some(_)) => bail!("--destination_name needs --destination_flag wb|dwt"),
+        };
+        let mut sinks: Vec<SinkSpec> = [
+            named,
+            args.widgets_dir.clone().map(SinkSpec::Dir),
+            args.widget_bucket.clone().map(SinkSpec::S3Bucket),
+            args.dynamodb_widget_table.clone().map(SinkSpec::DynamoDbTable),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let sink = match sinks.len() {
+            0 => bail!(
+                "no widget destination: give --widgets-dir DIR, --widget-bucket BUCKET, \
+                 --dynamodb-widget-table TABLE or --destination_flag wb|dwt --destination_name NAME"
+            ),
+            1 => sinks.remove(0),
+            _ => bail!("give one widget destination, not {}: {sinks:?}", sinks.len()),
         };
         Ok(RunConfig {
-            source: SourceSpec::Dir(requests.clone()),
-            sink: SinkSpec::Dir(widgets.clone()),
+            source,
+            sink,
+            aws: AwsSettings::from(&args.aws),
             handler: HandlerSpec::from_args(&args.handler)?,
             options: Options {
                 concurrency: usize::from(args.concurrency),
@@ -80,5 +127,39 @@ impl RunConfig {
             },
             max_runtime: (args.max_runtime_ms > 0).then(|| Duration::from_millis(args.max_runtime_ms)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> anyhow::Result<RunConfig> {
+        let mut all = vec!["widget-host"];
+        all.extend_from_slice(args);
+        RunConfig::from_args(&Cli::try_parse_from(all).unwrap().run)
+    }
+
+    #[test]
+    fn destinations_are_named_once_in_any_spelling() {
+        let c = config(&["--requests_bucket", "r", "--destination_flag", "wb", "--destination_name", "w"]).unwrap();
+        assert_eq!((c.source, c.sink), (SourceSpec::S3Bucket("r".into()), SinkSpec::S3Bucket("w".into())));
+        let c = config(&["--requests-dir", "r", "--dynamodb-widget-table", "t"]).unwrap();
+        assert_eq!(c.sink, SinkSpec::DynamoDbTable("t".into()));
+        assert!(c.uses_aws());
+        let c = config(&["--requests-dir", "r", "--widgets-dir", "w"]).unwrap();
+        assert!(!c.uses_aws());
+    }
+
+    #[test]
+    fn missing_or_conflicting_places_are_errors() {
+        let err = |args: &[&str]| config(args).unwrap_err().to_string();
+        assert!(err(&["--widgets-dir", "w"]).contains("no request source"));
+        assert!(err(&["--requests-dir", "r"]).contains("no widget destination"));
+        assert!(err(&["--requests-dir", "r", "--widget-bucket", "b", "--widgets-dir", "w"]).contains("give one"));
+        assert!(err(&["--requests-dir", "r", "--destination_flag", "wb"]).contains("--destination_name"));
+        assert!(err(&["--requests-dir", "r", "--request-bucket", "b", "--widgets-dir", "w"]).contains("not both"));
     }
 }

@@ -15,6 +15,7 @@
 //! handler is `guest/`, built and embedded by `build.rs`.
 
 pub mod app;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Log set-up: human-readable lines on stderr and, with `--log-file`, the
 //! same lines in a file. `RUST_LOG` overrides the default level.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -11,6 +12,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub fn init(stderr_level: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
     let filter = |level: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(filter(stderr_level));
     let file = match log_file {

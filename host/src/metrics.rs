@@ -61,6 +61,7 @@ impl Metrics {
             retries: c.retries,
             operations: c.operations,
             dead_letter_place,
+            api_calls: BTreeMap::new(),
         }
     }
 }
@@ -75,6 +76,8 @@ pub struct Summary {
     pub retries: u64,
     pub operations: u64,
     pub dead_letter_place: String,
+    /// HTTP requests sent to AWS, by operation (`S3.GetObject`).
+    pub api_calls: BTreeMap<String, u64>,
 }
 
 impl Summary {
@@ -115,6 +118,12 @@ impl fmt::Display for Summary {
             write!(f, " (in {})", self.dead_letter_place)?;
         }
         writeln!(f)?;
-        write!(f, "  retries:       {}", self.retries)
+        write!(f, "  retries:       {}", self.retries)?;
+        if !self.api_calls.is_empty() {
+            let total: u64 = self.api_calls.values().sum();
+            let calls: Vec<String> = self.api_calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
+            write!(f, "\n  AWS calls:     {total} ({})", calls.join(", "))?;
+        }
+        Ok(())
     }
 }

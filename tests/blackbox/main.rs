@@ -1,6 +1,9 @@
-//! Black-box tests: they run the built `widget-host` binary on folders of
-//! requests and check what it leaves behind, file by file.
+//! Black-box tests: they run the built `widget-host` binary on folders,
+//! buckets and tables of requests and check what it leaves behind, file by
+//! file. The AWS tests need the servers tests/run.sh starts.
 
+mod aws;
 mod local;
+mod proxy;
 mod sandbox;
 mod util;

@@ -1,6 +1,8 @@
 //! Where widgets go: the stores a handler's operations are carried out on.
 
 pub mod dir;
+pub mod dynamodb;
+pub mod s3;
 pub mod memory;
 
 pub use crate::error::StorageError as SinkError;

@@ -6,6 +6,7 @@
 //! the dead-letter place with a reason.
 
 pub mod dir;
+pub mod s3;
 
 pub use crate::error::StorageError as SourceError;
 

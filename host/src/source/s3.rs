@@ -1,0 +1,147 @@
+//! An S3 bucket as a request source: objects in ascending key order, listed
+//! a page of 1,000 at a time from a start-after watermark. Objects under
+//! `dead-letter/` are never requests: rejected requests are copied there,
+//! bytes unchanged, with the reason in the object's metadata.
+
+use super::{Page, Source, SourceError};
+use crate::aws::storage_error;
+use crate::sink::s3::{check_bucket, get_object};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use std::sync::Mutex;
+
+/// The prefix dead-lettered requests are copied under.
+pub const DEAD_LETTER_PREFIX: &str = "dead-letter/";
+
+/// A start-after value past every key under the dead-letter prefix
+/// (`0` follows `/`), so that a pass skips them in one step.
+const PAST_DEAD_LETTERS: &str = "dead-letter0";
+
+/// The metadata key (`x-amz-meta-reason`) holding a dead letter's reason.
+pub const REASON_METADATA: &str = "reason";
+
+/// S3 allows 2 KB of user metadata; the reason is cut to fit.
+const MAX_REASON_BYTES: usize = 1800;
+
+/// Keys per ListObjectsV2 page (S3's maximum).
+const PAGE_SIZE: i32 = 1000;
+
+pub struct S3Source {
+    client: Client,
+    bucket: String,
+    watermark: Mutex<Option<String>>,
+}
+
+impl S3Source {
+    /// A source reading `bucket`, which must exist and be reachable.
+    pub async fn open(client: Client, bucket: &str) -> Result<S3Source, SourceError> {
+        check_bucket(&client, bucket, "request").await?;
+        Ok(S3Source {
+            client,
+            bucket: bucket.to_owned(),
+            watermark: Mutex::new(None),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for S3Source {
+    fn describe(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+
+    fn dead_letter_place(&self) -> String {
+        format!("s3://{}/{DEAD_LETTER_PREFIX}", self.bucket)
+    }
+
+    async fn list(&self) -> Result<Page, SourceError> {
+        let after = self.watermark.lock().unwrap().clone();
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .max_keys(PAGE_SIZE)
+            .set_start_after(after.clone())
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("list s3://{}", self.bucket), e))?;
+        let all: Vec<String> = listed.contents().iter().filter_map(|o| o.key.clone()).collect();
+        let reached_end = !listed.is_truncated.unwrap_or(false);
+        let mut next = all.last().cloned();
+        if next.as_deref().is_some_and(|k| k.starts_with(DEAD_LETTER_PREFIX)) {
+            next = Some(PAST_DEAD_LETTERS.to_owned());
+        }
+        *self.watermark.lock().unwrap() = if reached_end { None } else { next };
+        Ok(Page {
+            keys: all.into_iter().filter(|k| !k.starts_with(DEAD_LETTER_PREFIX)).collect(),
+            from_start: after.is_none(),
+            reached_end,
+        })
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, SourceError> {
+        get_object(&self.client, &self.bucket, key).await
+    }
+
+    async fn ack(&self, key: &str) -> Result<(), SourceError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("delete s3://{}/{key}", self.bucket), e))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, key: &str, body: &[u8], reason: &str) -> Result<(), SourceError> {
+        let target = format!("{DEAD_LETTER_PREFIX}{key}");
+        // The bytes as read, so the dead letter is exactly the request.
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&target)
+            .metadata(REASON_METADATA, metadata_safe(reason))
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("put s3://{}/{target}", self.bucket), e))?;
+        self.ack(key).await
+    }
+}
+
+/// S3 metadata travels in HTTP headers: printable ASCII only, and short.
+/// Other characters are escaped as `\u{..}`.
+fn metadata_safe(reason: &str) -> String {
+    let mut safe = String::new();
+    for c in reason.chars() {
+        let piece = if c == ' ' || c.is_ascii_graphic() { c.to_string() } else { c.escape_unicode().to_string() };
+        if safe.len() + piece.len() > MAX_REASON_BYTES {
+            safe.push_str("...");
+            break;
+        }
+        safe.push_str(&piece);
+    }
+    safe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_made_header_safe_and_short() {
+        assert_eq!(metadata_safe("bad \"type\""), "bad \"type\"");
+        assert_eq!(metadata_safe("a\nb é"), "a\\u{a}b \\u{e9}");
+        let long = metadata_safe(&"x".repeat(5000));
+        assert!(long.len() <= MAX_REASON_BYTES + 3 && long.ends_with("..."));
+    }
+
+    #[test]
+    fn the_skip_past_dead_letters_sorts_after_every_dead_letter_key() {
+        for key in ["dead-letter/1", "dead-letter/\u{10FFFF}", "dead-letter/zzz/yyy"] {
+            assert!(key < PAST_DEAD_LETTERS);
+        }
+        assert!("dead-letter" < PAST_DEAD_LETTERS);
+    }
+}

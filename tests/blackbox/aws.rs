@@ -1,0 +1,425 @@
+//! Against real protocol servers: moto (S3, DynamoDB) and Amazon's
+//! DynamoDB Local, started by tests/run.sh. Every test makes its own
+//! uniquely named buckets and tables.
+
+use crate::proxy::Proxy;
+use crate::util::*;
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_s3::primitives::ByteStream;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use widget_host::sink::dynamodb::item_to_json;
+
+fn server(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with tests/run.sh, which starts the servers"))
+}
+
+fn moto() -> String {
+    server("WIDGET_HOST_TEST_MOTO")
+}
+
+fn dynamodb_local() -> String {
+    server("WIDGET_HOST_TEST_DYNAMODB_LOCAL")
+}
+
+/// A name no other test (or run) uses: lowercase, as S3 wants.
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+async fn shared_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await
+}
+
+fn s3(endpoint: &str) -> aws_sdk_s3::Client {
+    block_on(async {
+        let config = aws_sdk_s3::config::Builder::from(&shared_config(endpoint).await)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    })
+}
+
+fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    block_on(async { aws_sdk_dynamodb::Client::new(&shared_config(endpoint).await) })
+}
+
+fn create_bucket(client: &aws_sdk_s3::Client, prefix: &str) -> String {
+    let bucket = unique(prefix);
+    block_on(client.create_bucket().bucket(&bucket).send()).unwrap();
+    bucket
+}
+
+fn create_table(client: &aws_sdk_dynamodb::Client, key: &str) -> String {
+    let table = unique("widgets");
+    block_on(
+        client
+            .create_table()
+            .table_name(&table)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(key)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(KeySchemaElement::builder().attribute_name(key).key_type(KeyType::Hash).build().unwrap())
+            .billing_mode(BillingMode::PayPerRequest)
+            .send(),
+    )
+    .unwrap();
+    table
+}
+
+/// Uploads the files of a folder as objects, keyed by file name.
+fn upload(client: &aws_sdk_s3::Client, bucket: &str, dir: &Path) {
+    for (key, bytes) in files(dir) {
+        block_on(client.put_object().bucket(bucket).key(&key).body(ByteStream::from(bytes)).send()).unwrap();
+    }
+}
+
+/// Every object in a bucket: key -> (body, metadata, content type).
+fn objects(client: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, (Vec<u8>, Option<String>, Option<String>)> {
+    block_on(async {
+        let mut out = BTreeMap::new();
+        let mut pages = client.list_objects_v2().bucket(bucket).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for object in page.unwrap().contents() {
+                let key = object.key().unwrap().to_owned();
+                let got = client.get_object().bucket(bucket).key(&key).send().await.unwrap();
+                let reason = got.metadata().and_then(|m| m.get("reason").cloned());
+                let content_type = got.content_type().map(str::to_owned);
+                let body = got.body.collect().await.unwrap().into_bytes().to_vec();
+                out.insert(key, (body, reason, content_type));
+            }
+        }
+        out
+    })
+}
+
+/// Every item of a table, as JSON, by `id`.
+fn items(client: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, Value> {
+    block_on(async {
+        let mut out = BTreeMap::new();
+        let mut pages = client.scan().table_name(table).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for item in page.unwrap().items() {
+                let json = item_to_json(item);
+                out.insert(json["id"].as_str().unwrap().to_owned(), json);
+            }
+        }
+        out
+    })
+}
+
+/// The host, pointed at local servers through the SDK's own variables.
+fn aws_host(s3_endpoint: &str, dynamodb_endpoint: &str) -> Command {
+    let mut command = host();
+    command
+        .env("AWS_ENDPOINT_URL_S3", s3_endpoint)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint);
+    command
+}
+
+fn expected_widgets() -> BTreeMap<String, Vec<u8>> {
+    files(&tests_dir().join("fixtures/instructor-2022-expected"))
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("widgets/"))
+        .collect()
+}
+
+/// Checks the request bucket after a run over the instructor samples:
+/// nothing left but the three bad requests under dead-letter/, each with
+/// its bytes and a reason.
+fn assert_instructor_dead_letters(client: &aws_sdk_s3::Client, bucket: &str) {
+    let left = objects(client, bucket);
+    let expected = files(&tests_dir().join("fixtures/instructor-2022-expected/dead-letter"));
+    assert_eq!(
+        left.keys().cloned().collect::<Vec<_>>(),
+        expected.keys().map(|k| format!("dead-letter/{k}")).collect::<Vec<_>>()
+    );
+    for (key, bytes) in expected {
+        let (body, reason, _) = &left[&format!("dead-letter/{key}")];
+        assert_eq!(body, &bytes, "dead-letter/{key} keeps its bytes");
+        assert!(reason.as_deref().is_some_and(|r| !r.is_empty()), "dead-letter/{key} has a reason");
+    }
+}
+
+#[test]
+fn seed_command_line_wb_stores_the_spec_layout_in_s3() {
+    let client = s3(&moto());
+    let requests = create_bucket(&client, "requests");
+    let widgets = create_bucket(&client, "widgets");
+    upload(&client, &requests, &tests_dir().join("fixtures/instructor-2022"));
+
+    let output = run_ok(
+        host()
+            .env("AWS_ENDPOINT_URL", moto())
+            .args(["--requests_bucket", &requests, "--destination_flag", "wb", "--destination_name", &widgets])
+            .arg("--until-empty"),
+    );
+
+    let stored = objects(&client, &widgets);
+    let expected = expected_widgets();
+    assert_eq!(stored.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    for (key, want) in &expected {
+        let (body, _, content_type) = &stored[key];
+        let got: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(got, serde_json::from_slice::<Value>(want).unwrap(), "{key}");
+        assert_eq!(content_type.as_deref(), Some("application/json"), "{key}");
+    }
+    assert_instructor_dead_letters(&client, &requests);
+    let summary = String::from_utf8(output.stdout).unwrap();
+    assert!(summary.contains("AWS calls:"), "{summary}");
+}
+
+fn seed_command_line_dwt(dynamodb_endpoint: &str) {
+    let s3_client = s3(&moto());
+    let ddb = dynamodb(dynamodb_endpoint);
+    let requests = create_bucket(&s3_client, "requests");
+    let table = create_table(&ddb, "id");
+    upload(&s3_client, &requests, &tests_dir().join("fixtures/instructor-2022"));
+
+    run_ok(
+        aws_host(&moto(), dynamodb_endpoint)
+            .args(["--requests_bucket", &requests, "--destination_flag", "dwt", "--destination_name", &table])
+            .arg("--until-empty"),
+    );
+
+    let stored = items(&ddb, &table);
+    let expected = files(&tests_dir().join("fixtures/instructor-2022-expected-table/items"));
+    assert_eq!(stored.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    for (id, want) in expected {
+        assert_eq!(stored[&id], serde_json::from_slice::<Value>(&want).unwrap(), "item {id}");
+    }
+    assert_instructor_dead_letters(&s3_client, &requests);
+}
+
+#[test]
+fn seed_command_line_dwt_stores_flat_items_in_moto() {
+    seed_command_line_dwt(&moto());
+}
+
+#[test]
+fn seed_command_line_dwt_stores_flat_items_in_dynamodb_local() {
+    seed_command_line_dwt(&dynamodb_local());
+}
+
+#[test]
+fn a_table_keyed_by_another_name_is_written_by_that_name() {
+    let ddb = dynamodb(&dynamodb_local());
+    let table = create_table(&ddb, "widgetKey");
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scratch.path().join("1"),
+        r#"{"type":"create","requestId":"r","widgetId":"w1","owner":"Sue Smith","otherAttributes":[{"name":"color","value":"red"}]}"#,
+    )
+    .unwrap();
+    run_ok(
+        aws_host(&moto(), &dynamodb_local())
+            .args(["run", "--until-empty", "-dwt", &table, "--requests-dir"])
+            .arg(scratch.path()),
+    );
+    let item = block_on(ddb.scan().table_name(&table).send()).unwrap().items()[0].clone();
+    assert_eq!(
+        item_to_json(&item),
+        serde_json::json!({"color":"red","id":"w1","owner":"Sue Smith","widgetKey":"w1"})
+    );
+}
+
+#[test]
+fn requests_are_taken_in_key_order() {
+    let client = s3(&moto());
+    let requests = create_bucket(&client, "requests");
+    let widgets = create_bucket(&client, "widgets");
+    upload(&client, &requests, &tests_dir().join("fixtures/instructor-2022"));
+    let output = run_ok(
+        host()
+            .env("AWS_ENDPOINT_URL", moto())
+            .args(["-rb", &requests, "-wb", &widgets, "--until-empty", "--concurrency", "1"]),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let taken: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Request done.") || l.contains("Request dead-lettered."))
+        .filter_map(|l| l.split("request_key=").nth(1)?.split_whitespace().next())
+        .collect();
+    let mut sorted = taken.clone();
+    sorted.sort();
+    assert_eq!(taken.len(), 35);
+    assert_eq!(taken, sorted);
+}
+
+#[test]
+fn requests_added_while_running_are_picked_up_even_with_smaller_keys() {
+    let client = s3(&moto());
+    let requests = create_bucket(&client, "requests");
+    let widgets = create_bucket(&client, "widgets");
+    let create = |id: &str| format!(r#"{{"type":"create","requestId":"r","widgetId":"{id}","owner":"Sue Smith"}}"#);
+    let put = |key: &str, id: &str| {
+        block_on(client.put_object().bucket(&requests).key(key).body(ByteStream::from(create(id).into_bytes())).send())
+            .unwrap();
+    };
+    put("1500000000000", "first");
+    let child = host()
+        .env("AWS_ENDPOINT_URL", moto())
+        .args(["-rb", &requests, "-wb", &widgets])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |key: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while block_on(client.head_object().bucket(&widgets).key(key).send()).is_err() {
+            assert!(Instant::now() < deadline, "{key} was never stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("widgets/sue-smith/first");
+    put("2000000000000", "later");
+    put("1000000000000", "earlier");
+    wait_for("widgets/sue-smith/later");
+    wait_for("widgets/sue-smith/earlier");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Processed 3 requests"));
+    assert!(objects(&client, &requests).is_empty());
+}
+
+#[test]
+fn empty_and_large_requests_are_handled() {
+    let client = s3(&moto());
+    let requests = create_bucket(&client, "requests");
+    let widgets = create_bucket(&client, "widgets");
+    let description = "D".repeat(3 << 20);
+    let large = format!(
+        r#"{{"type":"create","requestId":"r","widgetId":"big","owner":"Sue Smith","description":"{description}"}}"#
+    );
+    for (key, body) in [("1", Vec::new()), ("2", large.into_bytes())] {
+        block_on(client.put_object().bucket(&requests).key(key).body(ByteStream::from(body)).send()).unwrap();
+    }
+    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args(["-rb", &requests, "-wb", &widgets, "--until-empty"]));
+    let stored = objects(&client, &widgets);
+    let big: Value = serde_json::from_slice(&stored["widgets/sue-smith/big"].0).unwrap();
+    assert_eq!(big["description"].as_str().unwrap().len(), 3 << 20);
+    let left = objects(&client, &requests);
+    assert_eq!(left.keys().collect::<Vec<_>>(), ["dead-letter/1"]);
+    assert_eq!(left["dead-letter/1"].0, b"");
+    assert_eq!(left["dead-letter/1"].1.as_deref(), Some("rejected: request is empty"));
+}
+
+#[test]
+fn a_missing_bucket_or_table_is_a_start_up_error_that_names_it() {
+    let client = s3(&moto());
+    let requests = create_bucket(&client, "requests");
+    for (args, name) in [
+        (vec!["-rb", "no-such-requests", "-wb", &requests], "no-such-requests"),
+        (vec!["-rb", &requests, "-wb", "no-such-widgets"], "no-such-widgets"),
+        (vec!["-rb", &requests, "-dwt", "no-such-table"], "no-such-table"),
+    ] {
+        let output = aws_host(&moto(), &dynamodb_local()).args(&args).arg("--until-empty").output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(name) && stderr.contains("does not exist"), "{stderr}");
+    }
+}
+
+/// Produces the same requests into a new bucket.
+fn produce_into_bucket(client: &aws_sdk_s3::Client, count: u32, seed: u32) -> String {
+    let bucket = create_bucket(client, "requests");
+    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args([
+        "produce",
+        "-rb",
+        &bucket,
+        "-mwr",
+        &count.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--start-ms",
+        "1700000000000",
+    ]));
+    bucket
+}
+
+/// An uninterrupted run's end state, for comparison.
+fn reference_end_state(client: &aws_sdk_s3::Client, count: u32, seed: u32) -> BTreeMap<String, Vec<u8>> {
+    let requests = produce_into_bucket(client, count, seed);
+    let widgets = create_bucket(client, "widgets");
+    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args(["-rb", &requests, "-wb", &widgets, "--until-empty"]));
+    objects(client, &widgets).into_iter().map(|(k, v)| (k, v.0)).collect()
+}
+
+#[test]
+fn a_server_that_goes_away_and_comes_back_loses_no_request() {
+    let client = s3(&moto());
+    let want = reference_end_state(&client, 300, 21);
+    let requests = produce_into_bucket(&client, 300, 21);
+    let widgets = create_bucket(&client, "widgets");
+
+    let proxy = Proxy::start(&moto());
+    let child = host()
+        .env("AWS_ENDPOINT_URL", &proxy.url)
+        .args(["-rb", &requests, "-wb", &widgets, "--until-empty"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    proxy.down();
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.up();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("Processed 300 requests"), "{summary}");
+
+    let got: BTreeMap<String, Vec<u8>> = objects(&client, &widgets).into_iter().map(|(k, v)| (k, v.0)).collect();
+    assert!(got == want, "the outage changed the end state");
+    assert!(objects(&client, &requests).is_empty());
+}
+
+#[test]
+fn killed_and_restarted_hosts_reach_the_uninterrupted_end_state() {
+    let client = s3(&moto());
+    let want = reference_end_state(&client, 600, 22);
+    let requests = produce_into_bucket(&client, 600, 22);
+    let widgets = create_bucket(&client, "widgets");
+    let mut kills = 0;
+    for delay_ms in [700u64, 400, 900, 300, 600] {
+        let mut child = host()
+            .env("AWS_ENDPOINT_URL", moto())
+            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args(["-rb", &requests, "-wb", &widgets, "--until-empty"]));
+    assert!(kills >= 2, "the test must actually interrupt runs ({kills} kills)");
+    let got: BTreeMap<String, Vec<u8>> = objects(&client, &widgets).into_iter().map(|(k, v)| (k, v.0)).collect();
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    assert!(got == want, "interrupted runs changed the end state");
+    assert!(objects(&client, &requests).is_empty());
+}
