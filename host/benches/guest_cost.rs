@@ -44,17 +44,25 @@ fn rate(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let engine = runtime::engine(false).unwrap();
     let compile_started = Instant::now();
     let host = Runtime::new(&engine, DEFAULT_HANDLER, Limits::default()).unwrap();
     let compile = compile_started.elapsed();
 
     // The stored widget an update reads.
-    let stored = match plan::plan(CREATE.as_bytes(), "k", NativeDestination::ObjectStore, &mut NativeStore(None))
-        .unwrap()
-        .operations
-        .remove(0)
+    let stored = match plan::plan(
+        CREATE.as_bytes(),
+        "k",
+        NativeDestination::ObjectStore,
+        &mut NativeStore(None),
+    )
+    .unwrap()
+    .operations
+    .remove(0)
     {
         plan::Operation::Put { key, document } => (key, document),
         other => panic!("unexpected {other:?}"),
@@ -67,8 +75,14 @@ fn main() {
         destination: Destination::ObjectStore,
     };
 
-    println!("handler: built-in widget handler, {} bytes, compiled in {compile:?}", DEFAULT_HANDLER.len());
-    println!("{:<28} {:>14} {:>14} {:>8}", "call", "native/s", "through host/s", "ratio");
+    println!(
+        "handler: built-in widget handler, {} bytes, compiled in {compile:?}",
+        DEFAULT_HANDLER.len()
+    );
+    println!(
+        "{:<28} {:>14} {:>14} {:>8}",
+        "call", "native/s", "through host/s", "ratio"
+    );
     for (name, request, current) in [
         ("handle(create)", CREATE, None),
         ("handle(update)", UPDATE, Some(stored.1.clone())),
@@ -76,7 +90,13 @@ fn main() {
         let native = rate(|| {
             let mut store = NativeStore(current.clone());
             std::hint::black_box(
-                plan::plan(request.as_bytes(), "k", NativeDestination::ObjectStore, &mut store).unwrap(),
+                plan::plan(
+                    request.as_bytes(),
+                    "k",
+                    NativeDestination::ObjectStore,
+                    &mut store,
+                )
+                .unwrap(),
             );
         });
         let hosted = rate(|| {
@@ -85,7 +105,10 @@ fn main() {
                 .unwrap();
             std::hint::black_box(handled.result.unwrap());
         });
-        println!("{name:<28} {native:>14.0} {hosted:>14.0} {:>7.1}x", native / hosted);
+        println!(
+            "{name:<28} {native:>14.0} {hosted:>14.0} {:>7.1}x",
+            native / hosted
+        );
     }
     let native = rate(|| {
         std::hint::black_box(widget_guest::request::ordering_key(UPDATE.as_bytes()));
@@ -93,5 +116,9 @@ fn main() {
     let hosted = rate(|| {
         std::hint::black_box(tokio.block_on(host.ordering_key(UPDATE.as_bytes())).unwrap());
     });
-    println!("{:<28} {native:>14.0} {hosted:>14.0} {:>7.1}x", "ordering_key", native / hosted);
+    println!(
+        "{:<28} {native:>14.0} {hosted:>14.0} {:>7.1}x",
+        "ordering_key",
+        native / hosted
+    );
 }

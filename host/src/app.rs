@@ -106,7 +106,10 @@ async fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
 /// Where `produce` writes.
 pub enum Target {
     Dir(PathBuf),
-    S3 { client: aws_sdk_s3::Client, bucket: String },
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+    },
 }
 
 impl std::fmt::Display for Target {

@@ -84,9 +84,13 @@ impl Aws {
 /// Whether requests go somewhere other than AWS's own endpoints.
 fn endpoint_overridden(settings: &AwsSettings) -> bool {
     settings.endpoint_url.is_some()
-        || ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"]
-            .iter()
-            .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+        || [
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ENDPOINT_URL_DYNAMODB",
+        ]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
 }
 
 /// Classifies an SDK error once, at the boundary: throttling, 5xx,

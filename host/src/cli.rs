@@ -45,7 +45,12 @@ pub struct RunArgs {
 
     /// Read requests from this S3 bucket (keys in order). Also `-rb`,
     /// `--requests_bucket`.
-    #[arg(long, value_name = "BUCKET", visible_alias = "requests_bucket", alias = "requests-bucket")]
+    #[arg(
+        long,
+        value_name = "BUCKET",
+        visible_alias = "requests_bucket",
+        alias = "requests-bucket"
+    )]
     pub request_bucket: Option<String>,
 
     /// Store widgets in this folder, in the S3 layout.
@@ -254,7 +259,17 @@ mod tests {
         assert_eq!(cli.run.request_bucket.as_deref(), Some("requests"));
         assert_eq!(cli.run.destination_flag, Some(DestinationFlag::Dwt));
         assert_eq!(cli.run.destination_name.as_deref(), Some("widgets"));
-        let cli = parse(&["widget-host", "-rb", "r", "-wb", "w", "-p", "prof", "-r", "eu-west-1"]);
+        let cli = parse(&[
+            "widget-host",
+            "-rb",
+            "r",
+            "-wb",
+            "w",
+            "-p",
+            "prof",
+            "-r",
+            "eu-west-1",
+        ]);
         assert_eq!(cli.run.widget_bucket.as_deref(), Some("w"));
         assert_eq!(cli.run.aws.profile.as_deref(), Some("prof"));
         assert_eq!(cli.run.aws.region.as_deref(), Some("eu-west-1"));

@@ -89,7 +89,9 @@ impl RunConfig {
             (Some(dir), None) => SourceSpec::Dir(dir.clone()),
             (None, Some(bucket)) => SourceSpec::S3Bucket(bucket.clone()),
             (None, None) => bail!("no request source: give --requests-dir DIR or --request-bucket BUCKET"),
-            (Some(_), Some(_)) => bail!("give one request source: --requests-dir or --request-bucket, not both"),
+            (Some(_), Some(_)) => {
+                bail!("give one request source: --requests-dir or --request-bucket, not both")
+            }
         };
         let named = match (args.destination_flag, &args.destination_name) {
             (Some(DestinationFlag::Wb), Some(name)) => Some(SinkSpec::S3Bucket(name.clone())),
@@ -144,8 +146,19 @@ mod tests {
 
     #[test]
     fn destinations_are_named_once_in_any_spelling() {
-        let c = config(&["--requests_bucket", "r", "--destination_flag", "wb", "--destination_name", "w"]).unwrap();
-        assert_eq!((c.source, c.sink), (SourceSpec::S3Bucket("r".into()), SinkSpec::S3Bucket("w".into())));
+        let c = config(&[
+            "--requests_bucket",
+            "r",
+            "--destination_flag",
+            "wb",
+            "--destination_name",
+            "w",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.source, c.sink),
+            (SourceSpec::S3Bucket("r".into()), SinkSpec::S3Bucket("w".into()))
+        );
         let c = config(&["--requests-dir", "r", "--dynamodb-widget-table", "t"]).unwrap();
         assert_eq!(c.sink, SinkSpec::DynamoDbTable("t".into()));
         assert!(c.uses_aws());
@@ -158,8 +171,28 @@ mod tests {
         let err = |args: &[&str]| config(args).unwrap_err().to_string();
         assert!(err(&["--widgets-dir", "w"]).contains("no request source"));
         assert!(err(&["--requests-dir", "r"]).contains("no widget destination"));
-        assert!(err(&["--requests-dir", "r", "--widget-bucket", "b", "--widgets-dir", "w"]).contains("give one"));
+        assert!(
+            err(&[
+                "--requests-dir",
+                "r",
+                "--widget-bucket",
+                "b",
+                "--widgets-dir",
+                "w"
+            ])
+            .contains("give one")
+        );
         assert!(err(&["--requests-dir", "r", "--destination_flag", "wb"]).contains("--destination_name"));
-        assert!(err(&["--requests-dir", "r", "--request-bucket", "b", "--widgets-dir", "w"]).contains("not both"));
+        assert!(
+            err(&[
+                "--requests-dir",
+                "r",
+                "--request-bucket",
+                "b",
+                "--widgets-dir",
+                "w"
+            ])
+            .contains("not both")
+        );
     }
 }

@@ -4,7 +4,9 @@
 
 use crate::proxy::Proxy;
 use crate::util::*;
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -14,7 +16,9 @@ use std::time::{Duration, Instant};
 use widget_host::sink::dynamodb::item_to_json;
 
 fn server(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run the tests with tests/run.sh, which starts the servers"))
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with tests/run.sh, which starts the servers")
+    })
 }
 
 fn moto() -> String {
@@ -29,19 +33,32 @@ fn dynamodb_local() -> String {
 fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 async fn shared_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
         .load()
         .await
 }
@@ -78,7 +95,13 @@ fn create_table(client: &aws_sdk_dynamodb::Client, key: &str) -> String {
                     .build()
                     .unwrap(),
             )
-            .key_schema(KeySchemaElement::builder().attribute_name(key).key_type(KeyType::Hash).build().unwrap())
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(key)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
             .billing_mode(BillingMode::PayPerRequest)
             .send(),
     )
@@ -89,12 +112,23 @@ fn create_table(client: &aws_sdk_dynamodb::Client, key: &str) -> String {
 /// Uploads the files of a folder as objects, keyed by file name.
 fn upload(client: &aws_sdk_s3::Client, bucket: &str, dir: &Path) {
     for (key, bytes) in files(dir) {
-        block_on(client.put_object().bucket(bucket).key(&key).body(ByteStream::from(bytes)).send()).unwrap();
+        block_on(
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .body(ByteStream::from(bytes))
+                .send(),
+        )
+        .unwrap();
     }
 }
 
 /// Every object in a bucket: key -> (body, metadata, content type).
-fn objects(client: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, (Vec<u8>, Option<String>, Option<String>)> {
+fn objects(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> BTreeMap<String, (Vec<u8>, Option<String>, Option<String>)> {
     block_on(async {
         let mut out = BTreeMap::new();
         let mut pages = client.list_objects_v2().bucket(bucket).into_paginator().send();
@@ -151,12 +185,18 @@ fn assert_instructor_dead_letters(client: &aws_sdk_s3::Client, bucket: &str) {
     let expected = files(&tests_dir().join("fixtures/instructor-2022-expected/dead-letter"));
     assert_eq!(
         left.keys().cloned().collect::<Vec<_>>(),
-        expected.keys().map(|k| format!("dead-letter/{k}")).collect::<Vec<_>>()
+        expected
+            .keys()
+            .map(|k| format!("dead-letter/{k}"))
+            .collect::<Vec<_>>()
     );
     for (key, bytes) in expected {
         let (body, reason, _) = &left[&format!("dead-letter/{key}")];
         assert_eq!(body, &bytes, "dead-letter/{key} keeps its bytes");
-        assert!(reason.as_deref().is_some_and(|r| !r.is_empty()), "dead-letter/{key} has a reason");
+        assert!(
+            reason.as_deref().is_some_and(|r| !r.is_empty()),
+            "dead-letter/{key} has a reason"
+        );
     }
 }
 
@@ -170,13 +210,23 @@ fn seed_command_line_wb_stores_the_spec_layout_in_s3() {
     let output = run_ok(
         host()
             .env("AWS_ENDPOINT_URL", moto())
-            .args(["--requests_bucket", &requests, "--destination_flag", "wb", "--destination_name", &widgets])
+            .args([
+                "--requests_bucket",
+                &requests,
+                "--destination_flag",
+                "wb",
+                "--destination_name",
+                &widgets,
+            ])
             .arg("--until-empty"),
     );
 
     let stored = objects(&client, &widgets);
     let expected = expected_widgets();
-    assert_eq!(stored.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    assert_eq!(
+        stored.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
     for (key, want) in &expected {
         let (body, _, content_type) = &stored[key];
         let got: Value = serde_json::from_slice(body).unwrap();
@@ -193,19 +243,37 @@ fn seed_command_line_dwt(dynamodb_endpoint: &str) {
     let ddb = dynamodb(dynamodb_endpoint);
     let requests = create_bucket(&s3_client, "requests");
     let table = create_table(&ddb, "id");
-    upload(&s3_client, &requests, &tests_dir().join("fixtures/instructor-2022"));
+    upload(
+        &s3_client,
+        &requests,
+        &tests_dir().join("fixtures/instructor-2022"),
+    );
 
     run_ok(
         aws_host(&moto(), dynamodb_endpoint)
-            .args(["--requests_bucket", &requests, "--destination_flag", "dwt", "--destination_name", &table])
+            .args([
+                "--requests_bucket",
+                &requests,
+                "--destination_flag",
+                "dwt",
+                "--destination_name",
+                &table,
+            ])
             .arg("--until-empty"),
     );
 
     let stored = items(&ddb, &table);
     let expected = files(&tests_dir().join("fixtures/instructor-2022-expected-table/items"));
-    assert_eq!(stored.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    assert_eq!(
+        stored.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
     for (id, want) in expected {
-        assert_eq!(stored[&id], serde_json::from_slice::<Value>(&want).unwrap(), "item {id}");
+        assert_eq!(
+            stored[&id],
+            serde_json::from_slice::<Value>(&want).unwrap(),
+            "item {id}"
+        );
     }
     assert_instructor_dead_letters(&s3_client, &requests);
 }
@@ -248,11 +316,15 @@ fn requests_are_taken_in_key_order() {
     let requests = create_bucket(&client, "requests");
     let widgets = create_bucket(&client, "widgets");
     upload(&client, &requests, &tests_dir().join("fixtures/instructor-2022"));
-    let output = run_ok(
-        host()
-            .env("AWS_ENDPOINT_URL", moto())
-            .args(["-rb", &requests, "-wb", &widgets, "--until-empty", "--concurrency", "1"]),
-    );
+    let output = run_ok(host().env("AWS_ENDPOINT_URL", moto()).args([
+        "-rb",
+        &requests,
+        "-wb",
+        &widgets,
+        "--until-empty",
+        "--concurrency",
+        "1",
+    ]));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let taken: Vec<&str> = stderr
         .lines()
@@ -270,10 +342,18 @@ fn requests_added_while_running_are_picked_up_even_with_smaller_keys() {
     let client = s3(&moto());
     let requests = create_bucket(&client, "requests");
     let widgets = create_bucket(&client, "widgets");
-    let create = |id: &str| format!(r#"{{"type":"create","requestId":"r","widgetId":"{id}","owner":"Sue Smith"}}"#);
+    let create =
+        |id: &str| format!(r#"{{"type":"create","requestId":"r","widgetId":"{id}","owner":"Sue Smith"}}"#);
     let put = |key: &str, id: &str| {
-        block_on(client.put_object().bucket(&requests).key(key).body(ByteStream::from(create(id).into_bytes())).send())
-            .unwrap();
+        block_on(
+            client
+                .put_object()
+                .bucket(&requests)
+                .key(key)
+                .body(ByteStream::from(create(id).into_bytes()))
+                .send(),
+        )
+        .unwrap();
     };
     put("1500000000000", "first");
     let child = host()
@@ -295,7 +375,13 @@ fn requests_added_while_running_are_picked_up_even_with_smaller_keys() {
     put("1000000000000", "earlier");
     wait_for("widgets/sue-smith/later");
     wait_for("widgets/sue-smith/earlier");
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("Processed 3 requests"));
@@ -312,16 +398,31 @@ fn empty_and_large_requests_are_handled() {
         r#"{{"type":"create","requestId":"r","widgetId":"big","owner":"Sue Smith","description":"{description}"}}"#
     );
     for (key, body) in [("1", Vec::new()), ("2", large.into_bytes())] {
-        block_on(client.put_object().bucket(&requests).key(key).body(ByteStream::from(body)).send()).unwrap();
+        block_on(
+            client
+                .put_object()
+                .bucket(&requests)
+                .key(key)
+                .body(ByteStream::from(body))
+                .send(),
+        )
+        .unwrap();
     }
-    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args(["-rb", &requests, "-wb", &widgets, "--until-empty"]));
+    run_ok(
+        host()
+            .env("AWS_ENDPOINT_URL", moto())
+            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
+    );
     let stored = objects(&client, &widgets);
     let big: Value = serde_json::from_slice(&stored["widgets/sue-smith/big"].0).unwrap();
     assert_eq!(big["description"].as_str().unwrap().len(), 3 << 20);
     let left = objects(&client, &requests);
     assert_eq!(left.keys().collect::<Vec<_>>(), ["dead-letter/1"]);
     assert_eq!(left["dead-letter/1"].0, b"");
-    assert_eq!(left["dead-letter/1"].1.as_deref(), Some("rejected: request is empty"));
+    assert_eq!(
+        left["dead-letter/1"].1.as_deref(),
+        Some("rejected: request is empty")
+    );
 }
 
 #[test]
@@ -329,14 +430,27 @@ fn a_missing_bucket_or_table_is_a_start_up_error_that_names_it() {
     let client = s3(&moto());
     let requests = create_bucket(&client, "requests");
     for (args, name) in [
-        (vec!["-rb", "no-such-requests", "-wb", &requests], "no-such-requests"),
-        (vec!["-rb", &requests, "-wb", "no-such-widgets"], "no-such-widgets"),
+        (
+            vec!["-rb", "no-such-requests", "-wb", &requests],
+            "no-such-requests",
+        ),
+        (
+            vec!["-rb", &requests, "-wb", "no-such-widgets"],
+            "no-such-widgets",
+        ),
         (vec!["-rb", &requests, "-dwt", "no-such-table"], "no-such-table"),
     ] {
-        let output = aws_host(&moto(), &dynamodb_local()).args(&args).arg("--until-empty").output().unwrap();
+        let output = aws_host(&moto(), &dynamodb_local())
+            .args(&args)
+            .arg("--until-empty")
+            .output()
+            .unwrap();
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(name) && stderr.contains("does not exist"), "{stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains("does not exist"),
+            "{stderr}"
+        );
     }
 }
 
@@ -361,8 +475,15 @@ fn produce_into_bucket(client: &aws_sdk_s3::Client, count: u32, seed: u32) -> St
 fn reference_end_state(client: &aws_sdk_s3::Client, count: u32, seed: u32) -> BTreeMap<String, Vec<u8>> {
     let requests = produce_into_bucket(client, count, seed);
     let widgets = create_bucket(client, "widgets");
-    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args(["-rb", &requests, "-wb", &widgets, "--until-empty"]));
-    objects(client, &widgets).into_iter().map(|(k, v)| (k, v.0)).collect()
+    run_ok(
+        host()
+            .env("AWS_ENDPOINT_URL", moto())
+            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
+    );
+    objects(client, &widgets)
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
 }
 
 #[test]
@@ -377,7 +498,7 @@ fn a_server_that_goes_away_and_comes_back_loses_no_request() {
         .env("AWS_ENDPOINT_URL", &proxy.url)
         .args(["-rb", &requests, "-wb", &widgets, "--until-empty"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));
@@ -388,8 +509,16 @@ fn a_server_that_goes_away_and_comes_back_loses_no_request() {
     assert!(output.status.success());
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(summary.contains("Processed 300 requests"), "{summary}");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("Transient failure; retrying."),
+        "the outage must have been seen and retried"
+    );
 
-    let got: BTreeMap<String, Vec<u8>> = objects(&client, &widgets).into_iter().map(|(k, v)| (k, v.0)).collect();
+    let got: BTreeMap<String, Vec<u8>> = objects(&client, &widgets)
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
     assert!(got == want, "the outage changed the end state");
     assert!(objects(&client, &requests).is_empty());
 }
@@ -416,9 +545,19 @@ fn killed_and_restarted_hosts_reach_the_uninterrupted_end_state() {
         }
         child.wait().unwrap();
     }
-    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args(["-rb", &requests, "-wb", &widgets, "--until-empty"]));
-    assert!(kills >= 2, "the test must actually interrupt runs ({kills} kills)");
-    let got: BTreeMap<String, Vec<u8>> = objects(&client, &widgets).into_iter().map(|(k, v)| (k, v.0)).collect();
+    run_ok(
+        host()
+            .env("AWS_ENDPOINT_URL", moto())
+            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
+    );
+    assert!(
+        kills >= 2,
+        "the test must actually interrupt runs ({kills} kills)"
+    );
+    let got: BTreeMap<String, Vec<u8>> = objects(&client, &widgets)
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
     assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
     assert!(got == want, "interrupted runs changed the end state");
     assert!(objects(&client, &requests).is_empty());

@@ -23,7 +23,10 @@ impl DynamoDbSink {
     pub async fn open(client: Client, table: &str) -> Result<DynamoDbSink, SinkError> {
         let described = match client.describe_table().table_name(table).send().await {
             Ok(described) => described,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
                 return Err(SinkError::new(
                     format!("use DynamoDB table {table:?}"),
                     false,
@@ -32,7 +35,13 @@ impl DynamoDbSink {
             }
             Err(e) => return Err(storage_error(format!("describe DynamoDB table {table:?}"), e)),
         };
-        let refuse = |why: String| Err(SinkError::new(format!("use DynamoDB table {table:?}"), false, why));
+        let refuse = |why: String| {
+            Err(SinkError::new(
+                format!("use DynamoDB table {table:?}"),
+                false,
+                why,
+            ))
+        };
         let Some(description) = described.table else {
             return refuse("DescribeTable returned no table".into());
         };
@@ -92,7 +101,13 @@ impl Sink for DynamoDbSink {
         let action = || format!("put {key:?} into DynamoDB table {}", self.table);
         let mut item = match serde_json::from_str(document) {
             Ok(Value::Object(fields)) => json_to_item(fields),
-            _ => return Err(SinkError::new(action(), false, "the document is not a JSON object")),
+            _ => {
+                return Err(SinkError::new(
+                    action(),
+                    false,
+                    "the document is not a JSON object",
+                ));
+            }
         };
         item.insert(self.key_name.clone(), AttributeValue::S(key.to_owned()));
         self.client
@@ -120,7 +135,10 @@ impl Sink for DynamoDbSink {
 /// A JSON object as an item: strings as S, numbers as N, booleans as BOOL,
 /// null as NULL, arrays as L and objects as M.
 pub fn json_to_item(fields: Map<String, Value>) -> HashMap<String, AttributeValue> {
-    fields.into_iter().map(|(name, value)| (name, json_to_attribute(value))).collect()
+    fields
+        .into_iter()
+        .map(|(name, value)| (name, json_to_attribute(value)))
+        .collect()
 }
 
 fn json_to_attribute(value: Value) -> AttributeValue {
@@ -140,7 +158,12 @@ fn json_to_attribute(value: Value) -> AttributeValue {
 pub fn item_to_json(item: &HashMap<String, AttributeValue>) -> Value {
     let mut names: Vec<&String> = item.keys().collect();
     names.sort();
-    Value::Object(names.into_iter().map(|n| (n.clone(), attribute_to_json(&item[n]))).collect())
+    Value::Object(
+        names
+            .into_iter()
+            .map(|n| (n.clone(), attribute_to_json(&item[n])))
+            .collect(),
+    )
 }
 
 fn attribute_to_json(value: &AttributeValue) -> Value {
@@ -149,9 +172,8 @@ fn attribute_to_json(value: &AttributeValue) -> Value {
         // Beyond what JSON numbers carry here: keep the digits.
         Err(_) => Value::String(n.to_owned()),
     };
-    let base64 = |b: &aws_sdk_dynamodb::primitives::Blob| {
-        Value::String(aws_smithy_types::base64::encode(b.as_ref()))
-    };
+    let base64 =
+        |b: &aws_sdk_dynamodb::primitives::Blob| Value::String(aws_smithy_types::base64::encode(b.as_ref()));
     match value {
         AttributeValue::S(s) => Value::String(s.clone()),
         AttributeValue::N(n) => number(n),
@@ -176,7 +198,9 @@ mod tests {
     fn documents_and_items_map_both_ways() {
         let doc = json!({"id":"w","owner":"O","color":"red","n":3,"f":1.5,"ok":true,"none":null,
             "list":["a",1],"map":{"k":"v"},"empty":""});
-        let Value::Object(fields) = doc.clone() else { unreachable!() };
+        let Value::Object(fields) = doc.clone() else {
+            unreachable!()
+        };
         let item = json_to_item(fields);
         assert_eq!(item["color"], AttributeValue::S("red".into()));
         assert_eq!(item["n"], AttributeValue::N("3".into()));
@@ -191,7 +215,10 @@ mod tests {
         let item = HashMap::from([
             ("ss".to_owned(), AttributeValue::Ss(vec!["a".into()])),
             ("ns".to_owned(), AttributeValue::Ns(vec!["2".into()])),
-            ("b".to_owned(), AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(b"hi".to_vec()))),
+            (
+                "b".to_owned(),
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(b"hi".to_vec())),
+            ),
         ]);
         assert_eq!(item_to_json(&item), json!({"b":"aGk=","ns":[2],"ss":["a"]}));
     }

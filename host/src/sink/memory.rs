@@ -41,7 +41,10 @@ impl Sink for MemorySink {
     }
 
     async fn put(&self, key: &str, document: &str) -> Result<(), SinkError> {
-        self.documents.lock().unwrap().insert(key.to_owned(), document.to_owned());
+        self.documents
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), document.to_owned());
         Ok(())
     }
 

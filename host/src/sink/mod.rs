@@ -2,8 +2,8 @@
 
 pub mod dir;
 pub mod dynamodb;
-pub mod s3;
 pub mod memory;
+pub mod s3;
 
 pub use crate::error::StorageError as SinkError;
 use crate::runtime::Destination;

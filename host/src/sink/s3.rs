@@ -32,7 +32,11 @@ pub async fn check_bucket(client: &Client, bucket: &str, role: &str) -> Result<(
                 Some(403) => "access is denied".to_owned(),
                 _ => return Err(storage_error(format!("reach {role} bucket {bucket:?}"), e)),
             };
-            Err(SinkError::new(format!("use {role} bucket {bucket:?}"), false, why))
+            Err(SinkError::new(
+                format!("use {role} bucket {bucket:?}"),
+                false,
+                why,
+            ))
         }
     }
 }
@@ -46,7 +50,11 @@ pub async fn get_object(client: &Client, bucket: &str, key: &str) -> Result<Opti
         Err(e) => return Err(storage_error(action(), e)),
     };
     // A body cut off mid-way is a network failure: transient.
-    let body = object.body.collect().await.map_err(|e| SinkError::new(action(), true, e))?;
+    let body = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| SinkError::new(action(), true, e))?;
     Ok(Some(body.into_bytes().to_vec()))
 }
 
@@ -63,9 +71,9 @@ impl Sink for S3Sink {
     async fn get(&self, key: &str) -> Result<Option<String>, SinkError> {
         match get_object(&self.client, &self.bucket, key).await? {
             None => Ok(None),
-            Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|e| {
-                SinkError::new(format!("read s3://{}/{key} as text", self.bucket), false, e)
-            }),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| SinkError::new(format!("read s3://{}/{key} as text", self.bucket), false, e)),
         }
     }
 

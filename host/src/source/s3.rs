@@ -73,7 +73,10 @@ impl Source for S3Source {
         }
         *self.watermark.lock().unwrap() = if reached_end { None } else { next };
         Ok(Page {
-            keys: all.into_iter().filter(|k| !k.starts_with(DEAD_LETTER_PREFIX)).collect(),
+            keys: all
+                .into_iter()
+                .filter(|k| !k.starts_with(DEAD_LETTER_PREFIX))
+                .collect(),
             from_start: after.is_none(),
             reached_end,
         })
@@ -115,7 +118,11 @@ impl Source for S3Source {
 fn metadata_safe(reason: &str) -> String {
     let mut safe = String::new();
     for c in reason.chars() {
-        let piece = if c == ' ' || c.is_ascii_graphic() { c.to_string() } else { c.escape_unicode().to_string() };
+        let piece = if c == ' ' || c.is_ascii_graphic() {
+            c.to_string()
+        } else {
+            c.escape_unicode().to_string()
+        };
         if safe.len() + piece.len() > MAX_REASON_BYTES {
             safe.push_str("...");
             break;
