@@ -124,11 +124,16 @@ fn upload(client: &aws_sdk_s3::Client, bucket: &str, dir: &Path) {
     }
 }
 
-/// Every object in a bucket: key -> (body, metadata, content type).
-fn objects(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-) -> BTreeMap<String, (Vec<u8>, Option<String>, Option<String>)> {
+/// A stored object, as the tests look at it.
+struct Object {
+    body: Vec<u8>,
+    /// The `reason` metadata of a dead letter.
+    reason: Option<String>,
+    content_type: Option<String>,
+}
+
+/// Every object in a bucket, by key.
+fn objects(client: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, Object> {
     block_on(async {
         let mut out = BTreeMap::new();
         let mut pages = client.list_objects_v2().bucket(bucket).into_paginator().send();
@@ -139,11 +144,26 @@ fn objects(
                 let reason = got.metadata().and_then(|m| m.get("reason").cloned());
                 let content_type = got.content_type().map(str::to_owned);
                 let body = got.body.collect().await.unwrap().into_bytes().to_vec();
-                out.insert(key, (body, reason, content_type));
+                out.insert(
+                    key,
+                    Object {
+                        body,
+                        reason,
+                        content_type,
+                    },
+                );
             }
         }
         out
     })
+}
+
+/// Every object's body, by key.
+fn bodies(client: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, Vec<u8>> {
+    objects(client, bucket)
+        .into_iter()
+        .map(|(k, o)| (k, o.body))
+        .collect()
 }
 
 /// Every item of a table, as JSON, by `id`.
@@ -191,10 +211,10 @@ fn assert_instructor_dead_letters(client: &aws_sdk_s3::Client, bucket: &str) {
             .collect::<Vec<_>>()
     );
     for (key, bytes) in expected {
-        let (body, reason, _) = &left[&format!("dead-letter/{key}")];
-        assert_eq!(body, &bytes, "dead-letter/{key} keeps its bytes");
+        let dead = &left[&format!("dead-letter/{key}")];
+        assert_eq!(dead.body, bytes, "dead-letter/{key} keeps its bytes");
         assert!(
-            reason.as_deref().is_some_and(|r| !r.is_empty()),
+            dead.reason.as_deref().is_some_and(|r| !r.is_empty()),
             "dead-letter/{key} has a reason"
         );
     }
@@ -228,10 +248,13 @@ fn seed_command_line_wb_stores_the_spec_layout_in_s3() {
         expected.keys().collect::<Vec<_>>()
     );
     for (key, want) in &expected {
-        let (body, _, content_type) = &stored[key];
-        let got: Value = serde_json::from_slice(body).unwrap();
+        let got: Value = serde_json::from_slice(&stored[key].body).unwrap();
         assert_eq!(got, serde_json::from_slice::<Value>(want).unwrap(), "{key}");
-        assert_eq!(content_type.as_deref(), Some("application/json"), "{key}");
+        assert_eq!(
+            stored[key].content_type.as_deref(),
+            Some("application/json"),
+            "{key}"
+        );
     }
     assert_instructor_dead_letters(&client, &requests);
     let summary = String::from_utf8(output.stdout).unwrap();
@@ -414,13 +437,13 @@ fn empty_and_large_requests_are_handled() {
             .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
     );
     let stored = objects(&client, &widgets);
-    let big: Value = serde_json::from_slice(&stored["widgets/sue-smith/big"].0).unwrap();
+    let big: Value = serde_json::from_slice(&stored["widgets/sue-smith/big"].body).unwrap();
     assert_eq!(big["description"].as_str().unwrap().len(), 3 << 20);
     let left = objects(&client, &requests);
     assert_eq!(left.keys().collect::<Vec<_>>(), ["dead-letter/1"]);
-    assert_eq!(left["dead-letter/1"].0, b"");
+    assert_eq!(left["dead-letter/1"].body, b"");
     assert_eq!(
-        left["dead-letter/1"].1.as_deref(),
+        left["dead-letter/1"].reason.as_deref(),
         Some("rejected: request is empty")
     );
 }
@@ -480,10 +503,7 @@ fn reference_end_state(client: &aws_sdk_s3::Client, count: u32, seed: u32) -> BT
             .env("AWS_ENDPOINT_URL", moto())
             .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
     );
-    objects(client, &widgets)
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect()
+    bodies(client, &widgets)
 }
 
 #[test]
@@ -515,10 +535,7 @@ fn a_server_that_goes_away_and_comes_back_loses_no_request() {
         "the outage must have been seen and retried"
     );
 
-    let got: BTreeMap<String, Vec<u8>> = objects(&client, &widgets)
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
+    let got = bodies(&client, &widgets);
     assert!(got == want, "the outage changed the end state");
     assert!(objects(&client, &requests).is_empty());
 }
@@ -554,10 +571,7 @@ fn killed_and_restarted_hosts_reach_the_uninterrupted_end_state() {
         kills >= 2,
         "the test must actually interrupt runs ({kills} kills)"
     );
-    let got: BTreeMap<String, Vec<u8>> = objects(&client, &widgets)
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
+    let got = bodies(&client, &widgets);
     assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
     assert!(got == want, "interrupted runs changed the end state");
     assert!(objects(&client, &requests).is_empty());
