@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 
 /// A failed storage call.
 #[derive(Debug, thiserror::Error)]
-#[error("{action}: {source}")]
+#[error("{action}: {cause}")]
 pub struct StorageError {
     /// What was being done, naming the resource: `put widgets/a/1 in ./widgets`.
     pub action: String,
@@ -13,20 +13,21 @@ pub struct StorageError {
     /// else (access denied, a missing bucket, a malformed key) will fail
     /// again the same way.
     pub transient: bool,
-    #[source]
-    pub source: Box<dyn StdError + Send + Sync>,
+    /// What went wrong. Not the error's `source()`: the message already
+    /// includes it, and error chains (`{:#}`) would say it twice.
+    pub cause: Box<dyn StdError + Send + Sync>,
 }
 
 impl StorageError {
     pub fn new(
         action: impl Into<String>,
         transient: bool,
-        source: impl Into<Box<dyn StdError + Send + Sync>>,
+        cause: impl Into<Box<dyn StdError + Send + Sync>>,
     ) -> Self {
         StorageError {
             action: action.into(),
             transient,
-            source: source.into(),
+            cause: cause.into(),
         }
     }
 
