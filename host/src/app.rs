@@ -15,7 +15,7 @@ use crate::source::{Source, dir::DirSource, s3::S3Source};
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Runs the command line's command.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
@@ -162,14 +162,15 @@ pub async fn produce_into(target: &Target, seed: u64, start_ms: u64, pacing: &Pa
             .await
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let started = Instant::now();
+    // Tokio's clock, so that tests can run it paused.
+    let started = tokio::time::Instant::now();
     let mut producer = Producer::new(seed, start_ms);
     for written in 0..pacing.count {
-        if pacing.max_runtime.is_some_and(|max| started.elapsed() >= max) {
-            return Ok(written);
-        }
         if written > 0 && !pacing.delay.is_zero() {
             tokio::time::sleep(pacing.delay).await;
+        }
+        if pacing.max_runtime.is_some_and(|max| started.elapsed() >= max) {
+            return Ok(written);
         }
         let request = producer.next_request();
         target.write(&request.key, &request.body).await?;
@@ -265,4 +266,30 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn produce_paces_requests_and_stops_at_the_maximum_run_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let pacing = Pacing {
+            count: 1000,
+            delay: Duration::from_millis(100),
+            max_runtime: Some(Duration::from_secs(1)),
+        };
+        let target = Target::Dir(dir.path().to_owned());
+        let written = produce_into(&target, 1, 1_700_000_000_000, &pacing)
+            .await
+            .unwrap();
+        assert_eq!(written, 10);
+        let files = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .count();
+        assert_eq!(files, 10);
+    }
 }

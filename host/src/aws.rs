@@ -167,3 +167,60 @@ impl Intercept for ApiCalls {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::get_item::GetItemError;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    fn service_error(status: u16, code: &str) -> SdkError<GetItemError, HttpResponse> {
+        let response = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        SdkError::service_error(
+            GetItemError::generic(ErrorMetadata::builder().code(code).build()),
+            response,
+        )
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_transient() {
+        for (status, code) in [
+            (503, "ServiceUnavailable"),
+            (500, "InternalServerError"),
+            (429, "TooManyRequests"),
+            (400, "ThrottlingException"),
+            (400, "ProvisionedThroughputExceededException"),
+            (503, "SlowDown"),
+        ] {
+            let error = storage_error("get x", service_error(status, code));
+            assert!(error.is_transient(), "{status} {code}");
+            assert!(error.to_string().starts_with("get x: "), "{error}");
+        }
+    }
+
+    #[test]
+    fn client_errors_are_permanent() {
+        for (status, code) in [
+            (400, "ValidationException"),
+            (403, "AccessDenied"),
+            (404, "NoSuchBucket"),
+        ] {
+            assert!(
+                !storage_error("get x", service_error(status, code)).is_transient(),
+                "{status} {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeouts_and_connection_failures_are_transient() {
+        let timeout: SdkError<GetItemError, HttpResponse> = SdkError::timeout_error("slow");
+        assert!(storage_error("get x", timeout).is_transient());
+        let refused: SdkError<GetItemError, HttpResponse> = SdkError::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::io("connection refused".into()),
+        );
+        assert!(storage_error("get x", refused).is_transient());
+    }
+}

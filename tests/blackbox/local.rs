@@ -226,3 +226,14 @@ fn demo_runs_and_prints_its_summary() {
     assert!(stdout.contains("dead-lettered: 3"), "{stdout}");
     assert!(scratch.path().join("widget-host.log").metadata().unwrap().len() > 0);
 }
+
+#[test]
+fn max_runtime_stops_a_polling_host_cleanly() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    std::fs::create_dir_all(&requests).unwrap();
+    // Without --until-empty the host would poll forever; -mrt stops it.
+    let output = run_ok(run_folder(&requests, &scratch.path().join("widgets")).args(["-mrt", "800"]));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Processed 0 requests"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Maximum run time reached"));
+}
