@@ -1,14 +1,17 @@
 //! The commands: each opens what its configuration names and runs.
 
 use crate::aws::{Aws, AwsSettings, storage_error};
-use crate::cli::{Cli, Command, DemoArgs, ProduceArgs};
+use crate::check;
+use crate::cli::{CheckArgs, Cli, Command, DemoArgs, DestinationArg, InvokeArgs, ProduceArgs};
 use crate::config::{HandlerSpec, RunConfig, SinkSpec, SourceSpec};
 use crate::fsutil::write_atomically;
 use crate::metrics::Summary;
 use crate::pipeline::{self, Options};
 use crate::producer::Producer;
-use crate::runtime::{self, DEFAULT_HANDLER, Limits, Runtime};
+use crate::reload::HandlerSlot;
+use crate::runtime::{self, Context, DEFAULT_HANDLER, Destination, Limits, Operation, Runtime};
 use crate::shutdown::Shutdown;
+use crate::sink::memory::MemorySink;
 use crate::sink::s3::{S3Sink, check_bucket};
 use crate::sink::{Sink, dir::DirSink, dynamodb::DynamoDbSink};
 use crate::source::{Source, dir::DirSource, s3::S3Source};
@@ -28,13 +31,85 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             .map(|summary| println!("{summary}")),
         Some(Command::Produce(args)) => produce(&args).await,
         Some(Command::Demo(args)) => demo(&args).await,
+        Some(Command::Check(args)) => check(&args).await,
+        Some(Command::Invoke(args)) => invoke(&args).await,
     }
+}
+
+/// `check`: the conformance suite against a handler.
+async fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let runtime = load_handler(&HandlerSpec::new(args.handler.clone(), &args.limits)?)?;
+    let mut cases = if args.no_builtin_cases {
+        Vec::new()
+    } else {
+        check::builtin()
+    };
+    for dir in &args.cases {
+        cases.extend(check::load_dir(dir)?);
+    }
+    if cases.is_empty() {
+        anyhow::bail!("no cases to run");
+    }
+    match check::run_all(&runtime, &cases).await {
+        0 => Ok(()),
+        failures => anyhow::bail!("{failures} of {} cases failed", cases.len()),
+    }
+}
+
+/// `invoke`: one request through a handler, its answer printed.
+async fn invoke(args: &InvokeArgs) -> anyhow::Result<()> {
+    let file = (args.handler.as_os_str() != "builtin").then(|| args.handler.clone());
+    let runtime = load_handler(&HandlerSpec::new(file, &args.limits)?)?;
+    let request = std::fs::read(&args.request)
+        .with_context(|| format!("cannot read request {}", args.request.display()))?;
+    let destination = match args.destination {
+        DestinationArg::ObjectStore => Destination::ObjectStore,
+        DestinationArg::Table => Destination::Table,
+    };
+    let store: Arc<dyn Sink> = match &args.store {
+        Some(dir) => Arc::new(DirSink::open(dir)?.presented_as(destination)),
+        None => Arc::new(MemorySink::new(destination)),
+    };
+    let context = Context {
+        key: args
+            .request
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        destination,
+    };
+    let handled = runtime.handle(&request, context, store).await?;
+    for (level, message) in &handled.logs {
+        println!("log {level}: {message}");
+    }
+    match handled.result {
+        Err(reason) => println!("rejected: {reason}"),
+        Ok(plan) => {
+            println!("kind: {}", plan.kind);
+            if plan.operations.is_empty() {
+                println!("no operations");
+            }
+            for operation in plan.operations {
+                match operation {
+                    Operation::Put(put) => println!("put {}\n  {}", put.key, put.document),
+                    Operation::Delete(key) => println!("delete {key}"),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Processes requests as configured, until the source is empty (with
 /// `--until-empty`), the maximum run time, or a signal.
 pub async fn run(config: RunConfig) -> anyhow::Result<Summary> {
     let runtime = load_handler(&config.handler)?;
+    let handlers = HandlerSlot::new(
+        runtime.clone(),
+        runtime.engine().clone(),
+        config.handler.limits,
+        config.handler.file.clone(),
+    );
     let aws = match config.uses_aws() {
         true => Some(Aws::connect(&config.aws).await),
         false => None,
@@ -54,7 +129,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Summary> {
     if let Some(max_runtime) = config.max_runtime {
         shutdown.after(max_runtime);
     }
-    let mut summary = pipeline::run(source, sink, runtime, config.options, shutdown).await?;
+    handlers.on_sighup(shutdown.clone());
+    if config.watch {
+        handlers.watch(shutdown.clone());
+    }
+    let mut summary = pipeline::run(source, sink, handlers, config.options, shutdown).await?;
     if let Some(aws) = aws {
         summary.api_calls = aws.calls.snapshot();
     }
@@ -237,6 +316,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
             ..Options::default()
         },
         max_runtime: None,
+        watch: false,
         aws: AwsSettings::default(),
     };
     let summary = run(config).await?;

@@ -35,6 +35,61 @@ pub enum Command {
     /// Produce requests into a fresh local folder, process them until none
     /// is left, and print the summary and where to look.
     Demo(DemoArgs),
+    /// Run a handler against the conformance suite, in memory: pass or fail
+    /// per case, with the differences. Exits non-zero on any failure.
+    Check(CheckArgs),
+    /// Call a handler once on one request and print the operations it
+    /// returns and what it logged. Nothing is written anywhere.
+    Invoke(InvokeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The handler component; the built-in widget handler if absent.
+    #[arg(value_name = "HANDLER.wasm")]
+    pub handler: Option<PathBuf>,
+
+    /// Also run the cases in this folder (`*.json`, the suite's format).
+    /// May be given more than once.
+    #[arg(long, value_name = "DIR")]
+    pub cases: Vec<PathBuf>,
+
+    /// Run only the cases given with --cases, not the built-in suite.
+    #[arg(long)]
+    pub no_builtin_cases: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InvokeArgs {
+    /// The handler component (`builtin` for the built-in widget handler).
+    #[arg(value_name = "HANDLER.wasm")]
+    pub handler: PathBuf,
+
+    /// The request file, passed to the handler byte for byte.
+    #[arg(value_name = "REQUEST")]
+    pub request: PathBuf,
+
+    /// A folder the handler's `store.get` reads from (a key is a path under
+    /// it); empty if absent.
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// What kind of store the handler plans for.
+    #[arg(long, value_enum, default_value = "object-store")]
+    pub destination: DestinationArg,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `--destination` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DestinationArg {
+    ObjectStore,
+    Table,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -84,6 +139,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub until_empty: bool,
 
+    /// Reload the handler whenever its file changes (SIGHUP always reloads
+    /// it). A broken replacement is refused and the running handler kept.
+    #[arg(long)]
+    pub watch: bool,
+
     /// Stop after this many milliseconds (0: no limit). Also `-mrt`.
     #[arg(long = "max-runtime", value_name = "MS", default_value_t = 0)]
     pub max_runtime_ms: u64,
@@ -129,6 +189,13 @@ pub struct HandlerArgs {
     #[arg(long, value_name = "FILE.wasm")]
     pub handler: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The limits a handler runs under.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
     /// Computing time one handler call may take, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub handler_timeout_ms: u64,

@@ -2,7 +2,7 @@
 //! source, the sink and the handler is `app.rs`'s job.
 
 use crate::aws::AwsSettings;
-use crate::cli::{AwsArgs, DestinationFlag, HandlerArgs, RunArgs};
+use crate::cli::{AwsArgs, DestinationFlag, HandlerArgs, LimitArgs, RunArgs};
 use crate::pipeline::Options;
 use crate::runtime::Limits;
 use anyhow::{Context as _, bail};
@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub handler: HandlerSpec,
     pub options: Options,
     pub max_runtime: Option<Duration>,
+    /// Reload the handler when its file changes.
+    pub watch: bool,
     pub aws: AwsSettings,
 }
 
@@ -63,6 +65,11 @@ impl From<&AwsArgs> for AwsSettings {
 
 impl HandlerSpec {
     pub fn from_args(args: &HandlerArgs) -> anyhow::Result<HandlerSpec> {
+        HandlerSpec::new(args.handler.clone(), &args.limits)
+    }
+
+    /// The handler in `file` (`None`: the built-in one) under `args`' limits.
+    pub fn new(file: Option<PathBuf>, args: &LimitArgs) -> anyhow::Result<HandlerSpec> {
         if args.handler_timeout_ms == 0 {
             bail!("--handler-timeout-ms must be at least 1");
         }
@@ -70,7 +77,7 @@ impl HandlerSpec {
             bail!("--handler-memory-mb must be at least 1");
         }
         Ok(HandlerSpec {
-            file: args.handler.clone(),
+            file,
             limits: Limits {
                 time: Duration::from_millis(args.handler_timeout_ms),
                 memory: args
@@ -109,6 +116,9 @@ impl RunConfig {
         .into_iter()
         .flatten()
         .collect();
+        if args.watch && args.handler.handler.is_none() {
+            bail!("--watch needs --handler FILE.wasm: the built-in handler has no file to watch");
+        }
         let sink = match sinks.len() {
             0 => bail!(
                 "no widget destination: give --widgets-dir DIR, --widget-bucket BUCKET, \
@@ -121,6 +131,7 @@ impl RunConfig {
             source,
             sink,
             aws: AwsSettings::from(&args.aws),
+            watch: args.watch,
             handler: HandlerSpec::from_args(&args.handler)?,
             options: Options {
                 concurrency: usize::from(args.concurrency),

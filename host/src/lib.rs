@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod aws;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod producer;
+pub mod reload;
 pub mod retry;
 pub mod runtime;
 pub mod shutdown;

@@ -10,8 +10,9 @@
 //! comes at, replaying what is left reaches the same end state.
 
 use crate::metrics::{self, Metrics, Summary};
+use crate::reload::HandlerSlot;
 use crate::retry::{self, Backoff};
-use crate::runtime::{CallError, Context, Operation, Runtime};
+use crate::runtime::{CallError, Context, Operation};
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::source::Source;
@@ -70,7 +71,7 @@ struct Tracker {
 struct Shared {
     source: Arc<dyn Source>,
     sink: Arc<dyn Sink>,
-    runtime: Runtime,
+    handlers: Arc<HandlerSlot>,
     options: Options,
     metrics: Metrics,
     tracker: Mutex<Tracker>,
@@ -82,7 +83,7 @@ struct Shared {
 pub async fn run(
     source: Arc<dyn Source>,
     sink: Arc<dyn Sink>,
-    runtime: Runtime,
+    handlers: Arc<HandlerSlot>,
     options: Options,
     shutdown: Shutdown,
 ) -> anyhow::Result<Summary> {
@@ -90,7 +91,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         source,
         sink,
-        runtime,
+        handlers,
         options,
         metrics: Metrics::default(),
         tracker: Mutex::default(),
@@ -173,7 +174,7 @@ async fn dispatch(shared: &Shared, queues: &[mpsc::Sender<Job>]) -> anyhow::Resu
                     continue;
                 }
             };
-            let widget = match shared.runtime.ordering_key(&body).await {
+            let widget = match shared.handlers.current().ordering_key(&body).await {
                 Ok(widget) => widget,
                 Err(e) => {
                     // The handler will most likely fail on it again, and the
@@ -281,8 +282,9 @@ async fn decide_and_store(shared: &Shared, job: &Job) -> Fate {
     };
     let mut attempt = 0;
     let handled = loop {
-        match shared
-            .runtime
+        // Each attempt takes the handler current when it starts.
+        let runtime = shared.handlers.current();
+        match runtime
             .handle(&job.body, context.clone(), shared.sink.clone())
             .await
         {

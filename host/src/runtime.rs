@@ -81,6 +81,8 @@ pub struct Handled {
     pub result: Result<Plan, String>,
     /// How many `warn` lines the handler logged.
     pub warnings: u32,
+    /// What the handler logged, in order: (level, message).
+    pub logs: Logs,
 }
 
 /// A compiled handler, ready to be instantiated once per request.
@@ -131,6 +133,14 @@ impl Runtime {
         })
     }
 
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// The handler's ordering key for a request.
     pub async fn ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
         let mut store = self.store(None, String::new());
@@ -140,7 +150,7 @@ impl Runtime {
                 handler.call_ordering_key(&mut store, request).await
             })
             .await;
-        finish(store, result).map(|(key, _)| key)
+        finish(store, result).map(|(key, _, _)| key)
     }
 
     /// Asks the handler what to do with a request. The handler reads the
@@ -158,10 +168,11 @@ impl Runtime {
                 handler.call_handle(&mut store, request, &context).await
             })
             .await;
-        let (result, warnings) = finish(store, result)?;
+        let (result, warnings, logs) = finish(store, result)?;
         Ok(Handled {
             result: result.map_err(|rejection| rejection.reason),
             warnings,
+            logs,
         })
     }
 
@@ -194,6 +205,7 @@ impl Runtime {
             request_key,
             stderr,
             warnings: 0,
+            logs: Vec::new(),
             store_failure: None,
             started: Instant::now(),
             waiting: Duration::ZERO,
@@ -222,7 +234,7 @@ struct TimeLimit(Duration);
 
 /// Turns a call's outcome into our error kinds, taking what the guest left
 /// in its store into account.
-fn finish<R>(store: Store<GuestState>, result: wasmtime::Result<R>) -> Result<(R, u32), CallError> {
+fn finish<R>(store: Store<GuestState>, result: wasmtime::Result<R>) -> Result<(R, u32, Logs), CallError> {
     let mut state = store.into_data();
     if let Some(failure) = state.store_failure.take() {
         // Whatever the guest made of a failed read, its answer is not to be
@@ -230,7 +242,7 @@ fn finish<R>(store: Store<GuestState>, result: wasmtime::Result<R>) -> Result<(R
         return Err(CallError::StoreUnavailable(failure));
     }
     match result {
-        Ok(value) => Ok((value, state.warnings)),
+        Ok(value) => Ok((value, state.warnings, state.logs)),
         Err(error) => {
             let mut reason = if let Some(limit) = error.downcast_ref::<TimeLimit>() {
                 limit.to_string()
@@ -247,6 +259,9 @@ fn finish<R>(store: Store<GuestState>, result: wasmtime::Result<R>) -> Result<(R
     }
 }
 
+/// What a handler logged: (level, message).
+type Logs = Vec<(&'static str, String)>;
+
 /// What one handler instance may reach.
 struct GuestState {
     wasi: WasiCtx,
@@ -257,6 +272,7 @@ struct GuestState {
     request_key: String,
     stderr: MemoryOutputPipe,
     warnings: u32,
+    logs: Logs,
     store_failure: Option<SinkError>,
     started: Instant,
     /// Time spent in `store.get`, which does not count against the limit.
@@ -298,15 +314,30 @@ impl store::Host for GuestState {
 
 impl log::Host for GuestState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        /// Lines kept per call: a handler cannot fill the host's memory.
+        const MAX_LINES: usize = 100;
         let key = &self.request_key;
-        match level {
-            log::Level::Debug => tracing::debug!(request_key = %key, "handler: {message}"),
-            log::Level::Info => tracing::info!(request_key = %key, "handler: {message}"),
+        let name = match level {
+            log::Level::Debug => {
+                tracing::debug!(request_key = %key, "handler: {message}");
+                "debug"
+            }
+            log::Level::Info => {
+                tracing::info!(request_key = %key, "handler: {message}");
+                "info"
+            }
             log::Level::Warn => {
                 self.warnings += 1;
-                tracing::warn!(request_key = %key, "handler: {message}")
+                tracing::warn!(request_key = %key, "handler: {message}");
+                "warn"
             }
-            log::Level::Error => tracing::error!(request_key = %key, "handler: {message}"),
+            log::Level::Error => {
+                tracing::error!(request_key = %key, "handler: {message}");
+                "error"
+            }
+        };
+        if self.logs.len() < MAX_LINES {
+            self.logs.push((name, message));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 pub struct DirSink {
     root: PathBuf,
+    destination: Destination,
 }
 
 impl DirSink {
@@ -18,7 +19,16 @@ impl DirSink {
         std::fs::create_dir_all(&root)
             .map_err(|e| SinkError::io(format!("create widget folder {}", root.display()), e))?;
         sweep_stale_temp_files(&root);
-        Ok(DirSink { root })
+        Ok(DirSink {
+            root,
+            destination: Destination::ObjectStore,
+        })
+    }
+
+    /// The same folder presented to handlers as another kind of store (a
+    /// table whose items are files named by key), for `invoke`.
+    pub fn presented_as(self, destination: Destination) -> DirSink {
+        DirSink { destination, ..self }
     }
 
     fn path(&self, action: &str, key: &str) -> Result<PathBuf, SinkError> {
@@ -30,7 +40,7 @@ impl DirSink {
 #[async_trait::async_trait]
 impl Sink for DirSink {
     fn destination(&self) -> Destination {
-        Destination::ObjectStore
+        self.destination
     }
 
     fn describe(&self) -> String {

@@ -1,0 +1,281 @@
+//! The conformance suite: cases as data (`tests/conformance/*.json`), run
+//! against any handler in an in-memory store, with no AWS and no host I/O.
+//!
+//! A case file is `{"about": "...", "cases": [CASE, ...]}`; a case is
+//!
+//! ```json
+//! {"name": "update of a missing widget warns (table)",
+//!  "destination": "object-store" | "table",
+//!  "store": {"KEY": DOCUMENT, ...},            // before; a string is stored as is
+//!  "request": {...} | "request_text": "..." | "request_base64": "...",
+//!  "expect": {"store": {"KEY": DOCUMENT, ...}} // after the operations
+//!          | {"rejected": "TEXT"},             // a rejection whose reason mentions TEXT
+//!  "warns": true | false}                      // optional: whether it logs a warning
+//! ```
+
+use crate::runtime::{Context, Destination, Operation, Runtime};
+use crate::sink::Sink;
+use crate::sink::memory::MemorySink;
+use anyhow::Context as _;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The built-in suite: every rule of SPEC.md 1-3, for both destinations.
+const BUILTIN: [(&str, &str); 4] = [
+    ("create.json", include_str!("../../tests/conformance/create.json")),
+    ("update.json", include_str!("../../tests/conformance/update.json")),
+    ("delete.json", include_str!("../../tests/conformance/delete.json")),
+    (
+        "invalid.json",
+        include_str!("../../tests/conformance/invalid.json"),
+    ),
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFile {
+    #[allow(dead_code)]
+    about: Option<String>,
+    cases: Vec<Case>,
+}
+
+/// One conformance case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    pub destination: DestinationName,
+    #[serde(default)]
+    pub store: BTreeMap<String, Value>,
+    pub request: Option<Value>,
+    pub request_text: Option<String>,
+    pub request_base64: Option<String>,
+    pub expect: Expect,
+    pub warns: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestinationName {
+    ObjectStore,
+    Table,
+}
+
+impl From<DestinationName> for Destination {
+    fn from(name: DestinationName) -> Destination {
+        match name {
+            DestinationName::ObjectStore => Destination::ObjectStore,
+            DestinationName::Table => Destination::Table,
+        }
+    }
+}
+
+/// What a case expects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Expect {
+    /// The store after the handler's operations are carried out.
+    Store(BTreeMap<String, Value>),
+    /// A rejection whose reason contains this text (any case; `""`: any reason).
+    Rejected(String),
+}
+
+/// A case and the file it came from.
+pub struct Loaded {
+    pub file: String,
+    pub case: Case,
+}
+
+/// The built-in suite.
+pub fn builtin() -> Vec<Loaded> {
+    BUILTIN
+        .iter()
+        .flat_map(|(file, text)| parse(file, text).expect("the built-in suite parses"))
+        .collect()
+}
+
+/// Every `*.json` case file in `dir`, in name order.
+pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Loaded>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read case folder {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut loaded = Vec::new();
+    for path in files {
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        loaded.extend(parse(&path.display().to_string(), &text)?);
+    }
+    Ok(loaded)
+}
+
+fn parse(file: &str, text: &str) -> anyhow::Result<Vec<Loaded>> {
+    let parsed: CaseFile =
+        serde_json::from_str(text).with_context(|| format!("{file} is not a case file"))?;
+    Ok(parsed
+        .cases
+        .into_iter()
+        .map(|case| Loaded {
+            file: file.to_owned(),
+            case,
+        })
+        .collect())
+}
+
+impl Case {
+    /// The request's raw bytes.
+    pub fn request_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        match (&self.request, &self.request_text, &self.request_base64) {
+            (Some(value), None, None) => Ok(serde_json::to_vec(value)?),
+            (None, Some(text), None) => Ok(text.clone().into_bytes()),
+            (None, None, Some(b64)) => aws_smithy_types::base64::decode(b64)
+                .map_err(|e| anyhow::anyhow!("case {:?}: bad request_base64: {e}", self.name)),
+            _ => anyhow::bail!(
+                "case {:?} needs exactly one of request, request_text, request_base64",
+                self.name
+            ),
+        }
+    }
+}
+
+/// Runs one case; `Err` holds a readable account of what differed.
+pub async fn run_case(runtime: &Runtime, case: &Case) -> Result<(), String> {
+    let request = case.request_bytes().map_err(|e| e.to_string())?;
+    let memory = Arc::new(MemorySink::new(case.destination.into()));
+    for (key, document) in &case.store {
+        memory
+            .put(key, &document_text(document))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let context = Context {
+        key: format!("conformance/{}", case.name),
+        destination: case.destination.into(),
+    };
+    let handled = runtime
+        .handle(&request, context, memory.clone())
+        .await
+        .map_err(|e| format!("the handler failed: {e}"))?;
+    let mut problems = String::new();
+    match (&case.expect, handled.result) {
+        (Expect::Rejected(text), Err(reason)) => {
+            if !reason.to_lowercase().contains(&text.to_lowercase()) {
+                let _ = writeln!(
+                    problems,
+                    "  rejected, but the reason does not mention {text:?}: {reason:?}"
+                );
+            }
+        }
+        (Expect::Rejected(text), Ok(plan)) => {
+            let _ = writeln!(
+                problems,
+                "  expected a rejection (mentioning {text:?}); got a {:?} plan: {}",
+                plan.kind,
+                describe_operations(&plan.operations)
+            );
+        }
+        (Expect::Store(_), Err(reason)) => {
+            let _ = writeln!(
+                problems,
+                "  expected the request applied; it was rejected: {reason}"
+            );
+        }
+        (Expect::Store(expected), Ok(plan)) => {
+            for operation in &plan.operations {
+                let applied = match operation {
+                    Operation::Put(put) => memory.put(&put.key, &put.document).await,
+                    Operation::Delete(key) => memory.delete(key).await,
+                };
+                applied.map_err(|e| e.to_string())?;
+            }
+            diff_store(expected, &memory.contents(), &mut problems);
+        }
+    }
+    if let Some(warns) = case.warns
+        && warns != (handled.warnings > 0)
+    {
+        let _ = writeln!(
+            problems,
+            "  expected {}a warning; the handler logged {} warning(s)",
+            if warns { "" } else { "no " },
+            handled.warnings
+        );
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// A stored document's text: a JSON string is stored as is (so a case can
+/// hold a document that is not JSON), anything else as compact JSON.
+fn document_text(document: &Value) -> String {
+    match document {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn describe_operations(operations: &[Operation]) -> String {
+    if operations.is_empty() {
+        return "no operations".into();
+    }
+    operations
+        .iter()
+        .map(|op| match op {
+            Operation::Put(put) => format!("put {:?} = {}", put.key, put.document),
+            Operation::Delete(key) => format!("delete {key:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Compares documents as JSON values: key order inside objects does not
+/// matter, order inside arrays does.
+fn diff_store(expected: &BTreeMap<String, Value>, actual: &BTreeMap<String, String>, out: &mut String) {
+    let parse = |text: &String| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.clone()));
+    for (key, want) in expected {
+        match actual.get(key) {
+            None => {
+                let _ = writeln!(out, "  {key}: missing\n    expected: {want}");
+            }
+            Some(text) if parse(text) != *want && text != &document_text(want) => {
+                let _ = writeln!(
+                    out,
+                    "  {key}: differs\n    expected: {want}\n    got:      {text}"
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    for (key, text) in actual {
+        if !expected.contains_key(key) {
+            let _ = writeln!(out, "  {key}: not expected\n    got:      {text}");
+        }
+    }
+}
+
+/// Runs cases and prints a line per case, and the differences of each
+/// failure. Returns the number of failures.
+pub async fn run_all(runtime: &Runtime, cases: &[Loaded]) -> usize {
+    let mut failures = 0;
+    for Loaded { file, case } in cases {
+        match run_case(runtime, case).await {
+            Ok(()) => println!("ok   {file}: {}", case.name),
+            Err(problems) => {
+                failures += 1;
+                println!("FAIL {file}: {}\n{problems}", case.name);
+            }
+        }
+    }
+    println!("{} passed, {failures} failed", cases.len() - failures);
+    failures
+}

@@ -1,0 +1,253 @@
+//! The handler platform: `check` against the conformance suite, `invoke`,
+//! and swapping the handler of a running host.
+
+use crate::util::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn check_passes_the_built_in_handler_and_its_component_file() {
+    for handler in [None, Some(test_guest("widget_guest"))] {
+        let mut command = host();
+        command.arg("check");
+        if let Some(file) = &handler {
+            command.arg(file);
+        }
+        let output = run_ok(&mut command);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.lines().any(|l| l.ends_with(" passed, 0 failed")),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("FAIL"), "{stdout}");
+    }
+}
+
+#[test]
+fn check_fails_a_wrong_handler_with_a_diff_that_names_the_case() {
+    // The hostile test handler stores every request as is at echo/KEY.
+    let output = host()
+        .arg("check")
+        .arg(test_guest("hostile_guest"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let failure = stdout
+        .split("FAIL ")
+        .find(|block| block.starts_with("create.json: create stores the widget (object-store)"))
+        .unwrap_or_else(|| panic!("the case is not named:\n{stdout}"));
+    assert!(failure.contains("widgets/mary-matthews/w1: missing"), "{failure}");
+    assert!(failure.contains("expected: {"), "{failure}");
+    assert!(
+        failure.contains("echo/conformance/"),
+        "the unexpected write is shown: {failure}"
+    );
+    assert!(
+        stdout.contains("FAIL invalid.json: an empty request (table)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_runs_an_authors_own_cases() {
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scratch.path().join("mine.json"),
+        r#"{"cases": [{"name": "echo stores the body", "destination": "object-store",
+            "request_text": "hello", "expect": {"store": {"echo/conformance/echo stores the body": "hello"}}}]}"#,
+    )
+    .unwrap();
+    let output = run_ok(
+        host()
+            .arg("check")
+            .arg(test_guest("hostile_guest"))
+            .arg("--no-builtin-cases")
+            .arg("--cases")
+            .arg(scratch.path()),
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 passed, 0 failed"));
+}
+
+#[test]
+fn invoke_prints_the_operations_and_the_logs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let request = scratch.path().join("req.json");
+    std::fs::write(
+        &request,
+        r#"{"type":"update","requestId":"r","widgetId":"w1","owner":"Sue Smith","label":"new"}"#,
+    )
+    .unwrap();
+    // Without a store the widget is missing: a warning, no operations.
+    let output = run_ok(host().arg("invoke").arg("builtin").arg(&request));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("log warn: update request r (req.json): widget w1 not found"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("kind: update") && stdout.contains("no operations"),
+        "{stdout}"
+    );
+
+    let store = scratch.path().join("store");
+    std::fs::create_dir_all(store.join("widgets/sue-smith")).unwrap();
+    std::fs::write(
+        store.join("widgets/sue-smith/w1"),
+        r#"{"id":"w1","owner":"Sue Smith","label":"old"}"#,
+    )
+    .unwrap();
+    let output = run_ok(
+        host()
+            .arg("invoke")
+            .arg("builtin")
+            .arg(&request)
+            .arg("--store")
+            .arg(&store),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            "put widgets/sue-smith/w1\n  {\"id\":\"w1\",\"owner\":\"Sue Smith\",\"label\":\"new\"}"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(store.join("widgets/sue-smith/w1")).unwrap(),
+        r#"{"id":"w1","owner":"Sue Smith","label":"old"}"#,
+        "invoke writes nothing"
+    );
+}
+
+/// Replaces a file the way a deploy would: write beside it, rename over it.
+fn replace(target: &Path, with: &[u8]) {
+    let temp = target.with_extension("new");
+    std::fs::write(&temp, with).unwrap();
+    std::fs::rename(&temp, target).unwrap();
+}
+
+#[test]
+fn swapping_handlers_under_load_loses_and_repeats_no_request() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    let widgets = scratch.path().join("widgets");
+    std::fs::create_dir_all(&requests).unwrap();
+    let handler = scratch.path().join("handler.wasm");
+    let widget_handler = std::fs::read(test_guest("widget_guest")).unwrap();
+    let echo_handler = std::fs::read(test_guest("hostile_guest")).unwrap();
+    std::fs::write(&handler, &widget_handler).unwrap();
+
+    let child = host()
+        .args(["run", "--watch", "--requests-dir"])
+        .arg(&requests)
+        .arg("--widgets-dir")
+        .arg(&widgets)
+        .arg("--handler")
+        .arg(&handler)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Requests flow in for about three seconds while the handler is
+    // replaced: by the echo handler, by a broken file (refused), and by the
+    // widget handler again.
+    let total = 300;
+    let mut bodies = BTreeMap::new();
+    for i in 0..total {
+        let key = format!("{:013}", 1_700_000_000_000u64 + i);
+        let body = format!(r#"{{"type":"create","requestId":"r{i}","widgetId":"w{i}","owner":"Sue Smith"}}"#);
+        let temp = requests.join(format!(".{key}"));
+        std::fs::write(&temp, &body).unwrap();
+        std::fs::rename(&temp, requests.join(&key)).unwrap();
+        bodies.insert(key, body);
+        match i {
+            75 => replace(&handler, &echo_handler),
+            150 => replace(&handler, b"\0asm broken"),
+            225 => replace(&handler, &widget_handler),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&requests)
+        .unwrap()
+        .flatten()
+        .any(|e| e.path().is_file())
+    {
+        assert!(Instant::now() < deadline, "requests were left unprocessed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+
+    assert_eq!(
+        log.matches("Handler reloaded.").count(),
+        2,
+        "two good replacements:\n{log}"
+    );
+    assert_eq!(
+        log.matches("Reload refused; keeping the current handler.")
+            .count(),
+        1,
+        "{log}"
+    );
+
+    // Every request was done exactly once, by one handler or the other,
+    // and left exactly what that handler prescribes.
+    let mut done = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("Request done.")) {
+        let field = |name: &str| {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+        };
+        assert!(
+            done.insert(field("request_key").to_owned(), field("kind").to_owned())
+                .is_none(),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        done.keys().cloned().collect::<BTreeSet<_>>(),
+        bodies.keys().cloned().collect::<BTreeSet<_>>()
+    );
+    let stored = files(&widgets);
+    let mut kinds = BTreeSet::new();
+    for (key, kind) in &done {
+        kinds.insert(kind.clone());
+        let i: u64 = key.parse::<u64>().unwrap() - 1_700_000_000_000;
+        match kind.as_str() {
+            "echo" => assert_eq!(stored[&format!("echo/{key}")], bodies[key].as_bytes()),
+            "create" => assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&stored[&format!("widgets/sue-smith/w{i}")])
+                    .unwrap(),
+                serde_json::json!({"id": format!("w{i}"), "owner": "Sue Smith"})
+            ),
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+    assert_eq!(
+        stored.len(),
+        total as usize,
+        "nothing but what the handlers prescribed"
+    );
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["create".to_owned(), "echo".to_owned()]),
+        "both handlers ran"
+    );
+}
