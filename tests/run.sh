@@ -47,4 +47,12 @@ fi
 guest/build-handlers.sh
 export WIDGET_HOST_TEST_HANDLERS="$PWD/target/handlers"
 
-exec tests/servers.sh cargo test --workspace --locked "$@"
+output="$servers/cargo-test.log"
+set +e
+tests/servers.sh cargo test --workspace --locked "$@" 2>&1 | tee "$output"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run, summed over cargo's test binaries.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$output"
+exit "$status"

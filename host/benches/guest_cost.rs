@@ -1,10 +1,13 @@
 //! What the Wasm boundary costs per request: the default handler's logic
-//! called natively (the baseline) against the same logic compiled to a
-//! component and called through the host's runtime, side by side in one
-//! run. Reported as calls per second and as a ratio.
+//! called natively (the baseline), against handler components called
+//! through the host's runtime, side by side in one run: the built-in Rust
+//! component and, when guest/build-handlers.sh has built them, the Python
+//! and JavaScript handlers. Reported as calls per second and as the ratio
+//! to the native baseline.
 //!
 //! `cargo bench -p widget-host --bench guest_cost`
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use widget_guest::plan::{self, Destination as NativeDestination, Store};
@@ -29,18 +32,26 @@ impl Store for NativeStore {
 
 /// Calls `f` repeatedly for the window; returns calls per second.
 fn rate(mut f: impl FnMut()) -> f64 {
-    for _ in 0..100 {
+    for _ in 0..20 {
         f();
     }
     let started = Instant::now();
     let mut calls = 0u64;
     while started.elapsed() < WINDOW {
-        for _ in 0..50 {
+        for _ in 0..10 {
             f();
         }
-        calls += 50;
+        calls += 10;
     }
     calls as f64 / started.elapsed().as_secs_f64()
+}
+
+fn row(name: &str, size: &str, create: f64, update: f64, baseline: (f64, f64)) {
+    println!(
+        "{name:<30} {size:>9} {create:>14.0} {update:>14.0} {:>9.1}x {:>9.1}x",
+        baseline.0 / create,
+        baseline.1 / update
+    );
 }
 
 fn main() {
@@ -49,9 +60,6 @@ fn main() {
         .build()
         .unwrap();
     let engine = runtime::engine(false).unwrap();
-    let compile_started = Instant::now();
-    let host = Runtime::new(&engine, DEFAULT_HANDLER, Limits::default()).unwrap();
-    let compile = compile_started.elapsed();
 
     // The stored widget an update reads.
     let stored = match plan::plan(
@@ -75,19 +83,8 @@ fn main() {
         destination: Destination::ObjectStore,
     };
 
-    println!(
-        "handler: built-in widget handler, {} bytes, compiled in {compile:?}",
-        DEFAULT_HANDLER.len()
-    );
-    println!(
-        "{:<28} {:>14} {:>14} {:>8}",
-        "call", "native/s", "through host/s", "ratio"
-    );
-    for (name, request, current) in [
-        ("handle(create)", CREATE, None),
-        ("handle(update)", UPDATE, Some(stored.1.clone())),
-    ] {
-        let native = rate(|| {
+    let native = |request: &str, current: Option<String>| {
+        rate(|| {
             let mut store = NativeStore(current.clone());
             std::hint::black_box(
                 plan::plan(
@@ -98,27 +95,48 @@ fn main() {
                 )
                 .unwrap(),
             );
-        });
-        let hosted = rate(|| {
+        })
+    };
+    let hosted = |runtime: &Runtime, request: &str| {
+        rate(|| {
             let handled = tokio
-                .block_on(host.handle(request.as_bytes(), context.clone(), sink.clone()))
+                .block_on(runtime.handle(request.as_bytes(), context.clone(), sink.clone()))
                 .unwrap();
-            std::hint::black_box(handled.result.unwrap());
-        });
-        println!(
-            "{name:<28} {native:>14.0} {hosted:>14.0} {:>7.1}x",
-            native / hosted
-        );
-    }
-    let native = rate(|| {
-        std::hint::black_box(widget_guest::request::ordering_key(UPDATE.as_bytes()));
-    });
-    let hosted = rate(|| {
-        std::hint::black_box(tokio.block_on(host.ordering_key(UPDATE.as_bytes())).unwrap());
-    });
+            assert!(handled.result.unwrap().operations.len() == 1);
+        })
+    };
+
+    println!("calls per second; ratio = native / through the host (how many times slower)");
     println!(
-        "{:<28} {native:>14.0} {hosted:>14.0} {:>7.1}x",
-        "ordering_key",
-        native / hosted
+        "{:<30} {:>9} {:>14} {:>14} {:>10} {:>10}",
+        "handler", "size", "create/s", "update/s", "create", "update"
     );
+    let baseline = (native(CREATE, None), native(UPDATE, Some(stored.1.clone())));
+    row("native Rust (baseline)", "-", baseline.0, baseline.1, baseline);
+
+    let mut components = vec![("Rust component (built-in)".to_owned(), DEFAULT_HANDLER.to_vec())];
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/handlers");
+    for (name, file) in [
+        ("Python (componentize-py)", "widget_handler_py.wasm"),
+        ("JavaScript (componentize-js)", "widget_handler_js.wasm"),
+    ] {
+        match std::fs::read(built.join(file)) {
+            Ok(wasm) => components.push((name.to_owned(), wasm)),
+            Err(_) => println!("{name}: not built (run guest/build-handlers.sh)"),
+        }
+    }
+    for (name, wasm) in components {
+        let compile_started = Instant::now();
+        let runtime = Runtime::new(&engine, &wasm, Limits::default()).unwrap();
+        let compile = compile_started.elapsed();
+        let size = format!("{:.1} MB", wasm.len() as f64 / 1e6);
+        row(
+            &name,
+            &size,
+            hosted(&runtime, CREATE),
+            hosted(&runtime, UPDATE),
+            baseline,
+        );
+        println!("{:<30} compiled in {:.2} s (uncached)", "", compile.as_secs_f64());
+    }
 }

@@ -17,6 +17,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
+        // `check` and `invoke` print their own report on stdout.
+        Some(Command::Check(_) | Command::Invoke(_)) => ("error", cli.log_file.clone()),
         _ => ("info", cli.log_file.clone()),
     };
     if let Err(e) = widget_host::logging::init(level, log_file.as_deref()) {

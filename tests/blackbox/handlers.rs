@@ -254,8 +254,9 @@ fn swapping_handlers_under_load_loses_and_repeats_no_request() {
 
 /// A handler built by guest/build-handlers.sh (tests/run.sh runs it).
 fn other_language_handler(name: &str) -> std::path::PathBuf {
-    let dir = std::env::var("WIDGET_HOST_TEST_HANDLERS")
-        .expect("WIDGET_HOST_TEST_HANDLERS is not set: run the tests with tests/run.sh, which builds the handlers");
+    let dir = std::env::var("WIDGET_HOST_TEST_HANDLERS").expect(
+        "WIDGET_HOST_TEST_HANDLERS is not set: run the tests with tests/run.sh, which builds the handlers",
+    );
     Path::new(&dir).join(name)
 }
 
