@@ -398,15 +398,7 @@ fn requests_added_while_running_are_picked_up_even_with_smaller_keys() {
     put("1000000000000", "earlier");
     wait_for("widgets/sue-smith/later");
     wait_for("widgets/sue-smith/earlier");
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
+    let output = terminate(child);
     assert!(String::from_utf8_lossy(&output.stdout).contains("Processed 3 requests"));
     assert!(objects(&client, &requests).is_empty());
 }
@@ -546,22 +538,20 @@ fn killed_and_restarted_hosts_reach_the_uninterrupted_end_state() {
     let want = reference_end_state(&client, 600, 22);
     let requests = produce_into_bucket(&client, 600, 22);
     let widgets = create_bucket(&client, "widgets");
-    let mut kills = 0;
-    for delay_ms in [700u64, 400, 900, 300, 600] {
-        let mut child = host()
-            .env("AWS_ENDPOINT_URL", moto())
-            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        }
-        child.wait().unwrap();
-    }
+    let kills = kill_repeatedly(
+        || {
+            let mut command = host();
+            command.env("AWS_ENDPOINT_URL", moto()).args([
+                "-rb",
+                &requests,
+                "-wb",
+                &widgets,
+                "--until-empty",
+            ]);
+            command
+        },
+        &[700, 400, 900, 300, 600],
+    );
     run_ok(
         host()
             .env("AWS_ENDPOINT_URL", moto())

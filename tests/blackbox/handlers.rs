@@ -4,7 +4,7 @@
 use crate::util::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -180,15 +180,7 @@ fn swapping_handlers_under_load_loses_and_repeats_no_request() {
         assert!(Instant::now() < deadline, "requests were left unprocessed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
+    let output = terminate(child);
     let log = String::from_utf8_lossy(&output.stderr);
 
     assert_eq!(

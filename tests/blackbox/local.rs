@@ -121,22 +121,15 @@ fn killed_and_restarted_runs_reach_the_end_state_of_an_uninterrupted_run() {
     let requests = scratch.path().join("requests");
     let widgets = scratch.path().join("widgets");
     copy_requests(&base, &requests);
-    let mut kills = 0;
     // SIGKILL at varied moments, restarting each time, until a run finishes.
-    for delay_ms in [60u64, 150, 90, 240, 120, 200, 80, 300] {
-        let mut child = run_folder(&requests, &widgets)
-            .args(["--until-empty", "--concurrency", "8"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        }
-        child.wait().unwrap();
-    }
+    let kills = kill_repeatedly(
+        || {
+            let mut command = run_folder(&requests, &widgets);
+            command.args(["--until-empty", "--concurrency", "8"]);
+            command
+        },
+        &[60, 150, 90, 240, 120, 200, 80, 300],
+    );
     run_ok(run_folder(&requests, &widgets).arg("--until-empty"));
     assert!(
         kills >= 2,
@@ -173,16 +166,7 @@ fn requests_arriving_while_running_are_picked_up_and_sigterm_exits_cleanly() {
         assert!(Instant::now() < deadline, "the new requests were not processed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "SIGTERM exits 0: {}", output.status);
+    let output = terminate(child);
     assert!(String::from_utf8_lossy(&output.stdout).contains("Processed 2 requests"));
 }
 

@@ -4,7 +4,8 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 /// The `widget-host` binary cargo built for these tests.
 pub fn host() -> Command {
@@ -92,4 +93,40 @@ pub fn assert_same_documents(actual: &Path, expected: &Path) {
             serde_json::from_slice(&actual[name]).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
         assert_eq!(got, want, "{name} differs");
     }
+}
+
+/// Starts the host `command()` builds and SIGKILLs it after each delay in
+/// turn, restarting it each time; returns how many runs were killed (a run
+/// may finish first).
+pub fn kill_repeatedly(command: impl Fn() -> Command, delays_ms: &[u64]) -> usize {
+    let mut kills = 0;
+    for delay in delays_ms {
+        let mut child = command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*delay));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    kills
+}
+
+/// Sends SIGTERM to a running host and waits for it: it must exit 0.
+pub fn terminate(child: Child) -> Output {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "SIGTERM exits 0: {}", output.status);
+    output
 }

@@ -58,6 +58,18 @@ pub async fn get_object(client: &Client, bucket: &str, key: &str) -> Result<Opti
     Ok(Some(body.into_bytes().to_vec()))
 }
 
+/// Deletes an object; a missing key is not an error (S3 says so too).
+pub async fn delete_object(client: &Client, bucket: &str, key: &str) -> Result<(), SinkError> {
+    client
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| storage_error(format!("delete s3://{bucket}/{key}"), e))?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl Sink for S3Sink {
     fn destination(&self) -> Destination {
@@ -91,13 +103,6 @@ impl Sink for S3Sink {
     }
 
     async fn delete(&self, key: &str) -> Result<(), SinkError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| storage_error(format!("delete s3://{}/{key}", self.bucket), e))?;
-        Ok(())
+        delete_object(&self.client, &self.bucket, key).await
     }
 }

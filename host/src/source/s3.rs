@@ -5,7 +5,7 @@
 
 use super::{Page, Source, SourceError};
 use crate::aws::storage_error;
-use crate::sink::s3::{check_bucket, get_object};
+use crate::sink::s3::{check_bucket, delete_object, get_object};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use std::sync::Mutex;
@@ -87,14 +87,7 @@ impl Source for S3Source {
     }
 
     async fn ack(&self, key: &str) -> Result<(), SourceError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| storage_error(format!("delete s3://{}/{key}", self.bucket), e))?;
-        Ok(())
+        delete_object(&self.client, &self.bucket, key).await
     }
 
     async fn dead_letter(&self, key: &str, body: &[u8], reason: &str) -> Result<(), SourceError> {
