@@ -117,7 +117,7 @@ pub async fn run(
 }
 
 /// Lists, reads and distributes requests until told to stop.
-async fn dispatch(shared: &Shared, queues: &[mpsc::Sender<Job>]) -> anyhow::Result<()> {
+async fn dispatch(shared: &Arc<Shared>, queues: &[mpsc::Sender<Job>]) -> anyhow::Result<()> {
     let options = &shared.options;
     let mut next_queue = 0;
     // Requests handed out during the current pass over the source.
@@ -154,33 +154,24 @@ async fn dispatch(shared: &Shared, queues: &[mpsc::Sender<Job>]) -> anyhow::Resu
             continue;
         }
 
-        // Read ahead, in order, as many requests as there are workers.
-        let mut reads = futures::stream::iter(fresh)
-            .map(|key| async move {
-                let body =
-                    retry::until_done(&options.backoff, &shared.shutdown, || shared.source.read(&key)).await;
-                (key, body)
-            })
+        // Read ahead, in source order, as many requests as there are
+        // workers, each read and its ordering key on a task of its own: a
+        // handler's ordering key costs a Wasm instance, and the dispatcher
+        // must not do them one at a time.
+        let mut prepared = futures::stream::iter(fresh)
+            .map(|key| tokio::spawn(prepare(shared.clone(), key)))
             .buffered(options.concurrency.max(1));
-        while let Some((key, body)) = reads.next().await {
-            let body = match body {
+        while let Some(next) = prepared.next().await {
+            let (key, read) = next.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let (body, widget) = match read {
                 None => return Ok(()),
-                Some(Ok(Some(body))) => body,
+                Some(Ok(Some(ready))) => ready,
                 // Processed and removed since it was listed.
                 Some(Ok(None)) => continue,
                 Some(Err(e)) => {
                     error!(request_key = %key, error = %e, "Cannot read request; leaving it in place.");
                     shared.tracker.lock().unwrap().stuck.insert(key);
                     continue;
-                }
-            };
-            let widget = match shared.handlers.current().ordering_key(&body).await {
-                Ok(widget) => widget,
-                Err(e) => {
-                    // The handler will most likely fail on it again, and the
-                    // request be dead-lettered with the reason.
-                    warn!(request_key = %key, error = %e, "Handler gave no ordering key.");
-                    None
                 }
             };
             let queue = match &widget {
@@ -203,6 +194,30 @@ async fn dispatch(shared: &Shared, queues: &[mpsc::Sender<Job>]) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// A request's body and ordering key, read for the dispatcher. `None` if
+/// shutdown interrupted the read; `Some(Ok(None))` if the request is gone.
+type Prepared = Option<Result<Option<(Vec<u8>, Option<String>)>, crate::source::SourceError>>;
+
+async fn prepare(shared: Arc<Shared>, key: String) -> (String, Prepared) {
+    let read = retry::until_done(&shared.options.backoff, &shared.shutdown, || {
+        shared.source.read(&key)
+    })
+    .await;
+    let Some(Ok(Some(body))) = read else {
+        return (key, read.map(|r| r.map(|_| None)));
+    };
+    let widget = match shared.handlers.current().ordering_key(&body).await {
+        Ok(widget) => widget,
+        Err(e) => {
+            // The handler will most likely fail on it again, and the
+            // request be dead-lettered with the reason.
+            warn!(request_key = %key, error = %e, "Handler gave no ordering key.");
+            None
+        }
+    };
+    (key, Some(Ok(Some((body, widget)))))
 }
 
 /// One worker: takes its requests one at a time, each to the end.
