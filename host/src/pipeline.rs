@@ -141,8 +141,10 @@ async fn dispatch(shared: &Arc<Shared>, queues: &[mpsc::Sender<Job>]) -> anyhow:
         found_this_pass += fresh.len();
         if fresh.is_empty() {
             if page.reached_end {
+                // A whole pass found nothing new and nothing is in flight:
+                // whatever is left is stuck, and stays for the next run.
                 let idle = shared.tracker.lock().unwrap().in_flight.is_empty();
-                if options.until_empty && idle && found_this_pass == 0 && page.from_start {
+                if options.until_empty && idle && found_this_pass == 0 {
                     info!("The source is empty.");
                     break;
                 }

@@ -49,7 +49,8 @@ pub struct Limits {
     /// Time the guest may compute for, not counting time spent waiting on
     /// the host's `store.get`.
     pub time: Duration,
-    /// Linear memory, in bytes, across the component's memories.
+    /// Linear memory, in bytes, that each of the component's memories may
+    /// grow to.
     pub memory: usize,
 }
 
