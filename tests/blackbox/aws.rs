@@ -455,13 +455,11 @@ fn a_missing_bucket_or_table_is_a_start_up_error_that_names_it() {
         ),
         (vec!["-rb", &requests, "-dwt", "no-such-table"], "no-such-table"),
     ] {
-        let output = aws_host(&moto(), &dynamodb_local())
-            .args(&args)
-            .arg("--until-empty")
-            .output()
-            .unwrap();
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = run_fails(
+            aws_host(&moto(), &dynamodb_local())
+                .args(&args)
+                .arg("--until-empty"),
+        );
         assert!(
             stderr.contains(name) && stderr.contains("does not exist"),
             "{stderr}"

@@ -185,12 +185,8 @@ fn produce_is_deterministic_with_a_seed() {
 #[test]
 fn a_missing_request_folder_is_a_clear_error() {
     let scratch = tempfile::tempdir().unwrap();
-    let output = run_folder(&scratch.path().join("nope"), &scratch.path().join("w"))
-        .arg("--until-empty")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr =
+        run_fails(run_folder(&scratch.path().join("nope"), &scratch.path().join("w")).arg("--until-empty"));
     assert!(
         stderr.contains("nope") && stderr.contains("no such folder"),
         "{stderr}"

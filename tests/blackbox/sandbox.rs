@@ -63,17 +63,15 @@ fn a_file_that_is_not_a_handler_component_is_refused_at_start() {
     let bogus = scratch.path().join("bogus.wasm");
     std::fs::write(&bogus, b"\0asm not really").unwrap();
     std::fs::create_dir_all(scratch.path().join("r")).unwrap();
-    let output = host()
-        .args(["run", "--until-empty", "--handler"])
-        .arg(&bogus)
-        .arg("--requests-dir")
-        .arg(scratch.path().join("r"))
-        .arg("--widgets-dir")
-        .arg(scratch.path().join("w"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = run_fails(
+        host()
+            .args(["run", "--until-empty", "--handler"])
+            .arg(&bogus)
+            .arg("--requests-dir")
+            .arg(scratch.path().join("r"))
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("w")),
+    );
     assert!(
         stderr.contains("not a usable widget-handler component"),
         "{stderr}"

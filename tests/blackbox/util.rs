@@ -27,6 +27,13 @@ pub fn run_ok(command: &mut Command) -> Output {
     output
 }
 
+/// Runs the host expecting it to fail; returns its stderr.
+pub fn run_fails(command: &mut Command) -> String {
+    let output = command.output().expect("run widget-host");
+    assert!(!output.status.success(), "widget-host should have failed");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// The repository's `tests/` folder.
 pub fn tests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests")
