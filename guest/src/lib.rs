@@ -8,6 +8,8 @@
 //! `component` module, compiled only for WebAssembly, exports them through
 //! the `widgets:handler` WIT world so that widget-host can run them.
 
+#![warn(missing_docs)]
+
 pub mod plan;
 pub mod request;
 pub mod widget;

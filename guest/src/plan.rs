@@ -16,14 +16,23 @@ pub enum Destination {
 /// One storage operation for the host to carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    Put { key: String, document: String },
+    /// Store `document` at `key`, replacing what is there.
+    Put {
+        /// Where.
+        key: String,
+        /// The JSON text.
+        document: String,
+    },
+    /// Remove the document at this key.
     Delete(String),
 }
 
 /// What to do with a valid request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// What the request was.
     pub kind: Kind,
+    /// The operations to carry out, in order; empty when nothing changes.
     pub operations: Vec<Operation>,
     /// Things the host should log as warnings (a missing widget, say).
     pub warnings: Vec<String>,

@@ -10,8 +10,11 @@ use std::fmt;
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Store a new widget, replacing any at the same place.
     Create,
+    /// Change some fields of an existing widget.
     Update,
+    /// Remove an existing widget.
     Delete,
 }
 
@@ -40,9 +43,13 @@ impl Kind {
 /// A valid widget request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// What the request asks for.
     pub kind: Kind,
+    /// The request's own id (a UUID in practice).
     pub request_id: String,
+    /// The widget's id: non-empty, without `/`.
     pub widget_id: String,
+    /// Letters and spaces only.
     pub owner: String,
     /// `None` when absent or `null`.
     pub label: Option<String>,

@@ -8,9 +8,13 @@ use serde_json::{Map, Value};
 /// A stored widget.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Widget {
+    /// The widget's id (the request's `widgetId`).
     pub id: String,
+    /// The owner's name, as the create gave it.
     pub owner: String,
+    /// `None` when the widget has no label.
     pub label: Option<String>,
+    /// `None` when the widget has no description.
     pub description: Option<String>,
     /// Other attributes in first-seen order, names unique. Values are
     /// strings when this handler wrote them; a value of another JSON type
@@ -55,6 +59,7 @@ impl Widget {
         }
     }
 
+    /// Removes an other attribute, if the widget has it.
     pub fn remove_attribute(&mut self, name: &str) {
         self.attributes.retain(|(n, _)| n != name);
     }

@@ -184,9 +184,13 @@ async fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
 
 /// Where `produce` writes.
 pub enum Target {
+    /// A local folder: one file per request.
     Dir(PathBuf),
+    /// An S3 bucket: one object per request.
     S3 {
+        /// The client to write with.
         client: aws_sdk_s3::Client,
+        /// The bucket to write into.
         bucket: String,
     },
 }
@@ -229,8 +233,11 @@ impl Target {
 
 /// How many requests, how fast, for how long.
 pub struct Pacing {
+    /// How many requests to write.
     pub count: u64,
+    /// The wait between two requests.
     pub delay: Duration,
+    /// Stop after this long, even if fewer were written.
     pub max_runtime: Option<Duration>,
 }
 

@@ -19,8 +19,11 @@ use std::time::Duration;
 /// How to reach AWS, from the command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsSettings {
+    /// The profile to read credentials and region from.
     pub profile: Option<String>,
+    /// The region, over the chain's.
     pub region: Option<String>,
+    /// One endpoint for every service (a local server).
     pub endpoint_url: Option<String>,
 }
 
@@ -35,8 +38,11 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The clients of one run, and the count of HTTP requests they sent.
 #[derive(Clone)]
 pub struct Aws {
+    /// The S3 client.
     pub s3: aws_sdk_s3::Client,
+    /// The DynamoDB client.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The HTTP requests both have sent.
     pub calls: ApiCalls,
 }
 
@@ -143,6 +149,7 @@ pub fn status<E>(error: &SdkError<E, HttpResponse>) -> Option<u16> {
 pub struct ApiCalls(Arc<Mutex<BTreeMap<String, u64>>>);
 
 impl ApiCalls {
+    /// The counts so far, by operation.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
         self.0.lock().unwrap().clone()
     }

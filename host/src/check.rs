@@ -47,21 +47,32 @@ struct CaseFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Case {
+    /// What the case shows; printed with its result.
     pub name: String,
+    /// The kind of store the handler plans for.
     pub destination: DestinationName,
     #[serde(default)]
+    /// The store before the request, by key.
     pub store: BTreeMap<String, Value>,
+    /// The request as a JSON value.
     pub request: Option<Value>,
+    /// The request as raw text (broken JSON, say).
     pub request_text: Option<String>,
+    /// The request as base64, for bytes that are not text.
     pub request_base64: Option<String>,
+    /// What the handler must do.
     pub expect: Expect,
+    /// Whether the handler must (or must not) log a warning.
     pub warns: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+/// The `destination` of a case.
 pub enum DestinationName {
+    /// An S3 bucket or a local folder.
     ObjectStore,
+    /// A DynamoDB table.
     Table,
 }
 
@@ -86,7 +97,9 @@ pub enum Expect {
 
 /// A case and the file it came from.
 pub struct Loaded {
+    /// The case file's name.
     pub file: String,
+    /// The case.
     pub case: Case,
 }
 

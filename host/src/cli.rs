@@ -12,8 +12,10 @@ use std::path::PathBuf;
     about = "Runs widget requests through a WebAssembly handler and stores the results.",
     args_conflicts_with_subcommands = true
 )]
+/// The whole command line.
 pub struct Cli {
     #[command(subcommand)]
+    /// The subcommand; `run` if none.
     pub command: Option<Command>,
 
     /// Without a subcommand, `widget-host` runs: these are `run`'s options.
@@ -26,6 +28,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+/// The subcommands.
 pub enum Command {
     /// Process requests: read them from a source, hand each to the handler,
     /// store the results.
@@ -44,6 +47,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Args)]
+/// `check`'s flags.
 pub struct CheckArgs {
     /// The handler component; the built-in widget handler if absent.
     #[arg(value_name = "HANDLER.wasm")]
@@ -59,10 +63,12 @@ pub struct CheckArgs {
     pub no_builtin_cases: bool,
 
     #[command(flatten)]
+    /// The limits the handler runs under.
     pub limits: LimitArgs,
 }
 
 #[derive(Debug, Clone, Args)]
+/// `invoke`'s flags.
 pub struct InvokeArgs {
     /// The handler component (`builtin` for the built-in widget handler).
     #[arg(value_name = "HANDLER.wasm")]
@@ -82,17 +88,21 @@ pub struct InvokeArgs {
     pub destination: DestinationArg,
 
     #[command(flatten)]
+    /// The limits the handler runs under.
     pub limits: LimitArgs,
 }
 
 /// `--destination` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DestinationArg {
+    /// An S3 bucket or a local folder.
     ObjectStore,
+    /// A DynamoDB table.
     Table,
 }
 
 #[derive(Debug, Clone, Args)]
+/// `run`'s flags (also the flags of a bare `widget-host`).
 pub struct RunArgs {
     /// Read requests from this folder (files in name order).
     #[arg(long, value_name = "DIR")]
@@ -130,9 +140,11 @@ pub struct RunArgs {
     pub destination_name: Option<String>,
 
     #[command(flatten)]
+    /// How to reach AWS.
     pub aws: AwsArgs,
 
     #[command(flatten)]
+    /// Which handler to run, and its limits.
     pub handler: HandlerArgs,
 
     /// Exit once the source is empty.
@@ -190,6 +202,7 @@ pub struct HandlerArgs {
     pub handler: Option<PathBuf>,
 
     #[command(flatten)]
+    /// The limits the handler runs under.
     pub limits: LimitArgs,
 }
 
@@ -210,6 +223,7 @@ pub struct LimitArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+/// `produce`'s flags.
 pub struct ProduceArgs {
     /// Write the requests into this folder.
     #[arg(long, value_name = "DIR")]
@@ -220,6 +234,7 @@ pub struct ProduceArgs {
     pub request_bucket: Option<String>,
 
     #[command(flatten)]
+    /// How to reach AWS.
     pub aws: AwsArgs,
 
     /// Wait this long between requests, in milliseconds. Also `-ird`.
@@ -246,6 +261,7 @@ pub struct ProduceArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+/// `demo`'s flags.
 pub struct DemoArgs {
     /// How many requests to produce.
     #[arg(long, default_value_t = 1000)]

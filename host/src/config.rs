@@ -12,15 +12,20 @@ use std::time::Duration;
 /// Where requests come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
+    /// A local folder.
     Dir(PathBuf),
+    /// An S3 bucket.
     S3Bucket(String),
 }
 
 /// Where widgets go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {
+    /// A local folder, in the S3 layout.
     Dir(PathBuf),
+    /// An S3 bucket.
     S3Bucket(String),
+    /// A DynamoDB table.
     DynamoDbTable(String),
 }
 
@@ -29,20 +34,28 @@ pub enum SinkSpec {
 pub struct HandlerSpec {
     /// `None`: the built-in widget handler.
     pub file: Option<PathBuf>,
+    /// Time and memory per call.
     pub limits: Limits,
+    /// Whether compiled components go to wasmtime's disk cache.
     pub compile_cache: bool,
 }
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// Where requests come from.
     pub source: SourceSpec,
+    /// Where widgets go.
     pub sink: SinkSpec,
+    /// The handler and its limits.
     pub handler: HandlerSpec,
+    /// Workers, polling, backoff.
     pub options: Options,
+    /// Stop after this long (`-mrt`).
     pub max_runtime: Option<Duration>,
     /// Reload the handler when its file changes.
     pub watch: bool,
+    /// How to reach AWS.
     pub aws: AwsSettings,
 }
 
@@ -64,6 +77,7 @@ impl From<&AwsArgs> for AwsSettings {
 }
 
 impl HandlerSpec {
+    /// The handler `--handler` and the limit flags name.
     pub fn from_args(args: &HandlerArgs) -> anyhow::Result<HandlerSpec> {
         HandlerSpec::new(args.handler.clone(), &args.limits)
     }
@@ -91,6 +105,7 @@ impl HandlerSpec {
 }
 
 impl RunConfig {
+    /// Checks `run`'s flags: one source, one destination.
     pub fn from_args(args: &RunArgs) -> anyhow::Result<RunConfig> {
         let source = match (&args.requests_dir, &args.request_bucket) {
             (Some(dir), None) => SourceSpec::Dir(dir.clone()),

@@ -19,6 +19,7 @@ pub struct StorageError {
 }
 
 impl StorageError {
+    /// A failure of `action`, transient or not, because of `cause`.
     pub fn new(
         action: impl Into<String>,
         transient: bool,
@@ -41,6 +42,7 @@ impl StorageError {
         StorageError::new(action, transient, error)
     }
 
+    /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         self.transient
     }

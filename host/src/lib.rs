@@ -16,6 +16,8 @@
 //! conformance suite, [`logging`] sets up `tracing`. The handler's contract is `wit/handler.wit`; the default
 //! handler is `guest/`, built and embedded by `build.rs`.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod aws;
 pub mod check;

@@ -24,6 +24,7 @@ struct Counts {
 
 /// Outcome labels, for logs.
 pub const APPLIED: &str = "applied";
+/// Outcome label of a request moved to the dead-letter place.
 pub const DEAD_LETTERED: &str = "dead-lettered";
 
 impl Default for Metrics {
@@ -36,6 +37,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a request whose operations are stored.
     pub fn applied(&self, kind: &str, operations: usize, warnings: u32) {
         let mut c = self.counts.lock().unwrap();
         *c.applied.entry(kind.to_owned()).or_default() += 1;
@@ -43,14 +45,17 @@ impl Metrics {
         c.warnings += u64::from(warnings);
     }
 
+    /// Counts a request moved to the dead-letter place.
     pub fn dead_lettered(&self) {
         self.counts.lock().unwrap().dead_lettered += 1;
     }
 
+    /// Counts a request tried again after a transient failure.
     pub fn retried(&self) {
         self.counts.lock().unwrap().retries += 1;
     }
 
+    /// The counts so far, as the end-of-run report.
     pub fn summary(&self, dead_letter_place: String) -> Summary {
         let c = self.counts.lock().unwrap().clone();
         Summary {
@@ -69,12 +74,19 @@ impl Metrics {
 /// The end-of-run report.
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// How long the run took.
     pub elapsed: Duration,
+    /// Applied requests by the kind the handler named.
     pub applied: BTreeMap<String, u64>,
+    /// Warnings the handler logged.
     pub warnings: u64,
+    /// Requests moved to the dead-letter place.
     pub dead_lettered: u64,
+    /// Requests tried again after a transient failure.
     pub retries: u64,
+    /// Store operations carried out.
     pub operations: u64,
+    /// Where dead-lettered requests are.
     pub dead_letter_place: String,
     /// HTTP requests sent to AWS, by operation (`S3.GetObject`).
     pub api_calls: BTreeMap<String, u64>,
@@ -86,6 +98,7 @@ impl Summary {
         self.applied.values().sum::<u64>() + self.dead_lettered
     }
 
+    /// Requests taken out of the source per second.
     pub fn requests_per_second(&self) -> f64 {
         self.processed() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

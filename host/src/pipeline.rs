@@ -33,6 +33,7 @@ pub struct Options {
     pub until_empty: bool,
     /// How long to wait before listing an empty source again.
     pub poll_interval: Duration,
+    /// How transient failures are retried.
     pub backoff: Backoff,
 }
 

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+/// The course producer's owners.
 pub const OWNERS: [&str; 4] = ["Mary Matthews", "John Jones", "Sue Smith", "Henry Hops"];
 
 /// The course producer's other attribute names, in its order.
@@ -38,7 +39,9 @@ const COLORS: [&str; 8] = [
 /// One generated request: its key and its JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Produced {
+    /// The request's key: 13-digit epoch milliseconds.
     pub key: String,
+    /// The request's JSON text.
     pub body: String,
 }
 

@@ -26,6 +26,7 @@ pub struct HandlerSlot {
 }
 
 impl HandlerSlot {
+    /// A slot holding `runtime`, reloadable from `file` with the same engine and limits.
     pub fn new(runtime: Runtime, engine: Engine, limits: Limits, file: Option<PathBuf>) -> Arc<HandlerSlot> {
         Arc::new(HandlerSlot {
             current: RwLock::new(runtime),

@@ -9,7 +9,9 @@ use std::time::Duration;
 /// uniformly below it so that many workers do not retry in step.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
+    /// The first wait's ceiling.
     pub base: Duration,
+    /// No wait is longer than this.
     pub cap: Duration,
 }
 

@@ -16,6 +16,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDea
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
+#[allow(missing_docs)]
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -79,6 +80,7 @@ pub enum CallError {
 /// A handler's answer to one request.
 #[derive(Debug)]
 pub struct Handled {
+    /// The plan, or the handler's reason for rejecting the request.
     pub result: Result<Plan, String>,
     /// How many `warn` lines the handler logged.
     pub warnings: u32,
@@ -134,10 +136,12 @@ impl Runtime {
         })
     }
 
+    /// The engine the handler was compiled with.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
+    /// The limits each call runs under.
     pub fn limits(&self) -> Limits {
         self.limits
     }

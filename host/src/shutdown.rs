@@ -4,6 +4,7 @@
 use tokio::sync::watch;
 
 #[derive(Clone)]
+/// The stop signal: cheap to clone, every clone sees the same signal.
 pub struct Shutdown {
     sender: std::sync::Arc<watch::Sender<bool>>,
     receiver: watch::Receiver<bool>,
@@ -20,10 +21,12 @@ impl Default for Shutdown {
 }
 
 impl Shutdown {
+    /// Gives the signal.
     pub fn trigger(&self) {
         self.sender.send_replace(true);
     }
 
+    /// Whether the signal has been given.
     pub fn is_triggered(&self) -> bool {
         *self.receiver.borrow()
     }

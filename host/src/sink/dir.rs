@@ -7,6 +7,7 @@ use crate::runtime::Destination;
 use std::io::ErrorKind;
 use std::path::PathBuf;
 
+/// Widgets in a local folder.
 pub struct DirSink {
     root: PathBuf,
     destination: Destination,

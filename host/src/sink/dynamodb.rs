@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 
+/// Widgets in a DynamoDB table.
 pub struct DynamoDbSink {
     client: Client,
     table: String,

@@ -6,6 +6,7 @@ use crate::runtime::Destination;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// Documents in memory, by key.
 pub struct MemorySink {
     destination: Destination,
     documents: Mutex<BTreeMap<String, String>>,

@@ -6,6 +6,7 @@ use crate::runtime::Destination;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 
+/// Widgets in an S3 bucket.
 pub struct S3Sink {
     client: Client,
     bucket: String,

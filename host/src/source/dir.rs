@@ -15,6 +15,7 @@ pub const DEAD_LETTER: &str = "dead-letter";
 /// Keys listed per page, as S3's ListObjectsV2 does.
 const PAGE_SIZE: usize = 1000;
 
+/// Requests in a local folder.
 pub struct DirSource {
     root: PathBuf,
     /// The last key of the previous page; `None` starts a new pass.

@@ -24,6 +24,7 @@ pub struct Page {
 }
 
 #[async_trait::async_trait]
+/// A place requests come from, in key order.
 pub trait Source: Send + Sync {
     /// A short name for logs: `dir:./requests`, `s3://bucket`.
     fn describe(&self) -> String;

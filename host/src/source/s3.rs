@@ -26,6 +26,7 @@ const MAX_REASON_BYTES: usize = 1800;
 /// Keys per ListObjectsV2 page (S3's maximum).
 const PAGE_SIZE: i32 = 1000;
 
+/// Requests in an S3 bucket.
 pub struct S3Source {
     client: Client,
     bucket: String,
