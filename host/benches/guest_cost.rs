@@ -3,7 +3,8 @@
 //! through the host's runtime, side by side in one run: the built-in Rust
 //! component and, when guest/build-handlers.sh has built them, the Python
 //! and JavaScript handlers. Reported as calls per second and as the ratio
-//! to the native baseline.
+//! to the native baseline. `key` is `ordering-key`, a call that does almost
+//! nothing: through the host it is about the cost of a fresh instance.
 //!
 //! `cargo bench -p widget-host --bench guest_cost`
 
@@ -46,11 +47,12 @@ fn rate(mut f: impl FnMut()) -> f64 {
     calls as f64 / started.elapsed().as_secs_f64()
 }
 
-fn row(name: &str, size: &str, create: f64, update: f64, baseline: (f64, f64)) {
+fn row(name: &str, size: &str, create: f64, update: f64, key: f64, baseline: (f64, f64, f64)) {
     println!(
-        "{name:<30} {size:>9} {create:>14.0} {update:>14.0} {:>9.1}x {:>9.1}x",
+        "{name:<30} {size:>9} {create:>10.0} {update:>10.0} {key:>10.0} {:>8.1}x {:>8.1}x {:>8.1}x",
         baseline.0 / create,
-        baseline.1 / update
+        baseline.1 / update,
+        baseline.2 / key
     );
 }
 
@@ -108,11 +110,25 @@ fn main() {
 
     println!("calls per second; ratio = native / through the host (how many times slower)");
     println!(
-        "{:<30} {:>9} {:>14} {:>14} {:>10} {:>10}",
-        "handler", "size", "create/s", "update/s", "create", "update"
+        "{:<30} {:>9} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+        "handler", "size", "create/s", "update/s", "key/s", "create", "update", "key"
     );
-    let baseline = (native(CREATE, None), native(UPDATE, Some(stored.1.clone())));
-    row("native Rust (baseline)", "-", baseline.0, baseline.1, baseline);
+    let native_key = rate(|| {
+        std::hint::black_box(widget_guest::request::ordering_key(UPDATE.as_bytes()));
+    });
+    let baseline = (
+        native(CREATE, None),
+        native(UPDATE, Some(stored.1.clone())),
+        native_key,
+    );
+    row(
+        "native Rust (baseline)",
+        "-",
+        baseline.0,
+        baseline.1,
+        baseline.2,
+        baseline,
+    );
 
     let mut components = vec![("Rust component (built-in)".to_owned(), DEFAULT_HANDLER.to_vec())];
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/handlers");
@@ -130,11 +146,16 @@ fn main() {
         let runtime = Runtime::new(&engine, &wasm, Limits::default()).unwrap();
         let compile = compile_started.elapsed();
         let size = format!("{:.1} MB", wasm.len() as f64 / 1e6);
+        let key = rate(|| {
+            let key = tokio.block_on(runtime.ordering_key(UPDATE.as_bytes())).unwrap();
+            assert!(key.is_some());
+        });
         row(
             &name,
             &size,
             hosted(&runtime, CREATE),
             hosted(&runtime, UPDATE),
+            key,
             baseline,
         );
         println!("{:<30} compiled in {:.2} s (uncached)", "", compile.as_secs_f64());
