@@ -2,7 +2,7 @@
 
 use crate::aws::{Aws, AwsSettings, storage_error};
 use crate::check;
-use crate::cli::{CheckArgs, Cli, Command, DemoArgs, DestinationArg, InvokeArgs, ProduceArgs};
+use crate::cli::{CheckArgs, Cli, Command, DemoArgs, DestinationArg, InvokeArgs, ProduceArgs, RunArgs};
 use crate::config::{HandlerSpec, RunConfig, SinkSpec, SourceSpec};
 use crate::fsutil::write_atomically;
 use crate::metrics::Summary;
@@ -23,12 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Runs the command line's command.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        None => run(RunConfig::from_args(&cli.run)?)
-            .await
-            .map(|summary| println!("{summary}")),
-        Some(Command::Run(args)) => run(RunConfig::from_args(&args)?)
-            .await
-            .map(|summary| println!("{summary}")),
+        // Without a subcommand the flags are `run`'s.
+        None => run_and_report(&cli.run).await,
+        Some(Command::Run(args)) => run_and_report(&args).await,
         Some(Command::Produce(args)) => produce(&args).await,
         Some(Command::Demo(args)) => demo(&args).await,
         Some(Command::Check(args)) => check(&args).await,
@@ -100,16 +97,18 @@ async fn invoke(args: &InvokeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `run`: processes requests, then prints the summary.
+async fn run_and_report(args: &RunArgs) -> anyhow::Result<()> {
+    let summary = run(RunConfig::from_args(args)?).await?;
+    println!("{summary}");
+    Ok(())
+}
+
 /// Processes requests as configured, until the source is empty (with
 /// `--until-empty`), the maximum run time, or a signal.
 pub async fn run(config: RunConfig) -> anyhow::Result<Summary> {
     let runtime = load_handler(&config.handler)?;
-    let handlers = HandlerSlot::new(
-        runtime.clone(),
-        runtime.engine().clone(),
-        config.handler.limits,
-        config.handler.file.clone(),
-    );
+    let handlers = HandlerSlot::new(runtime, config.handler.file.clone());
     let aws = match config.uses_aws() {
         true => Some(Aws::connect(&config.aws).await),
         false => None,

@@ -5,13 +5,12 @@
 //! the handler it started with; the next one gets the new handler, so no
 //! request is lost or repeated across the switch.
 
-use crate::runtime::{Limits, Runtime};
+use crate::runtime::Runtime;
 use crate::shutdown::Shutdown;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
-use wasmtime::Engine;
 
 /// How often `--watch` looks at the handler file.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
@@ -19,28 +18,18 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// The handler in use, replaceable while the host runs.
 pub struct HandlerSlot {
     current: RwLock<Runtime>,
-    engine: Engine,
-    limits: Limits,
     /// The file reloads read; `None` for the built-in handler.
     file: Option<PathBuf>,
 }
 
 impl HandlerSlot {
-    /// A slot holding `runtime`, reloadable from `file` with the same engine and limits.
-    pub fn new(runtime: Runtime, engine: Engine, limits: Limits, file: Option<PathBuf>) -> Arc<HandlerSlot> {
+    /// A slot holding `runtime`, reloadable from `file`; a reloaded handler
+    /// gets the same engine and limits.
+    pub fn new(runtime: Runtime, file: Option<PathBuf>) -> Arc<HandlerSlot> {
         Arc::new(HandlerSlot {
             current: RwLock::new(runtime),
-            engine,
-            limits,
             file,
         })
-    }
-
-    /// A fixed handler: nothing to reload from.
-    pub fn fixed(runtime: Runtime) -> Arc<HandlerSlot> {
-        let engine = runtime.engine().clone();
-        let limits = runtime.limits();
-        HandlerSlot::new(runtime, engine, limits, None)
     }
 
     /// The handler for the next call.
@@ -54,7 +43,8 @@ impl HandlerSlot {
         let Some(file) = self.file.clone() else {
             anyhow::bail!("the built-in handler cannot be reloaded; start with --handler FILE.wasm");
         };
-        let (engine, limits) = (self.engine.clone(), self.limits);
+        let current = self.current();
+        let (engine, limits) = (current.engine().clone(), current.limits());
         let runtime = tokio::task::spawn_blocking(move || {
             let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             Runtime::new(&engine, &wasm, limits)
