@@ -5,7 +5,11 @@
 //!
 //! They are built by a nested `cargo build` into a target folder of their
 //! own, so that it does not wait on the lock of the build that runs this
-//! script.
+//! script. The target's standard library is installed first if it is
+//! missing (`build/wasm_target.rs`).
+
+#[path = "build/wasm_target.rs"]
+mod wasm_target;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,17 @@ fn main() {
     let workspace = manifest_dir.parent().unwrap();
     for watched in ["guest", "wit", "tests/guests", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    }
+    println!("cargo:rerun-if-changed=build");
+
+    let rustc = PathBuf::from(env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok();
+    match wasm_target::ensure(&rustc, Path::new("rustup"), toolchain.as_deref(), TARGET) {
+        Ok(wasm_target::Outcome::Present) => {}
+        Ok(wasm_target::Outcome::Installed) => {
+            println!("cargo:warning=installed the {TARGET} target with rustup, to build the handlers");
+        }
+        Err(why) => panic!("{why}"),
     }
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -52,10 +67,7 @@ fn main() {
     }
     let status = command.status().expect("cannot run cargo to build the guests");
     if !status.success() {
-        panic!(
-            "building the guests for {TARGET} failed; if the target is missing, \
-             `rustup target add {TARGET}` installs it (rust-toolchain.toml asks rustup to)"
-        );
+        panic!("building the guests for {TARGET} failed (the output above says why)");
     }
 
     let built = target_dir.join(TARGET).join(PROFILE);

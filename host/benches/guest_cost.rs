@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use widget_guest::plan::{self, Destination as NativeDestination, Store};
-use widget_host::runtime::{self, Context, DEFAULT_HANDLER, Destination, Limits, Runtime};
+use widget_host::contract::{Context, Destination};
+use widget_host::handler::{BUILTIN, Handler, Limits};
 use widget_host::sink::Sink;
 use widget_host::sink::memory::MemorySink;
 
@@ -61,7 +62,6 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let engine = runtime::engine(false).unwrap();
 
     // The stored widget an update reads.
     let stored = match plan::plan(
@@ -99,12 +99,12 @@ fn main() {
             );
         })
     };
-    let hosted = |runtime: &Runtime, request: &str| {
+    let hosted = |handler: &Handler, request: &str| {
         rate(|| {
             let handled = tokio
-                .block_on(runtime.handle(request.as_bytes(), context.clone(), sink.clone()))
+                .block_on(handler.handle(request.as_bytes(), &context, sink.clone()))
                 .unwrap();
-            assert!(handled.result.unwrap().operations.len() == 1);
+            assert!(handled.verdict.unwrap().operations.len() == 1);
         })
     };
 
@@ -130,7 +130,7 @@ fn main() {
         baseline,
     );
 
-    let mut components = vec![("Rust component (built-in)".to_owned(), DEFAULT_HANDLER.to_vec())];
+    let mut components = vec![("Rust component (built-in)".to_owned(), BUILTIN.to_vec())];
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/handlers");
     for (name, file) in [
         ("Python (componentize-py)", "widget_handler_py.wasm"),
@@ -143,18 +143,18 @@ fn main() {
     }
     for (name, wasm) in components {
         let compile_started = Instant::now();
-        let runtime = Runtime::new(&engine, &wasm, Limits::default()).unwrap();
+        let handler = Handler::from_bytes(&wasm, Limits::default()).unwrap();
         let compile = compile_started.elapsed();
         let size = format!("{:.1} MB", wasm.len() as f64 / 1e6);
         let key = rate(|| {
-            let key = tokio.block_on(runtime.ordering_key(UPDATE.as_bytes())).unwrap();
+            let key = tokio.block_on(handler.ordering_key(UPDATE.as_bytes())).unwrap();
             assert!(key.is_some());
         });
         row(
             &name,
             &size,
-            hosted(&runtime, CREATE),
-            hosted(&runtime, UPDATE),
+            hosted(&handler, CREATE),
+            hosted(&handler, UPDATE),
             key,
             baseline,
         );

@@ -1,37 +1,47 @@
 //! widget-host: runs widget requests through a WebAssembly handler.
 //!
 //! A map of the parts, in the order a request meets them:
-//! - [`source`]: where requests come from (a local folder, an S3 bucket);
-//! - [`pipeline`]: lists the source, hands each request to a worker chosen
+//! - `source/`: where requests come from (a local folder, an S3 bucket);
+//! - `pipeline.rs`: lists the source, hands each request to a worker chosen
 //!   by its ordering key, and removes it only once its effects are stored;
-//! - [`runtime`]: the wasmtime sandbox that calls the handler, one fresh
-//!   instance per request, under time and memory limits; [`reload`] swaps
-//!   the handler of a running host;
+//!   every transient failure goes through `retry.rs`;
+//! - [`handler`]: the Wasm component that decides what a request means,
+//!   called in a fresh sandboxed instance per request;
 //! - [`sink`]: where widgets go (a local folder, an S3 bucket, a DynamoDB
-//!   table); [`aws`] builds the AWS clients and classifies their errors;
-//! - [`retry`], [`shutdown`], [`metrics`]: backoff, stopping, the summary.
+//!   table), and what the handler reads through `store.get`;
+//! - `aws/`: the only place AWS clients are built and SDK errors
+//!   classified, and the S3 calls sources and sinks share.
 //!
-//! Around them: [`cli`] parses flags, [`config`] checks them, [`app`] runs
-//! the commands, [`producer`] writes realistic requests, [`check`] runs the
-//! conformance suite, [`logging`] sets up `tracing`. The handler's contract is `wit/handler.wit`; the default
-//! handler is `guest/`, built and embedded by `build.rs`.
+//! [`contract`] holds the plain types both sides of the handler boundary
+//! use, so that sinks never depend on the Wasm runtime. Around the parts:
+//! [`cli`] parses the command line, [`commands`] runs each command,
+//! `producer.rs` writes realistic requests, `conformance.rs` is the suite
+//! `check` runs, [`logging`] sets up `tracing`. The library never installs
+//! signal handlers: a command takes its stop and reload signals as
+//! [`commands::Controls`]. The handler's contract is `wit/handler.wit`; the
+//! default handler is `guest/`, built and embedded by `build.rs`.
 
 #![warn(missing_docs)]
 
-pub mod app;
-pub mod aws;
-pub mod check;
+mod aws;
 pub mod cli;
-pub mod config;
+pub mod commands;
+mod conformance;
+pub mod contract;
 pub mod error;
-pub mod fsutil;
+mod folder;
+pub mod handler;
 pub mod logging;
-pub mod metrics;
-pub mod pipeline;
-pub mod producer;
-pub mod reload;
-pub mod retry;
-pub mod runtime;
-pub mod shutdown;
+mod metrics;
+mod pipeline;
+mod producer;
+mod retry;
 pub mod sink;
-pub mod source;
+mod source;
+
+/// The build script's check for the guests' target, compiled here too so
+/// that its tests run with the host's.
+#[cfg(test)]
+#[path = "../build/wasm_target.rs"]
+#[allow(dead_code)]
+mod wasm_target;

@@ -1,43 +1,121 @@
-//! The `widget-host` binary: parse flags, set up logging, run, and decide
-//! the exit code in one place.
+//! The `widget-host` binary: install the signal handlers before anything
+//! else, parse the command line, set up logging, run the command, and
+//! decide the exit code in one place: 0 done, 1 failed, 2 usage.
 
-use clap::Parser;
+use std::io::Write;
 use std::process::ExitCode;
-use widget_host::cli::{Cli, Command, normalize_args};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use widget_host::cli::Cli;
+use widget_host::commands::{Controls, UsageError};
+
+/// The command line is wrong (clap uses the same code).
+const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse_from(normalize_args(std::env::args_os()));
-    // The demo prints its own report; its per-request log goes to a file in
-    // its folder.
-    let (level, log_file) = match &mut cli.command {
-        Some(Command::Demo(demo)) => match widget_host::app::prepare_demo(demo) {
-            Ok(log) => ("warn", Some(cli.log_file.clone().unwrap_or(log))),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        },
-        // `check` and `invoke` print their own report on stdout.
-        Some(Command::Check(_) | Command::Invoke(_)) => ("error", cli.log_file.clone()),
-        _ => ("info", cli.log_file.clone()),
-    };
-    if let Err(e) = widget_host::logging::init(level, log_file.as_deref()) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    // First of all: until a signal has a handler, it kills the process
+    // (SIGHUP with status 129), whatever the host is in the middle of.
+    let signals = match runtime.block_on(async { Signals::install() }) {
+        Ok(signals) => signals,
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot install signal handlers")),
+    };
+    let mut cli = match Cli::parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            // Help and version go to stdout and exit 0; mistakes exit 2.
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
-    match runtime.block_on(widget_host::app::main(cli)) {
+    let mut command = cli.take_command();
+    let log = match command.prepare(cli.log_file.take()) {
+        Ok(log) => log,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = widget_host::logging::init(log.stderr_level, log.file.as_deref()) {
+        return fail(&e);
+    }
+    let result = runtime.block_on(async {
+        let controls = signals.forward();
+        let mut out = std::io::stdout();
+        let done = command.execute(controls, &mut out).await;
+        done.and_then(|()| Ok(out.flush()?))
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+        // Whoever read our output has gone (`widget-host check | head -1`):
+        // nothing is wrong, and nobody is left to tell.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Reports a fatal error, once, with its causes; returns the exit code.
+fn fail(error: &anyhow::Error) -> ExitCode {
+    widget_host::logging::fatal(error);
+    eprintln!("error: {error:#}");
+    if error.is::<UsageError>() {
+        eprintln!("(widget-host --help shows the flags, with examples)");
+        ExitCode::from(USAGE)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The signals the host answers: Ctrl-C and SIGTERM stop it, SIGHUP
+/// reloads the handler.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; must run inside the Tokio runtime.
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Turns signals into the controls a command takes, on a task of its
+    /// own. Signals that came before are not lost: a stop still stops.
+    fn forward(mut self) -> Controls {
+        let stop = CancellationToken::new();
+        let (reload, reload_requests) = watch::channel(0u64);
+        let cancel = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = self.interrupt.recv() => {}
+                    _ = self.terminate.recv() => {}
+                    _ = self.hangup.recv() => {
+                        reload.send_modify(|n| *n += 1);
+                        continue;
+                    }
+                }
+                tracing::info!("Stopping: finishing the requests in flight.");
+                cancel.cancel();
+            }
+        });
+        Controls {
+            stop,
+            reload: reload_requests,
         }
     }
 }

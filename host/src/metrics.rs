@@ -1,5 +1,6 @@
 //! Counters for the end-of-run summary.
 
+use crate::retry::RetryCount;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
@@ -7,9 +8,11 @@ use std::time::{Duration, Instant};
 
 /// What happened to the requests of one run.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     started: Instant,
     counts: Mutex<Counts>,
+    /// Every retry loop of the run adds to this.
+    pub(crate) retries: RetryCount,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -18,27 +21,27 @@ struct Counts {
     applied: BTreeMap<String, u64>,
     warnings: u64,
     dead_lettered: u64,
-    retries: u64,
     operations: u64,
 }
 
-/// Outcome labels, for logs.
-pub const APPLIED: &str = "applied";
+/// Outcome label of a request whose operations are stored, for logs.
+pub(crate) const APPLIED: &str = "applied";
 /// Outcome label of a request moved to the dead-letter place.
-pub const DEAD_LETTERED: &str = "dead-lettered";
+pub(crate) const DEAD_LETTERED: &str = "dead-lettered";
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             started: Instant::now(),
             counts: Mutex::default(),
+            retries: RetryCount::default(),
         }
     }
 }
 
 impl Metrics {
     /// Counts a request whose operations are stored.
-    pub fn applied(&self, kind: &str, operations: usize, warnings: u32) {
+    pub(crate) fn applied(&self, kind: &str, operations: usize, warnings: u32) {
         let mut c = self.counts.lock().unwrap();
         *c.applied.entry(kind.to_owned()).or_default() += 1;
         c.operations += operations as u64;
@@ -46,24 +49,19 @@ impl Metrics {
     }
 
     /// Counts a request moved to the dead-letter place.
-    pub fn dead_lettered(&self) {
+    pub(crate) fn dead_lettered(&self) {
         self.counts.lock().unwrap().dead_lettered += 1;
     }
 
-    /// Counts a request tried again after a transient failure.
-    pub fn retried(&self) {
-        self.counts.lock().unwrap().retries += 1;
-    }
-
     /// The counts so far, as the end-of-run report.
-    pub fn summary(&self, dead_letter_place: String) -> Summary {
+    pub(crate) fn summary(&self, dead_letter_place: String) -> Summary {
         let c = self.counts.lock().unwrap().clone();
         Summary {
             elapsed: self.started.elapsed(),
             applied: c.applied,
             warnings: c.warnings,
             dead_lettered: c.dead_lettered,
-            retries: c.retries,
+            retries: self.retries.get(),
             operations: c.operations,
             dead_letter_place,
             api_calls: BTreeMap::new(),
@@ -82,7 +80,8 @@ pub struct Summary {
     pub warnings: u64,
     /// Requests moved to the dead-letter place.
     pub dead_lettered: u64,
-    /// Requests tried again after a transient failure.
+    /// Calls made again after a transient failure: listing, reading,
+    /// handling, storing, removing.
     pub retries: u64,
     /// Store operations carried out.
     pub operations: u64,

@@ -8,12 +8,15 @@
 //! same widget run in source order, never at once, and an earlier one is
 //! always removed before a later one is applied: whatever moment a crash
 //! comes at, replaying what is left reaches the same end state.
+//!
+//! Every call that can fail transiently goes through [`Retry`], which waits
+//! and tries again until it succeeds, fails for good, or the run stops.
 
+use crate::contract::{Context, Operation, Plan};
+use crate::error::StorageError;
+use crate::handler::swap::HandlerSlot;
 use crate::metrics::{self, Metrics, Summary};
-use crate::reload::HandlerSlot;
-use crate::retry::{self, Backoff};
-use crate::runtime::{CallError, Context, Operation};
-use crate::shutdown::Shutdown;
+use crate::retry::{Attempt, Backoff, Retry};
 use crate::sink::Sink;
 use crate::source::Source;
 use futures::StreamExt;
@@ -22,25 +25,29 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+
+/// Requests processed at once unless told otherwise.
+pub(crate) const DEFAULT_CONCURRENCY: u16 = 8;
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Workers, and so requests handled at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Stop once a full pass over the source finds nothing to do.
-    pub until_empty: bool,
+    pub(crate) until_empty: bool,
     /// How long to wait before listing an empty source again.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// How transient failures are retried.
-    pub backoff: Backoff,
+    pub(crate) backoff: Backoff,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            concurrency: 8,
+            concurrency: usize::from(DEFAULT_CONCURRENCY),
             until_empty: false,
             poll_interval: Duration::from_millis(100),
             backoff: Backoff::default(),
@@ -56,6 +63,7 @@ const WORKER_QUEUE: usize = 4;
 struct Job {
     key: String,
     body: Vec<u8>,
+    /// The handler's ordering key (the widget id), if it gave one.
     widget: Option<String>,
 }
 
@@ -75,28 +83,36 @@ struct Shared {
     handlers: Arc<HandlerSlot>,
     options: Options,
     metrics: Metrics,
+    retry: Retry,
     tracker: Mutex<Tracker>,
-    shutdown: Shutdown,
+    stop: CancellationToken,
 }
 
-/// Runs until the source is empty (with `until_empty`) or `shutdown`
-/// triggers, then waits for the requests in flight and returns the summary.
-pub async fn run(
+/// Runs until the source is empty (with `until_empty`) or `stop` is
+/// cancelled, then waits for the requests in flight and returns the summary.
+pub(crate) async fn run(
     source: Arc<dyn Source>,
     sink: Arc<dyn Sink>,
     handlers: Arc<HandlerSlot>,
     options: Options,
-    shutdown: Shutdown,
+    stop: CancellationToken,
 ) -> anyhow::Result<Summary> {
     info!(source = %source.describe(), sink = %sink.describe(), concurrency = options.concurrency, "Starting.");
+    let metrics = Metrics::default();
+    let retry = Retry {
+        backoff: options.backoff,
+        stop: stop.clone(),
+        count: metrics.retries.clone(),
+    };
     let shared = Arc::new(Shared {
         source,
         sink,
         handlers,
         options,
-        metrics: Metrics::default(),
+        metrics,
+        retry,
         tracker: Mutex::default(),
-        shutdown,
+        stop,
     });
     let mut workers = tokio::task::JoinSet::new();
     let mut queues = Vec::new();
@@ -118,17 +134,17 @@ pub async fn run(
 }
 
 /// Lists, reads and distributes requests until told to stop.
-async fn dispatch(shared: &Arc<Shared>, queues: &[mpsc::Sender<Job>]) -> anyhow::Result<()> {
+async fn dispatch(shared: &Arc<Shared>, queues: &[mpsc::Sender<Job>]) -> Result<(), StorageError> {
     let options = &shared.options;
     let mut next_queue = 0;
     // Requests handed out during the current pass over the source.
     let mut found_this_pass = 0;
-    while !shared.shutdown.is_triggered() {
-        let Some(page) = retry::until_done(&options.backoff, &shared.shutdown, || shared.source.list()).await
-        else {
-            break;
+    while !shared.stop.is_cancelled() {
+        let page = match shared.retry.run(|| shared.source.list()).await {
+            Attempt::Done(page) => page,
+            Attempt::Failed(e) => return Err(e),
+            Attempt::Stopped => break,
         };
-        let page = page?;
         if page.from_start {
             found_this_pass = 0;
         }
@@ -151,7 +167,7 @@ async fn dispatch(shared: &Arc<Shared>, queues: &[mpsc::Sender<Job>]) -> anyhow:
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(options.poll_interval) => {}
-                    _ = shared.shutdown.wait() => break,
+                    _ = shared.stop.cancelled() => break,
                 }
             }
             continue;
@@ -165,19 +181,17 @@ async fn dispatch(shared: &Arc<Shared>, queues: &[mpsc::Sender<Job>]) -> anyhow:
             .map(|key| tokio::spawn(prepare(shared.clone(), key)))
             .buffered(options.concurrency.max(1));
         while let Some(next) = prepared.next().await {
-            let (key, read) = next.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            let (body, widget) = match read {
-                None => return Ok(()),
-                Some(Ok(Some(ready))) => ready,
-                // Processed and removed since it was listed.
-                Some(Ok(None)) => continue,
-                Some(Err(e)) => {
+            let job = match next.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
+                Prepared::Ready(job) => job,
+                Prepared::Gone => continue,
+                Prepared::Unreadable(key, e) => {
                     error!(request_key = %key, error = %e, "Cannot read request; leaving it in place.");
                     shared.tracker.lock().unwrap().stuck.insert(key);
                     continue;
                 }
+                Prepared::Stopped => return Ok(()),
             };
-            let queue = match &widget {
+            let queue = match &job.widget {
                 Some(widget) => {
                     let mut hasher = DefaultHasher::new();
                     widget.hash(&mut hasher);
@@ -188,28 +202,34 @@ async fn dispatch(shared: &Arc<Shared>, queues: &[mpsc::Sender<Job>]) -> anyhow:
                     next_queue
                 }
             };
-            shared.tracker.lock().unwrap().in_flight.insert(key.clone());
-            let job = Job { key, body, widget };
+            shared.tracker.lock().unwrap().in_flight.insert(job.key.clone());
             tokio::select! {
                 sent = queues[queue].send(job) => if sent.is_err() { return Ok(()) },
-                _ = shared.shutdown.wait() => return Ok(()),
+                _ = shared.stop.cancelled() => return Ok(()),
             }
         }
     }
     Ok(())
 }
 
-/// A request's body and ordering key, read for the dispatcher. `None` if
-/// shutdown interrupted the read; `Some(Ok(None))` if the request is gone.
-type Prepared = Option<Result<Option<(Vec<u8>, Option<String>)>, crate::source::SourceError>>;
+/// A listed request, read for the dispatcher.
+enum Prepared {
+    /// Read, with its ordering key.
+    Ready(Job),
+    /// Processed and removed since it was listed.
+    Gone,
+    /// It cannot be read; it stays in the source.
+    Unreadable(String, StorageError),
+    /// The run stopped while the read waited to be retried.
+    Stopped,
+}
 
-async fn prepare(shared: Arc<Shared>, key: String) -> (String, Prepared) {
-    let read = retry::until_done(&shared.options.backoff, &shared.shutdown, || {
-        shared.source.read(&key)
-    })
-    .await;
-    let Some(Ok(Some(body))) = read else {
-        return (key, read.map(|r| r.map(|_| None)));
+async fn prepare(shared: Arc<Shared>, key: String) -> Prepared {
+    let body = match shared.retry.run(|| shared.source.read(&key)).await {
+        Attempt::Done(Some(body)) => body,
+        Attempt::Done(None) => return Prepared::Gone,
+        Attempt::Failed(e) => return Prepared::Unreadable(key, e),
+        Attempt::Stopped => return Prepared::Stopped,
     };
     let widget = match shared.handlers.current().ordering_key(&body).await {
         Ok(widget) => widget,
@@ -220,7 +240,7 @@ async fn prepare(shared: Arc<Shared>, key: String) -> (String, Prepared) {
             None
         }
     };
-    (key, Some(Ok(Some((body, widget)))))
+    Prepared::Ready(Job { key, body, widget })
 }
 
 /// One worker: takes its requests one at a time, each to the end.
@@ -228,62 +248,78 @@ async fn work(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>) {
     while let Some(job) = jobs.recv().await {
         // After a stop only what has started is finished; the rest stays in
         // the source for the next run.
-        if !shared.shutdown.is_triggered() {
+        if !shared.stop.is_cancelled() {
             process(&shared, &job).await;
         }
         shared.tracker.lock().unwrap().in_flight.remove(&job.key);
     }
 }
 
-/// What became of a request.
+/// What the handler and the sink made of a request.
+enum Decision {
+    /// Its operations are stored: remove it.
+    Applied { plan: Plan, warnings: u32 },
+    /// Move it to the dead-letter place with this reason.
+    DeadLetter(String),
+    /// The run stopped first: it stays in the source.
+    Stopped,
+}
+
+/// What became of a request in the end.
 enum Fate {
     Applied {
         kind: String,
         operations: usize,
         warnings: u32,
     },
-    DeadLetter(String),
+    DeadLettered(String),
     /// Stopped before it was done: it stays in the source.
-    Interrupted,
+    Stopped,
+    /// It could not be removed from the source (logged): it stays there.
+    Stuck(StorageError),
 }
 
 async fn process(shared: &Shared, job: &Job) {
     let key = &job.key;
     let widget = job.widget.as_deref().unwrap_or("-");
-    let fate = decide_and_store(shared, job).await;
-    let finished = match &fate {
-        Fate::Interrupted => return,
-        Fate::Applied { .. } => {
-            retry::until_done(&shared.options.backoff, &shared.shutdown, || {
-                shared.source.ack(key)
-            })
-            .await
-        }
-        Fate::DeadLetter(reason) => {
-            retry::until_done(&shared.options.backoff, &shared.shutdown, || {
-                shared.source.dead_letter(key, &job.body, reason)
-            })
-            .await
+    let fate = match decide_and_store(shared, job).await {
+        Decision::Stopped => Fate::Stopped,
+        Decision::Applied { plan, warnings } => match shared.retry.run(|| shared.source.ack(key)).await {
+            Attempt::Done(()) => Fate::Applied {
+                kind: plan.kind,
+                operations: plan.operations.len(),
+                warnings,
+            },
+            Attempt::Failed(e) => Fate::Stuck(e),
+            Attempt::Stopped => Fate::Stopped,
+        },
+        Decision::DeadLetter(reason) => {
+            match shared
+                .retry
+                .run(|| shared.source.dead_letter(key, &job.body, &reason))
+                .await
+            {
+                Attempt::Done(()) => Fate::DeadLettered(reason),
+                Attempt::Failed(e) => Fate::Stuck(e),
+                Attempt::Stopped => Fate::Stopped,
+            }
         }
     };
-    match (finished, fate) {
-        (None, _) | (_, Fate::Interrupted) => {}
-        (Some(Err(e)), _) => {
+    match fate {
+        Fate::Stopped => {}
+        Fate::Stuck(e) => {
             error!(request_key = %key, error = %e, "Cannot remove request from the source; leaving it in place.");
             shared.tracker.lock().unwrap().stuck.insert(key.clone());
         }
-        (
-            Some(Ok(())),
-            Fate::Applied {
-                kind,
-                operations,
-                warnings,
-            },
-        ) => {
+        Fate::Applied {
+            kind,
+            operations,
+            warnings,
+        } => {
             shared.metrics.applied(&kind, operations, warnings);
             info!(request_key = %key, kind = %kind, widget = %widget, operations, warnings, outcome = metrics::APPLIED, "Request done.");
         }
-        (Some(Ok(())), Fate::DeadLetter(reason)) => {
+        Fate::DeadLettered(reason) => {
             shared.metrics.dead_lettered();
             warn!(request_key = %key, widget = %widget, reason = %reason, outcome = metrics::DEAD_LETTERED, "Request dead-lettered.");
         }
@@ -291,54 +327,132 @@ async fn process(shared: &Shared, job: &Job) {
 }
 
 /// Asks the handler, then carries out its operations. Transient failures
-/// are retried here, with backoff, for as long as it takes.
-async fn decide_and_store(shared: &Shared, job: &Job) -> Fate {
-    let options = &shared.options;
+/// are retried, with backoff, for as long as it takes.
+async fn decide_and_store(shared: &Shared, job: &Job) -> Decision {
     let context = Context {
         key: job.key.clone(),
         destination: shared.sink.destination(),
     };
-    let mut attempt = 0;
-    let handled = loop {
-        // Each attempt takes the handler current when it starts.
-        let runtime = shared.handlers.current();
-        match runtime
-            .handle(&job.body, context.clone(), shared.sink.clone())
-            .await
-        {
-            Ok(handled) => break handled,
-            Err(CallError::Handler(reason)) => return Fate::DeadLetter(reason),
-            Err(e @ CallError::StoreUnavailable(_)) => {
-                warn!(request_key = %job.key, error = %e, attempt, "Retrying request.");
-                shared.metrics.retried();
-                if !options.backoff.wait(attempt, &shared.shutdown).await {
-                    return Fate::Interrupted;
-                }
-                attempt += 1;
-            }
-        }
-    };
-    let plan = match handled.result {
-        Ok(plan) => plan,
-        Err(reason) => return Fate::DeadLetter(format!("rejected: {reason}")),
-    };
-    for operation in &plan.operations {
-        let stored = retry::until_done(&options.backoff, &shared.shutdown, || async {
-            match operation {
-                Operation::Put(put) => shared.sink.put(&put.key, &put.document).await,
-                Operation::Delete(key) => shared.sink.delete(key).await,
-            }
+    // Each attempt takes the handler current when it starts.
+    let handled = shared
+        .retry
+        .run(|| async {
+            let handler = shared.handlers.current();
+            handler.handle(&job.body, &context, shared.sink.clone()).await
         })
         .await;
+    let handled = match handled {
+        Attempt::Done(handled) => handled,
+        Attempt::Failed(e) => return Decision::DeadLetter(e.into_reason()),
+        Attempt::Stopped => return Decision::Stopped,
+    };
+    let plan = match handled.verdict {
+        Ok(plan) => plan,
+        Err(reason) => return Decision::DeadLetter(format!("rejected: {reason}")),
+    };
+    for operation in &plan.operations {
+        let stored = shared
+            .retry
+            .run(|| async {
+                match operation {
+                    Operation::Put { key, document } => shared.sink.put(key, document).await,
+                    Operation::Delete(key) => shared.sink.delete(key).await,
+                }
+            })
+            .await;
         match stored {
-            None => return Fate::Interrupted,
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Fate::DeadLetter(format!("store refused an operation: {e}")),
+            Attempt::Done(()) => {}
+            Attempt::Failed(e) => return Decision::DeadLetter(format!("store refused an operation: {e}")),
+            Attempt::Stopped => return Decision::Stopped,
         }
     }
-    Fate::Applied {
-        kind: plan.kind,
-        operations: plan.operations.len(),
+    Decision::Applied {
+        plan,
         warnings: handled.warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Destination;
+    use crate::error::Class;
+    use crate::handler::{BUILTIN, Choice, Handler, Limits};
+    use crate::producer::Producer;
+    use crate::sink::memory::MemorySink;
+    use crate::source::dir::DirSource;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A store whose first `failures` writes fail transiently.
+    struct Flaky {
+        inner: MemorySink,
+        failures: AtomicU32,
+    }
+
+    impl Flaky {
+        fn fail_once_more(&self) -> Result<(), StorageError> {
+            let left = self.failures.load(Ordering::SeqCst);
+            if left == 0 {
+                return Ok(());
+            }
+            self.failures.store(left - 1, Ordering::SeqCst);
+            Err(StorageError::new("put", Class::Transient, "slow down"))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for Flaky {
+        fn destination(&self) -> Destination {
+            self.inner.destination()
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
+            self.fail_once_more()?;
+            self.inner.put(key, document).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StorageError> {
+            self.fail_once_more()?;
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn every_retried_store_write_is_counted_in_the_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut producer = Producer::new(3, 1_700_000_000_000);
+        for _ in 0..20 {
+            let request = producer.next_request();
+            std::fs::write(dir.path().join(request.key), request.body).unwrap();
+        }
+        let sink = Arc::new(Flaky {
+            inner: MemorySink::new(Destination::ObjectStore),
+            failures: AtomicU32::new(7),
+        });
+        let handler = Handler::from_bytes(BUILTIN, Limits::default()).unwrap();
+        let options = Options {
+            until_empty: true,
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(2),
+            },
+            ..Options::default()
+        };
+        let summary = run(
+            Arc::new(DirSource::open(dir.path()).unwrap()),
+            sink.clone(),
+            HandlerSlot::new(handler, Choice::Builtin),
+            options,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((summary.processed(), summary.dead_lettered), (20, 0));
+        assert_eq!(summary.retries, 7);
+        assert_eq!(sink.failures.load(Ordering::SeqCst), 0);
     }
 }

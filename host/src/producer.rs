@@ -1,4 +1,4 @@
-//! Realistic widget requests, as the course's producer writes them
+//! Realistic widget requests, as the original `producer.jar` writes them
 //! (SPEC.md 6): keys are 13-digit epoch milliseconds in time order; creates
 //! come first, updates and deletes target widgets created earlier in the
 //! run; updates often omit `label` and sometimes blank it with `""`.
@@ -11,11 +11,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-/// The course producer's owners.
-pub const OWNERS: [&str; 4] = ["Mary Matthews", "John Jones", "Sue Smith", "Henry Hops"];
+/// The owners producer.jar used.
+pub(crate) const OWNERS: [&str; 4] = ["Mary Matthews", "John Jones", "Sue Smith", "Henry Hops"];
 
-/// The course producer's other attribute names, in its order.
-pub const ATTRIBUTE_NAMES: [&str; 14] = [
+/// The other attribute names producer.jar used, in its order.
+pub(crate) const ATTRIBUTE_NAMES: [&str; 14] = [
     "color",
     "size",
     "size-unit",
@@ -38,14 +38,14 @@ const COLORS: [&str; 8] = [
 
 /// One generated request: its key and its JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Produced {
+pub(crate) struct Produced {
     /// The request's key: 13-digit epoch milliseconds.
-    pub key: String,
+    pub(crate) key: String,
     /// The request's JSON text.
-    pub body: String,
+    pub(crate) body: String,
 }
 
-/// The request body, fields in the course producer's order.
+/// The request body, fields in producer.jar's order.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Body<'a> {
@@ -69,7 +69,7 @@ struct Attribute {
 }
 
 /// A stream of requests.
-pub struct Producer {
+pub(crate) struct Producer {
     rng: ChaCha8Rng,
     /// Widgets created and not yet deleted: (id, owner).
     live: Vec<(String, &'static str)>,
@@ -78,7 +78,7 @@ pub struct Producer {
 
 impl Producer {
     /// Requests drawn from `seed`, keyed from `start_ms` on.
-    pub fn new(seed: u64, start_ms: u64) -> Producer {
+    pub(crate) fn new(seed: u64, start_ms: u64) -> Producer {
         Producer {
             rng: ChaCha8Rng::seed_from_u64(seed),
             live: Vec::new(),
@@ -87,7 +87,7 @@ impl Producer {
     }
 
     /// The next request. Keys strictly increase, so name order is time order.
-    pub fn next_request(&mut self) -> Produced {
+    pub(crate) fn next_request(&mut self) -> Produced {
         self.clock_ms += self.rng.random_range(1..=400);
         let key = format!("{:013}", self.clock_ms);
         let roll = self.rng.random_range(0..100);
@@ -105,7 +105,7 @@ impl Producer {
         let widget_id = self.uuid();
         let owner = *OWNERS.choose(&mut self.rng).unwrap();
         let label = Some(self.letters(1, 10));
-        // A few creates carry an empty description, as the course's did.
+        // A few creates carry an empty description, as producer.jar's did.
         let description = Some(if self.rng.random_bool(0.05) {
             String::new()
         } else {

@@ -1,9 +1,36 @@
-//! Retrying transient failures with exponential backoff and full jitter.
+//! The one retry loop: a call that fails transiently is made again after an
+//! exponential backoff with full jitter, until it succeeds, fails
+//! permanently, or the run is stopped. Every retry is counted for the
+//! summary, whichever part of the host made it.
 
-use crate::error::StorageError;
-use crate::shutdown::Shutdown;
 use rand::Rng;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// An error that knows whether trying again may help.
+pub(crate) trait Transient: std::fmt::Display {
+    /// Whether the same call may succeed later.
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for crate::error::StorageError {
+    fn is_transient(&self) -> bool {
+        crate::error::StorageError::is_transient(self)
+    }
+}
+
+/// How a retried call ended.
+#[derive(Debug)]
+pub(crate) enum Attempt<T, E> {
+    /// It succeeded.
+    Done(T),
+    /// It failed in a way that retrying will not mend.
+    Failed(E),
+    /// The run was stopped while it waited to try again.
+    Stopped,
+}
 
 /// The backoff schedule: `base * 2^attempt`, capped, each wait drawn
 /// uniformly below it so that many workers do not retry in step.
@@ -26,42 +53,59 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The wait before retry number `attempt` (0-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
+    fn delay(&self, attempt: u32) -> Duration {
         let ceiling = self.base.saturating_mul(1 << attempt.min(20)).min(self.cap);
         rand::rng().random_range(Duration::ZERO..=ceiling)
     }
+}
 
-    /// Waits before retry `attempt`; `false` if shutdown came first.
-    pub async fn wait(&self, attempt: u32, shutdown: &Shutdown) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(self.delay(attempt)) => true,
-            _ = shutdown.wait() => false,
-        }
+/// Retries made so far, shared by every retry loop of a run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RetryCount(Arc<AtomicU64>);
+
+impl RetryCount {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add_one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Runs `call` until it succeeds or fails permanently, waiting between
-/// transient failures; `None` if shutdown interrupted the waiting.
-pub async fn until_done<T, F, Fut>(
-    backoff: &Backoff,
-    shutdown: &Shutdown,
-    mut call: F,
-) -> Option<Result<T, StorageError>>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StorageError>>,
-{
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, attempt, "Transient failure; retrying.");
-                if !backoff.wait(attempt, shutdown).await {
-                    return None;
+/// How a run retries: the schedule, the stop signal that ends the waiting,
+/// and the count every retry adds to.
+#[derive(Debug, Clone)]
+pub(crate) struct Retry {
+    pub(crate) backoff: Backoff,
+    pub(crate) stop: CancellationToken,
+    pub(crate) count: RetryCount,
+}
+
+impl Retry {
+    /// Makes `call` until it succeeds or fails permanently, waiting between
+    /// transient failures.
+    pub(crate) async fn run<T, E, F, Fut>(&self, mut call: F) -> Attempt<T, E>
+    where
+        E: Transient,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Ok(value) => return Attempt::Done(value),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, attempt, "Transient failure; retrying.");
+                    self.count.add_one();
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.backoff.delay(attempt)) => {}
+                        _ = self.stop.cancelled() => return Attempt::Stopped,
+                    }
+                    attempt = attempt.saturating_add(1);
                 }
-                attempt += 1;
+                Err(e) => return Attempt::Failed(e),
             }
-            done => return Some(done),
         }
     }
 }
@@ -69,6 +113,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Class, StorageError};
+
+    fn retry() -> Retry {
+        Retry {
+            backoff: Backoff::default(),
+            stop: CancellationToken::new(),
+            count: RetryCount::default(),
+        }
+    }
 
     #[test]
     fn delays_grow_and_are_capped() {
@@ -84,37 +137,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retries_transient_failures_until_success() {
+    async fn retries_transient_failures_until_success_and_counts_each_retry() {
+        let retry = retry();
         let mut calls = 0;
-        let result = until_done(&Backoff::default(), &Shutdown::default(), || {
-            calls += 1;
-            let n = calls;
-            async move {
-                if n < 4 {
-                    Err(StorageError::new("get x", true, "throttled"))
-                } else {
-                    Ok(n)
+        let result = retry
+            .run(|| {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 4 {
+                        Err(StorageError::new("get x", Class::Transient, "throttled"))
+                    } else {
+                        Ok(n)
+                    }
                 }
-            }
-        })
-        .await;
-        assert_eq!(result.unwrap().unwrap(), 4);
+            })
+            .await;
+        assert!(matches!(result, Attempt::Done(4)));
+        assert_eq!(retry.count.get(), 3);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn permanent_failures_return_at_once_and_shutdown_stops_waiting() {
-        let permanent = until_done(&Backoff::default(), &Shutdown::default(), || async {
-            Err::<(), _>(StorageError::new("get x", false, "denied"))
-        })
-        .await;
-        assert!(!permanent.unwrap().unwrap_err().is_transient());
+    async fn permanent_failures_return_at_once_and_a_stop_ends_the_waiting() {
+        let retry = retry();
+        let permanent = retry
+            .run(|| async { Err::<(), _>(StorageError::permanent("get x", "denied")) })
+            .await;
+        assert!(matches!(permanent, Attempt::Failed(e) if !e.is_transient()));
+        assert_eq!(retry.count.get(), 0);
 
-        let shutdown = Shutdown::default();
-        shutdown.trigger();
-        let interrupted = until_done(&Backoff::default(), &shutdown, || async {
-            Err::<(), _>(StorageError::new("get x", true, "down"))
-        })
-        .await;
-        assert!(interrupted.is_none());
+        retry.stop.cancel();
+        let stopped = retry
+            .run(|| async { Err::<(), _>(StorageError::new("get x", Class::Transient, "down")) })
+            .await;
+        assert!(matches!(stopped, Attempt::Stopped));
+        assert_eq!(retry.count.get(), 1);
     }
 }

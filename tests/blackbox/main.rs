@@ -3,6 +3,7 @@
 //! file. The AWS tests need the servers tests/run.sh starts.
 
 mod aws;
+mod cli;
 mod handlers;
 mod local;
 mod proxy;

@@ -1,24 +1,25 @@
 //! A local folder as an object store: the document at key `a/b/c` is the
 //! file `DIR/a/b/c`.
 
-use super::{Sink, SinkError};
-use crate::fsutil::{key_path, sweep_stale_temp_files, write_atomically};
-use crate::runtime::Destination;
+use super::Sink;
+use crate::contract::Destination;
+use crate::error::StorageError;
+use crate::folder::{key_path, sweep_stale_temp_files, write_atomically};
 use std::io::ErrorKind;
 use std::path::PathBuf;
 
 /// Widgets in a local folder.
-pub struct DirSink {
+pub(crate) struct DirSink {
     root: PathBuf,
     destination: Destination,
 }
 
 impl DirSink {
     /// A store in `root`, created if missing.
-    pub fn open(root: impl Into<PathBuf>) -> Result<DirSink, SinkError> {
+    pub(crate) fn open(root: impl Into<PathBuf>) -> Result<DirSink, StorageError> {
         let root = root.into();
         std::fs::create_dir_all(&root)
-            .map_err(|e| SinkError::io(format!("create widget folder {}", root.display()), e))?;
+            .map_err(|e| StorageError::io(format!("create widget folder {}", root.display()), e))?;
         sweep_stale_temp_files(&root);
         Ok(DirSink {
             root,
@@ -28,13 +29,14 @@ impl DirSink {
 
     /// The same folder presented to handlers as another kind of store (a
     /// table whose items are files named by key), for `invoke`.
-    pub fn presented_as(self, destination: Destination) -> DirSink {
+    pub(crate) fn presented_as(self, destination: Destination) -> DirSink {
         DirSink { destination, ..self }
     }
 
-    fn path(&self, action: &str, key: &str) -> Result<PathBuf, SinkError> {
-        key_path(&self.root, key)
-            .map_err(|why| SinkError::new(format!("{action} {key:?} in {}", self.root.display()), false, why))
+    fn path(&self, action: &str, key: &str) -> Result<PathBuf, StorageError> {
+        key_path(&self.root, key).map_err(|why| {
+            StorageError::permanent(format!("{action} {key:?} in {}", self.root.display()), why)
+        })
     }
 }
 
@@ -48,30 +50,30 @@ impl Sink for DirSink {
         format!("dir:{}", self.root.display())
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, SinkError> {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         let path = self.path("get", key)?;
         match tokio::fs::read(&path).await {
             Ok(bytes) => String::from_utf8(bytes)
                 .map(Some)
-                .map_err(|e| SinkError::new(format!("read {}", path.display()), false, e)),
+                .map_err(|e| StorageError::permanent(format!("read {}", path.display()), e)),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
-            Err(e) => Err(SinkError::io(format!("read {}", path.display()), e)),
+            Err(e) => Err(StorageError::io(format!("read {}", path.display()), e)),
         }
     }
 
-    async fn put(&self, key: &str, document: &str) -> Result<(), SinkError> {
+    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         let path = self.path("put", key)?;
         write_atomically(&self.root, &path, document.as_bytes())
             .await
-            .map_err(|e| SinkError::io(format!("write {}", path.display()), e))
+            .map_err(|e| StorageError::io(format!("write {}", path.display()), e))
     }
 
-    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path("delete", key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(()),
-            Err(e) => Err(SinkError::io(format!("remove {}", path.display()), e)),
+            Err(e) => Err(StorageError::io(format!("remove {}", path.display()), e)),
         }
     }
 }

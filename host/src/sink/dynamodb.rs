@@ -2,16 +2,17 @@
 //! top-level fields the item's attributes, the key the partition key's
 //! value. The partition key's name is read from the table, not assumed.
 
-use super::{Sink, SinkError};
-use crate::aws::storage_error;
-use crate::runtime::Destination;
+use super::Sink;
+use crate::aws::errors::storage_error;
+use crate::contract::Destination;
+use crate::error::StorageError;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 
 /// Widgets in a DynamoDB table.
-pub struct DynamoDbSink {
+pub(crate) struct DynamoDbSink {
     client: Client,
     table: String,
     /// The name of the table's partition key (`id` for the widget table).
@@ -21,25 +22,23 @@ pub struct DynamoDbSink {
 impl DynamoDbSink {
     /// A store in `table`, which must exist with a string partition key and
     /// no sort key.
-    pub async fn open(client: Client, table: &str) -> Result<DynamoDbSink, SinkError> {
+    pub(crate) async fn open(client: Client, table: &str) -> Result<DynamoDbSink, StorageError> {
         let described = match client.describe_table().table_name(table).send().await {
             Ok(described) => described,
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) =>
             {
-                return Err(SinkError::new(
+                return Err(StorageError::permanent(
                     format!("use DynamoDB table {table:?}"),
-                    false,
                     "it does not exist",
                 ));
             }
             Err(e) => return Err(storage_error(format!("describe DynamoDB table {table:?}"), e)),
         };
         let refuse = |why: String| {
-            Err(SinkError::new(
+            Err(StorageError::permanent(
                 format!("use DynamoDB table {table:?}"),
-                false,
                 why,
             ))
         };
@@ -84,7 +83,7 @@ impl Sink for DynamoDbSink {
         format!("dynamodb:{}", self.table)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, SinkError> {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         let found = self
             .client
             .get_item()
@@ -98,14 +97,13 @@ impl Sink for DynamoDbSink {
         Ok(found.item.map(|item| item_to_json(&item).to_string()))
     }
 
-    async fn put(&self, key: &str, document: &str) -> Result<(), SinkError> {
+    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         let action = || format!("put {key:?} into DynamoDB table {}", self.table);
         let mut item = match serde_json::from_str(document) {
             Ok(Value::Object(fields)) => json_to_item(fields),
             _ => {
-                return Err(SinkError::new(
+                return Err(StorageError::permanent(
                     action(),
-                    false,
                     "the document is not a JSON object",
                 ));
             }
@@ -121,7 +119,7 @@ impl Sink for DynamoDbSink {
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.client
             .delete_item()
             .table_name(&self.table)

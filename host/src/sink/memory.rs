@@ -1,8 +1,9 @@
 //! An in-memory object store: for benchmarks, and for running a handler
 //! without any I/O.
 
-use super::{Sink, SinkError};
-use crate::runtime::Destination;
+use super::Sink;
+use crate::contract::Destination;
+use crate::error::StorageError;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -37,11 +38,11 @@ impl Sink for MemorySink {
         "memory".into()
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, SinkError> {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         Ok(self.documents.lock().unwrap().get(key).cloned())
     }
 
-    async fn put(&self, key: &str, document: &str) -> Result<(), SinkError> {
+    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         self.documents
             .lock()
             .unwrap()
@@ -49,7 +50,7 @@ impl Sink for MemorySink {
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), SinkError> {
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.documents.lock().unwrap().remove(key);
         Ok(())
     }

@@ -1,12 +1,14 @@
-//! Where widgets go: the stores a handler's operations are carried out on.
+//! Where widgets go: the stores a handler's operations are carried out on,
+//! and that it reads through `store.get`. A sink knows keys and JSON
+//! documents, never the Wasm runtime.
 
-pub mod dir;
+pub(crate) mod dir;
 pub mod dynamodb;
 pub mod memory;
-pub mod s3;
+pub(crate) mod s3;
 
-pub use crate::error::StorageError as SinkError;
-use crate::runtime::Destination;
+use crate::contract::Destination;
+use crate::error::StorageError;
 
 /// A key-value store of JSON documents. Keys and documents are the
 /// handler's; a sink only stores them (see `wit/handler.wit`).
@@ -19,11 +21,11 @@ pub trait Sink: Send + Sync {
     fn describe(&self) -> String;
 
     /// The document at `key`, `None` when there is none.
-    async fn get(&self, key: &str) -> Result<Option<String>, SinkError>;
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError>;
 
     /// Stores `document` at `key`, replacing what is there.
-    async fn put(&self, key: &str, document: &str) -> Result<(), SinkError>;
+    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError>;
 
     /// Removes the document at `key`; a missing key is not an error.
-    async fn delete(&self, key: &str) -> Result<(), SinkError>;
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
 }

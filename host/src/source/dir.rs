@@ -3,20 +3,21 @@
 //! sub-folders (`.tmp/`, where writes are staged) are not requests; `dead-letter/` holds the rejected ones, each
 //! with a `.reason` file beside it.
 
-use super::{Page, Source, SourceError};
-use crate::fsutil::{sweep_stale_temp_files, write_atomically};
+use super::{Page, Source};
+use crate::error::StorageError;
+use crate::folder::{sweep_stale_temp_files, write_atomically};
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// The sub-folder rejected requests are moved to.
-pub const DEAD_LETTER: &str = "dead-letter";
+const DEAD_LETTER: &str = "dead-letter";
 
 /// Keys listed per page, as S3's ListObjectsV2 does.
 const PAGE_SIZE: usize = 1000;
 
 /// Requests in a local folder.
-pub struct DirSource {
+pub(crate) struct DirSource {
     root: PathBuf,
     /// The last key of the previous page; `None` starts a new pass.
     watermark: Mutex<Option<String>>,
@@ -24,12 +25,11 @@ pub struct DirSource {
 
 impl DirSource {
     /// A source reading `root`, which must exist.
-    pub fn open(root: impl Into<PathBuf>) -> Result<DirSource, SourceError> {
+    pub(crate) fn open(root: impl Into<PathBuf>) -> Result<DirSource, StorageError> {
         let root = root.into();
         if !root.is_dir() {
-            return Err(SourceError::new(
+            return Err(StorageError::permanent(
                 format!("open request folder {}", root.display()),
-                false,
                 "no such folder",
             ));
         }
@@ -40,11 +40,10 @@ impl DirSource {
         })
     }
 
-    fn request_path(&self, key: &str) -> Result<PathBuf, SourceError> {
+    fn request_path(&self, key: &str) -> Result<PathBuf, StorageError> {
         if key.is_empty() || key.contains('/') || key.starts_with('.') {
-            return Err(SourceError::new(
+            return Err(StorageError::permanent(
                 format!("use request {key:?}"),
-                false,
                 "not a request file name",
             ));
         }
@@ -62,10 +61,10 @@ impl Source for DirSource {
         self.root.join(DEAD_LETTER).display().to_string()
     }
 
-    async fn list(&self) -> Result<Page, SourceError> {
+    async fn list(&self) -> Result<Page, StorageError> {
         let after = self.watermark.lock().unwrap().clone();
         let mut keys = Vec::new();
-        let listing_error = |e| SourceError::io(format!("list {}", self.root.display()), e);
+        let listing_error = |e| StorageError::io(format!("list {}", self.root.display()), e);
         let mut entries = tokio::fs::read_dir(&self.root).await.map_err(listing_error)?;
         while let Some(entry) = entries.next_entry().await.map_err(listing_error)? {
             let Ok(name) = entry.file_name().into_string() else {
@@ -91,25 +90,25 @@ impl Source for DirSource {
         })
     }
 
-    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, SourceError> {
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let path = self.request_path(key)?;
         match tokio::fs::read(&path).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(SourceError::io(format!("read {}", path.display()), e)),
+            Err(e) => Err(StorageError::io(format!("read {}", path.display()), e)),
         }
     }
 
-    async fn ack(&self, key: &str) -> Result<(), SourceError> {
+    async fn ack(&self, key: &str) -> Result<(), StorageError> {
         let path = self.request_path(key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SourceError::io(format!("remove {}", path.display()), e)),
+            Err(e) => Err(StorageError::io(format!("remove {}", path.display()), e)),
         }
     }
 
-    async fn dead_letter(&self, key: &str, _body: &[u8], reason: &str) -> Result<(), SourceError> {
+    async fn dead_letter(&self, key: &str, _body: &[u8], reason: &str) -> Result<(), StorageError> {
         let path = self.request_path(key)?;
         let folder = self.root.join(DEAD_LETTER);
         // The reason first, then the request: a crash in between leaves the
@@ -118,12 +117,12 @@ impl Source for DirSource {
         let reason_path = folder.join(format!("{key}.reason"));
         write_atomically(&self.root, &reason_path, format!("{reason}\n").as_bytes())
             .await
-            .map_err(|e| SourceError::io(format!("write {}", reason_path.display()), e))?;
+            .map_err(|e| StorageError::io(format!("write {}", reason_path.display()), e))?;
         // A rename keeps the bytes exactly as they were.
         match tokio::fs::rename(&path, folder.join(key)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SourceError::io(
+            Err(e) => Err(StorageError::io(
                 format!("move {} to {}", path.display(), folder.display()),
                 e,
             )),

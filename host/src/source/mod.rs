@@ -5,27 +5,27 @@
 //! to remove it (`ack`) only once its effects are stored, or to move it to
 //! the dead-letter place with a reason.
 
-pub mod dir;
-pub mod s3;
+pub(crate) mod dir;
+pub(crate) mod s3;
 
-pub use crate::error::StorageError as SourceError;
+use crate::error::StorageError;
 
 /// One page of a listing.
 #[derive(Debug, Default)]
-pub struct Page {
+pub(crate) struct Page {
     /// Request keys, ascending. Keys already being processed may be among
     /// them: the pipeline skips those.
-    pub keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
     /// This page is the first of a pass over the whole source.
-    pub from_start: bool,
+    pub(crate) from_start: bool,
     /// This page is the last of the pass: the next one starts from the
     /// first key again, so requests that arrive with smaller keys are seen.
-    pub reached_end: bool,
+    pub(crate) reached_end: bool,
 }
 
 #[async_trait::async_trait]
 /// A place requests come from, in key order.
-pub trait Source: Send + Sync {
+pub(crate) trait Source: Send + Sync {
     /// A short name for logs: `dir:./requests`, `s3://bucket`.
     fn describe(&self) -> String;
 
@@ -33,15 +33,15 @@ pub trait Source: Send + Sync {
     fn dead_letter_place(&self) -> String;
 
     /// The next page of request keys after the watermark.
-    async fn list(&self) -> Result<Page, SourceError>;
+    async fn list(&self) -> Result<Page, StorageError>;
 
     /// A request's bytes; `None` if it is gone (processed meanwhile).
-    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, SourceError>;
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Removes a request whose effects are stored.
-    async fn ack(&self, key: &str) -> Result<(), SourceError>;
+    async fn ack(&self, key: &str) -> Result<(), StorageError>;
 
     /// Moves a request, bytes unchanged, to the dead-letter place with the
     /// reason beside it, and removes it from the source.
-    async fn dead_letter(&self, key: &str, body: &[u8], reason: &str) -> Result<(), SourceError>;
+    async fn dead_letter(&self, key: &str, body: &[u8], reason: &str) -> Result<(), StorageError>;
 }

@@ -3,22 +3,22 @@
 //! `dead-letter/` are never requests: rejected requests are copied there,
 //! bytes unchanged, with the reason in the object's metadata.
 
-use super::{Page, Source, SourceError};
-use crate::aws::storage_error;
-use crate::sink::s3::{check_bucket, delete_object, get_object};
+use super::{Page, Source};
+use crate::aws::errors::storage_error;
+use crate::aws::s3::{BucketRole, ObjectMeta, check_bucket, delete_object, get_object, put_object};
+use crate::error::StorageError;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
 use std::sync::Mutex;
 
 /// The prefix dead-lettered requests are copied under.
-pub const DEAD_LETTER_PREFIX: &str = "dead-letter/";
+pub(crate) const DEAD_LETTER_PREFIX: &str = "dead-letter/";
 
 /// A start-after value past every key under the dead-letter prefix
 /// (`0` follows `/`), so that a pass skips them in one step.
 const PAST_DEAD_LETTERS: &str = "dead-letter0";
 
 /// The metadata key (`x-amz-meta-reason`) holding a dead letter's reason.
-pub const REASON_METADATA: &str = "reason";
+const REASON_METADATA: &str = "reason";
 
 /// S3 allows 2 KB of user metadata; the reason is cut to fit.
 const MAX_REASON_BYTES: usize = 1800;
@@ -27,7 +27,7 @@ const MAX_REASON_BYTES: usize = 1800;
 const PAGE_SIZE: i32 = 1000;
 
 /// Requests in an S3 bucket.
-pub struct S3Source {
+pub(crate) struct S3Source {
     client: Client,
     bucket: String,
     watermark: Mutex<Option<String>>,
@@ -35,8 +35,8 @@ pub struct S3Source {
 
 impl S3Source {
     /// A source reading `bucket`, which must exist and be reachable.
-    pub async fn open(client: Client, bucket: &str) -> Result<S3Source, SourceError> {
-        check_bucket(&client, bucket, "request").await?;
+    pub(crate) async fn open(client: Client, bucket: &str) -> Result<S3Source, StorageError> {
+        check_bucket(&client, bucket, BucketRole::Request).await?;
         Ok(S3Source {
             client,
             bucket: bucket.to_owned(),
@@ -55,7 +55,7 @@ impl Source for S3Source {
         format!("s3://{}/{DEAD_LETTER_PREFIX}", self.bucket)
     }
 
-    async fn list(&self) -> Result<Page, SourceError> {
+    async fn list(&self) -> Result<Page, StorageError> {
         let after = self.watermark.lock().unwrap().clone();
         let listed = self
             .client
@@ -83,26 +83,23 @@ impl Source for S3Source {
         })
     }
 
-    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, SourceError> {
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         get_object(&self.client, &self.bucket, key).await
     }
 
-    async fn ack(&self, key: &str) -> Result<(), SourceError> {
+    async fn ack(&self, key: &str) -> Result<(), StorageError> {
         delete_object(&self.client, &self.bucket, key).await
     }
 
-    async fn dead_letter(&self, key: &str, body: &[u8], reason: &str) -> Result<(), SourceError> {
+    async fn dead_letter(&self, key: &str, body: &[u8], reason: &str) -> Result<(), StorageError> {
         let target = format!("{DEAD_LETTER_PREFIX}{key}");
         // The bytes as read, so the dead letter is exactly the request.
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&target)
-            .metadata(REASON_METADATA, metadata_safe(reason))
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await
-            .map_err(|e| storage_error(format!("put s3://{}/{target}", self.bucket), e))?;
+        let reason = metadata_safe(reason);
+        let meta = ObjectMeta {
+            content_type: None,
+            metadata: &[(REASON_METADATA, &reason)],
+        };
+        put_object(&self.client, &self.bucket, &target, body, meta).await?;
         self.ack(key).await
     }
 }

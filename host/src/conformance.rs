@@ -13,7 +13,8 @@
 //!  "warns": true | false}                      // optional: whether it logs a warning
 //! ```
 
-use crate::runtime::{Context, Destination, Operation, Runtime};
+use crate::contract::{Context, Destination, Operation};
+use crate::handler::Handler;
 use crate::sink::Sink;
 use crate::sink::memory::MemorySink;
 use anyhow::Context as _;
@@ -46,30 +47,30 @@ struct CaseFile {
 /// One conformance case.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Case {
+pub(crate) struct Case {
     /// What the case shows; printed with its result.
-    pub name: String,
+    pub(crate) name: String,
     /// The kind of store the handler plans for.
-    pub destination: DestinationName,
+    pub(crate) destination: DestinationName,
     #[serde(default)]
     /// The store before the request, by key.
-    pub store: BTreeMap<String, Value>,
+    pub(crate) store: BTreeMap<String, Value>,
     /// The request as a JSON value.
-    pub request: Option<Value>,
+    pub(crate) request: Option<Value>,
     /// The request as raw text (broken JSON, say).
-    pub request_text: Option<String>,
+    pub(crate) request_text: Option<String>,
     /// The request as base64, for bytes that are not text.
-    pub request_base64: Option<String>,
+    pub(crate) request_base64: Option<String>,
     /// What the handler must do.
-    pub expect: Expect,
+    pub(crate) expect: Expect,
     /// Whether the handler must (or must not) log a warning.
-    pub warns: Option<bool>,
+    pub(crate) warns: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 /// The `destination` of a case.
-pub enum DestinationName {
+pub(crate) enum DestinationName {
     /// An S3 bucket or a local folder.
     ObjectStore,
     /// A DynamoDB table.
@@ -88,7 +89,7 @@ impl From<DestinationName> for Destination {
 /// What a case expects.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// The store after the handler's operations are carried out.
     Store(BTreeMap<String, Value>),
     /// A rejection whose reason contains this text (any case; `""`: any reason).
@@ -96,15 +97,15 @@ pub enum Expect {
 }
 
 /// A case and the file it came from.
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The case file's name.
-    pub file: String,
+    pub(crate) file: String,
     /// The case.
-    pub case: Case,
+    pub(crate) case: Case,
 }
 
 /// The built-in suite.
-pub fn builtin() -> Vec<Loaded> {
+pub(crate) fn builtin() -> Vec<Loaded> {
     BUILTIN
         .iter()
         .flat_map(|(file, text)| parse(file, text).expect("the built-in suite parses"))
@@ -112,7 +113,7 @@ pub fn builtin() -> Vec<Loaded> {
 }
 
 /// Every `*.json` case file in `dir`, in name order.
-pub fn load_dir(dir: &Path) -> anyhow::Result<Vec<Loaded>> {
+pub(crate) fn load_dir(dir: &Path) -> anyhow::Result<Vec<Loaded>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read case folder {}", dir.display()))?
         .flatten()
@@ -144,7 +145,7 @@ fn parse(file: &str, text: &str) -> anyhow::Result<Vec<Loaded>> {
 
 impl Case {
     /// The request's raw bytes.
-    pub fn request_bytes(&self) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn request_bytes(&self) -> anyhow::Result<Vec<u8>> {
         match (&self.request, &self.request_text, &self.request_base64) {
             (Some(value), None, None) => Ok(serde_json::to_vec(value)?),
             (None, Some(text), None) => Ok(text.clone().into_bytes()),
@@ -159,7 +160,7 @@ impl Case {
 }
 
 /// Runs one case; `Err` holds a readable account of what differed.
-pub async fn run_case(runtime: &Runtime, case: &Case) -> Result<(), String> {
+async fn run_case(handler: &Handler, case: &Case) -> Result<(), String> {
     let request = case.request_bytes().map_err(|e| e.to_string())?;
     let memory = Arc::new(MemorySink::new(case.destination.into()));
     for (key, document) in &case.store {
@@ -172,12 +173,12 @@ pub async fn run_case(runtime: &Runtime, case: &Case) -> Result<(), String> {
         key: format!("conformance/{}", case.name),
         destination: case.destination.into(),
     };
-    let handled = runtime
-        .handle(&request, context, memory.clone())
+    let handled = handler
+        .handle(&request, &context, memory.clone())
         .await
         .map_err(|e| format!("the handler failed: {e}"))?;
     let mut problems = String::new();
-    match (&case.expect, handled.result) {
+    match (&case.expect, handled.verdict) {
         (Expect::Rejected(text), Err(reason)) => {
             if !reason.to_lowercase().contains(&text.to_lowercase()) {
                 let _ = writeln!(
@@ -203,7 +204,7 @@ pub async fn run_case(runtime: &Runtime, case: &Case) -> Result<(), String> {
         (Expect::Store(expected), Ok(plan)) => {
             for operation in &plan.operations {
                 let applied = match operation {
-                    Operation::Put(put) => memory.put(&put.key, &put.document).await,
+                    Operation::Put { key, document } => memory.put(key, document).await,
                     Operation::Delete(key) => memory.delete(key).await,
                 };
                 applied.map_err(|e| e.to_string())?;
@@ -244,7 +245,7 @@ fn describe_operations(operations: &[Operation]) -> String {
     operations
         .iter()
         .map(|op| match op {
-            Operation::Put(put) => format!("put {:?} = {}", put.key, put.document),
+            Operation::Put { key, document } => format!("put {key:?} = {document}"),
             Operation::Delete(key) => format!("delete {key:?}"),
         })
         .collect::<Vec<_>>()
@@ -276,19 +277,23 @@ fn diff_store(expected: &BTreeMap<String, Value>, actual: &BTreeMap<String, Stri
     }
 }
 
-/// Runs cases and prints a line per case, and the differences of each
-/// failure. Returns the number of failures.
-pub async fn run_all(runtime: &Runtime, cases: &[Loaded]) -> usize {
+/// Runs cases and writes a line per case to `out`, and the differences of
+/// each failure. Returns the number of failures.
+pub(crate) async fn run_all(
+    handler: &Handler,
+    cases: &[Loaded],
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<usize> {
     let mut failures = 0;
     for Loaded { file, case } in cases {
-        match run_case(runtime, case).await {
-            Ok(()) => println!("ok   {file}: {}", case.name),
+        match run_case(handler, case).await {
+            Ok(()) => writeln!(out, "ok   {file}: {}", case.name)?,
             Err(problems) => {
                 failures += 1;
-                println!("FAIL {file}: {}\n{problems}", case.name);
+                writeln!(out, "FAIL {file}: {}\n{problems}", case.name)?;
             }
         }
     }
-    println!("{} passed, {failures} failed", cases.len() - failures);
-    failures
+    writeln!(out, "{} passed, {failures} failed", cases.len() - failures)?;
+    Ok(failures)
 }

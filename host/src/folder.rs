@@ -7,7 +7,7 @@ use std::time::Duration;
 /// The sub-folder of a source's or sink's folder where files are written
 /// before they are renamed into place. A crash can leave files there, never
 /// in the folder's own layout.
-pub const TEMP_DIR: &str = ".tmp";
+pub(crate) const TEMP_DIR: &str = ".tmp";
 
 /// Temporary files older than this are left-overs of a crash.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
@@ -15,7 +15,7 @@ const STALE_AFTER: Duration = Duration::from_secs(3600);
 /// The file for a `/`-separated key under `root`, refusing keys that would
 /// leave it, that no file could stand for (empty segments, `.`, `..`), or
 /// that fall in the temporary folder.
-pub fn key_path(root: &Path, key: &str) -> Result<PathBuf, String> {
+pub(crate) fn key_path(root: &Path, key: &str) -> Result<PathBuf, String> {
     let mut path = root.to_path_buf();
     for (i, segment) in key.split('/').enumerate() {
         if segment.is_empty()
@@ -34,7 +34,7 @@ pub fn key_path(root: &Path, key: &str) -> Result<PathBuf, String> {
 /// Writes a file so that readers, and a crash, see either the old content or
 /// the new, never a part: write a temporary file in `root`'s temporary
 /// folder, then rename it over the target (`path`, under `root`).
-pub async fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp_dir = root.join(TEMP_DIR);
     tokio::fs::create_dir_all(&temp_dir).await?;
     if let Some(parent) = path.parent() {
@@ -51,7 +51,7 @@ pub async fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io
 
 /// Removes what crashed writers left in `root`'s temporary folder. Recent
 /// files are kept: another process may be writing them now.
-pub fn sweep_stale_temp_files(root: &Path) {
+pub(crate) fn sweep_stale_temp_files(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root.join(TEMP_DIR)) else {
         return;
     };

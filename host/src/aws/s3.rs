@@ -1,0 +1,112 @@
+//! The S3 calls that the S3 source and the S3 sink both make, each returning
+//! a classified [`StorageError`] that names the object.
+
+use super::errors::{status, storage_error};
+use crate::error::{Class, StorageError};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+
+/// What a bucket is used for, named in errors about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BucketRole {
+    /// Requests are read from it (or written to it by `produce`).
+    Request,
+    /// Widgets are stored in it.
+    Widget,
+}
+
+impl std::fmt::Display for BucketRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BucketRole::Request => "request",
+            BucketRole::Widget => "widget",
+        })
+    }
+}
+
+/// Fails with an error naming the bucket when it is missing or denied.
+pub(crate) async fn check_bucket(
+    client: &Client,
+    bucket: &str,
+    role: BucketRole,
+) -> Result<(), StorageError> {
+    match client.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let why = match status(&e) {
+                Some(404) => "it does not exist",
+                Some(403) => "access is denied",
+                _ => return Err(storage_error(format!("reach {role} bucket {bucket:?}"), e)),
+            };
+            Err(StorageError::permanent(
+                format!("use {role} bucket {bucket:?}"),
+                why,
+            ))
+        }
+    }
+}
+
+/// Reads an object's body; `None` if there is no such key.
+pub(crate) async fn get_object(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    let action = || format!("get s3://{bucket}/{key}");
+    let object = match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(object) => object,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+        Err(e) => return Err(storage_error(action(), e)),
+    };
+    // A body cut off mid-way is a network failure: transient.
+    let body = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| StorageError::new(action(), Class::Transient, e))?;
+    Ok(Some(body.into_bytes().to_vec()))
+}
+
+/// What to write with an object besides its body.
+#[derive(Debug, Default)]
+pub(crate) struct ObjectMeta<'a> {
+    /// The `Content-Type`; S3's default if `None`.
+    pub(crate) content_type: Option<&'a str>,
+    /// User metadata, sent as `x-amz-meta-*` headers.
+    pub(crate) metadata: &'a [(&'a str, &'a str)],
+}
+
+/// Writes an object, replacing what is at `key`.
+pub(crate) async fn put_object(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    body: &[u8],
+    meta: ObjectMeta<'_>,
+) -> Result<(), StorageError> {
+    let mut put = client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .set_content_type(meta.content_type.map(str::to_owned))
+        .body(ByteStream::from(body.to_vec()));
+    for (name, value) in meta.metadata {
+        put = put.metadata(*name, *value);
+    }
+    put.send()
+        .await
+        .map_err(|e| storage_error(format!("put s3://{bucket}/{key}"), e))?;
+    Ok(())
+}
+
+/// Deletes an object; a missing key is not an error (S3 says so too).
+pub(crate) async fn delete_object(client: &Client, bucket: &str, key: &str) -> Result<(), StorageError> {
+    client
+        .delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| storage_error(format!("delete s3://{bucket}/{key}"), e))?;
+    Ok(())
+}

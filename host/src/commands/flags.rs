@@ -1,0 +1,126 @@
+//! Flag groups that several commands share, each defined once with its
+//! default, and turned into checked values here.
+
+use super::UsageError;
+use crate::aws::AwsSettings;
+use crate::handler::{self, Limits};
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where requests are: `run` reads them there, `produce` writes them there.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RequestPlaceArgs {
+    /// Requests in this folder, one file each, taken in file-name order.
+    #[arg(long, value_name = "DIR")]
+    pub requests_dir: Option<PathBuf>,
+
+    /// Requests in this S3 bucket, one object each, taken in key order.
+    /// Also `-rb` and `--requests_bucket`, as the original consumer.py spelled it.
+    #[arg(
+        long,
+        value_name = "BUCKET",
+        visible_alias = "requests_bucket",
+        alias = "requests-bucket"
+    )]
+    pub request_bucket: Option<String>,
+}
+
+/// A folder or a bucket of requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RequestPlace {
+    /// A local folder.
+    Dir(PathBuf),
+    /// An S3 bucket.
+    Bucket(String),
+}
+
+impl RequestPlaceArgs {
+    /// The one place given; `role` names it in errors ("request source").
+    pub(crate) fn place(&self, role: &str) -> Result<RequestPlace, UsageError> {
+        match (&self.requests_dir, &self.request_bucket) {
+            (Some(dir), None) => Ok(RequestPlace::Dir(dir.clone())),
+            (None, Some(bucket)) => Ok(RequestPlace::Bucket(bucket.clone())),
+            (None, None) => Err(UsageError(format!(
+                "no {role}: give --requests-dir DIR or --request-bucket BUCKET"
+            ))),
+            (Some(_), Some(_)) => Err(UsageError(format!(
+                "give one {role}: --requests-dir or --request-bucket, not both"
+            ))),
+        }
+    }
+}
+
+/// How to reach AWS. Credentials come from the standard chain
+/// (environment, profile, SSO, instance role).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AwsArgs {
+    /// The AWS profile to use.
+    #[arg(short = 'p', long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// The AWS region (default: from the environment or profile).
+    #[arg(short = 'r', long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Send every AWS request to this endpoint (a local S3 or DynamoDB
+    /// server); `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3` and
+    /// `AWS_ENDPOINT_URL_DYNAMODB` work too. S3 then uses path-style URLs.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsArgs {
+    pub(crate) fn settings(&self) -> AwsSettings {
+        AwsSettings {
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
+}
+
+/// The limits a handler runs under.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Computing time one handler call may take, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = Limits::DEFAULT_TIME_MS)]
+    pub handler_timeout_ms: u64,
+
+    /// Memory one handler call may use, in MiB, per linear memory.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_MIB)]
+    pub handler_memory_mb: usize,
+
+    /// Do not keep compiled handlers in wasmtime's on-disk cache.
+    #[arg(long)]
+    pub no_compile_cache: bool,
+}
+
+impl LimitArgs {
+    /// The handler `choice` under these limits.
+    pub(crate) fn spec(&self, choice: handler::Choice) -> Result<handler::Spec, UsageError> {
+        if self.handler_timeout_ms == 0 {
+            return Err(UsageError("--handler-timeout-ms must be at least 1".into()));
+        }
+        if self.handler_memory_mb == 0 {
+            return Err(UsageError("--handler-memory-mb must be at least 1".into()));
+        }
+        let memory = self
+            .handler_memory_mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| UsageError("--handler-memory-mb is too large".into()))?;
+        Ok(handler::Spec {
+            choice,
+            limits: Limits {
+                time: Duration::from_millis(self.handler_timeout_ms),
+                memory,
+            },
+            compile_cache: !self.no_compile_cache,
+        })
+    }
+}
+
+/// What a `--max-runtime MS` flag means: 0 is no limit.
+pub(crate) fn max_runtime(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}

@@ -1,0 +1,126 @@
+//! The commands, one file each: its flags (with their meaning and
+//! defaults, defined once), the checks that turn them into a configuration,
+//! and what it does. Shared flag groups are in [`flags`].
+//!
+//! A command takes its stop and reload signals from the caller as
+//! [`Controls`]: the library never installs signal handlers.
+
+mod check;
+mod demo;
+mod flags;
+mod invoke;
+mod produce;
+mod run;
+
+use clap::Subcommand;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use check::CheckArgs;
+pub use demo::DemoArgs;
+pub use invoke::InvokeArgs;
+pub use produce::ProduceArgs;
+pub use run::RunArgs;
+
+/// A subcommand and its flags.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Process requests: read them from a source, hand each to the handler,
+    /// store the results.
+    #[command(after_help = run::EXAMPLES)]
+    Run(RunArgs),
+    /// Write realistic widget requests, as the original producer.jar did
+    /// (`-mwr`, `-ird`, `-mrt`).
+    #[command(after_help = produce::EXAMPLES)]
+    Produce(ProduceArgs),
+    /// Produce requests into a fresh local folder, process them until none
+    /// is left, and print the summary and where to look.
+    #[command(after_help = demo::EXAMPLES)]
+    Demo(DemoArgs),
+    /// Run a handler against the conformance suite, in memory: pass or fail
+    /// per case, with the differences. Exits 1 on any failure.
+    #[command(after_help = check::EXAMPLES)]
+    Check(CheckArgs),
+    /// Call a handler once on one request and print the operations it
+    /// returns and what it logged. Nothing is written anywhere.
+    #[command(after_help = invoke::EXAMPLES)]
+    Invoke(InvokeArgs),
+}
+
+/// What the caller tells a running command.
+#[derive(Debug, Clone)]
+pub struct Controls {
+    /// Cancelled to stop: the requests in flight finish, then the command
+    /// returns.
+    pub stop: CancellationToken,
+    /// Each change asks `run` to reload its handler from its file.
+    pub reload: watch::Receiver<u64>,
+}
+
+/// Flags that contradict each other or name nothing: the command line is
+/// wrong, not the world (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub(crate) String);
+
+/// How a command wants its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPlan {
+    /// The default level on stderr (`RUST_LOG` overrides it).
+    pub stderr_level: &'static str,
+    /// A file that gets the log too.
+    pub file: Option<PathBuf>,
+}
+
+impl Command {
+    /// Settles what must be known before logging starts (the demo's folder,
+    /// where its log goes) and says how this command logs. `log_file` is
+    /// the user's `--log-file`.
+    pub fn prepare(&mut self, log_file: Option<PathBuf>) -> anyhow::Result<LogPlan> {
+        Ok(match self {
+            // The demo prints its own report; its per-request log goes to a
+            // file in its folder.
+            Command::Demo(demo) => {
+                let own = demo.settle_folder()?;
+                LogPlan {
+                    stderr_level: "warn",
+                    file: Some(log_file.unwrap_or(own)),
+                }
+            }
+            // `check` and `invoke` print their own report on stdout.
+            Command::Check(_) | Command::Invoke(_) => LogPlan {
+                stderr_level: "error",
+                file: log_file,
+            },
+            Command::Run(_) | Command::Produce(_) => LogPlan {
+                stderr_level: "info",
+                file: log_file,
+            },
+        })
+    }
+
+    /// Runs the command, writing its report to `out`.
+    pub async fn execute(self, controls: Controls, out: &mut dyn Write) -> anyhow::Result<()> {
+        match self {
+            Command::Run(args) => run::execute(&args, controls, out).await,
+            Command::Produce(args) => produce::execute(&args, controls, out).await,
+            Command::Demo(args) => demo::execute(&args, controls, out).await,
+            // Short commands: a stop ends them where they are.
+            Command::Check(args) => until_stopped(&controls.stop, check::execute(&args, out)).await,
+            Command::Invoke(args) => until_stopped(&controls.stop, invoke::execute(&args, out)).await,
+        }
+    }
+}
+
+/// Runs `work` unless `stop` comes first.
+async fn until_stopped(
+    stop: &CancellationToken,
+    work: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        done = work => done,
+        _ = stop.cancelled() => anyhow::bail!("interrupted"),
+    }
+}

@@ -1,0 +1,333 @@
+//! `run`: process requests from a folder or an S3 bucket into a folder, an
+//! S3 bucket or a DynamoDB table, until the source is empty
+//! (`--until-empty`), the maximum run time, or a stop signal.
+
+use super::flags::{self, AwsArgs, LimitArgs, RequestPlace, RequestPlaceArgs};
+use super::{Controls, UsageError};
+use crate::aws::s3::BucketRole;
+use crate::aws::{Aws, AwsSettings};
+use crate::handler::swap::HandlerSlot;
+use crate::handler::{self, Handler};
+use crate::metrics::Summary;
+use crate::pipeline::{self, DEFAULT_CONCURRENCY, Options};
+use crate::sink::{Sink, dir::DirSink, dynamodb::DynamoDbSink, s3::S3Sink};
+use crate::source::{Source, dir::DirSource, s3::S3Source};
+use anyhow::Context as _;
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  widget-host run --requests-dir requests/ --widgets-dir widgets/ --until-empty
+  widget-host run -rb requests -dwt widgets --handler my-handler.wasm
+  widget-host --requests_bucket requests --destination_flag wb --destination_name widgets";
+
+/// `run`'s flags (also the flags of a bare `widget-host`).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub(crate) requests: RequestPlaceArgs,
+
+    #[command(flatten)]
+    pub(crate) destination: DestinationArgs,
+
+    #[command(flatten)]
+    pub(crate) aws: AwsArgs,
+
+    /// The handler: a component file (`.wasm`), or `builtin` for the
+    /// built-in widget handler (the default).
+    #[arg(long, value_name = "FILE.wasm|builtin", default_value = "builtin")]
+    pub(crate) handler: handler::Choice,
+
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+
+    /// Exit once a whole pass finds the source empty and nothing in flight.
+    #[arg(long)]
+    pub(crate) until_empty: bool,
+
+    /// Reload the handler whenever its file changes (SIGHUP always reloads
+    /// it). A broken replacement is refused and the running handler kept.
+    #[arg(long)]
+    pub(crate) watch: bool,
+
+    /// Stop after this many milliseconds (0: no limit). Also `-mrt`.
+    #[arg(long = "max-runtime", value_name = "MS", default_value_t = 0)]
+    pub(crate) max_runtime_ms: u64,
+
+    /// Requests processed at once. Requests about the same widget are never
+    /// processed at once, nor out of order.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) concurrency: u16,
+}
+
+/// Where widgets go.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DestinationArgs {
+    /// Store widgets in this folder, in the S3 layout.
+    #[arg(long, value_name = "DIR")]
+    widgets_dir: Option<PathBuf>,
+
+    /// Store widgets in this S3 bucket. Also `-wb`.
+    #[arg(long, value_name = "BUCKET")]
+    widget_bucket: Option<String>,
+
+    /// Store widgets in this DynamoDB table. Also `-dwt`.
+    #[arg(long, value_name = "TABLE")]
+    dynamodb_widget_table: Option<String>,
+
+    /// The original consumer.py's way to name the destination: `wb` (an S3
+    /// bucket) or `dwt` (a DynamoDB table), with --destination_name.
+    #[arg(long = "destination_flag", alias = "destination-flag", value_name = "wb|dwt")]
+    destination_flag: Option<DestinationFlag>,
+
+    /// The bucket or table --destination_flag refers to.
+    #[arg(long = "destination_name", alias = "destination-name", value_name = "NAME")]
+    destination_name: Option<String>,
+}
+
+/// `--destination_flag` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DestinationFlag {
+    /// An S3 bucket.
+    Wb,
+    /// A DynamoDB table.
+    Dwt,
+}
+
+/// Where widgets go, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SinkSpec {
+    /// A local folder, in the S3 layout.
+    Dir(PathBuf),
+    /// An S3 bucket.
+    S3Bucket(String),
+    /// A DynamoDB table.
+    DynamoDbTable(String),
+}
+
+impl DestinationArgs {
+    /// The one destination given, in whichever spelling.
+    fn sink(&self) -> Result<SinkSpec, UsageError> {
+        let named = match (self.destination_flag, &self.destination_name) {
+            (Some(DestinationFlag::Wb), Some(name)) => Some(SinkSpec::S3Bucket(name.clone())),
+            (Some(DestinationFlag::Dwt), Some(name)) => Some(SinkSpec::DynamoDbTable(name.clone())),
+            (None, None) => None,
+            (Some(_), None) => return Err(UsageError("--destination_flag needs --destination_name".into())),
+            (None, Some(_)) => {
+                return Err(UsageError(
+                    "--destination_name needs --destination_flag wb|dwt".into(),
+                ));
+            }
+        };
+        let mut sinks: Vec<SinkSpec> = [
+            named,
+            self.widgets_dir.clone().map(SinkSpec::Dir),
+            self.widget_bucket.clone().map(SinkSpec::S3Bucket),
+            self.dynamodb_widget_table.clone().map(SinkSpec::DynamoDbTable),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match sinks.len() {
+            0 => Err(UsageError(
+                "no widget destination: give --widgets-dir DIR, --widget-bucket BUCKET, \
+                 --dynamodb-widget-table TABLE or --destination_flag wb|dwt --destination_name NAME"
+                    .into(),
+            )),
+            1 => Ok(sinks.remove(0)),
+            n => Err(UsageError(format!(
+                "give one widget destination, not {n}: {sinks:?}"
+            ))),
+        }
+    }
+}
+
+/// Everything a run needs, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct RunConfig {
+    pub(crate) source: RequestPlace,
+    pub(crate) sink: SinkSpec,
+    pub(crate) handler: handler::Spec,
+    pub(crate) options: Options,
+    /// Stop after this long (`-mrt`).
+    pub(crate) max_runtime: Option<Duration>,
+    /// Reload the handler when its file changes.
+    pub(crate) watch: bool,
+    pub(crate) aws: AwsSettings,
+}
+
+impl RunConfig {
+    /// Checks `run`'s flags: one source, one destination. No I/O.
+    pub(crate) fn from_args(args: &RunArgs) -> Result<RunConfig, UsageError> {
+        let source = args.requests.place("request source")?;
+        let sink = args.destination.sink()?;
+        if args.watch && args.handler == handler::Choice::Builtin {
+            return Err(UsageError(
+                "--watch needs --handler FILE.wasm: the built-in handler has no file to watch".into(),
+            ));
+        }
+        Ok(RunConfig {
+            source,
+            sink,
+            aws: args.aws.settings(),
+            watch: args.watch,
+            handler: args.limits.spec(args.handler.clone())?,
+            options: Options {
+                concurrency: usize::from(args.concurrency),
+                until_empty: args.until_empty,
+                ..Options::default()
+            },
+            max_runtime: flags::max_runtime(args.max_runtime_ms),
+        })
+    }
+
+    /// Whether any part of the run talks to AWS.
+    fn uses_aws(&self) -> bool {
+        matches!(self.source, RequestPlace::Bucket(_)) || !matches!(self.sink, SinkSpec::Dir(_))
+    }
+}
+
+/// `run`: processes requests, then prints the summary.
+pub(super) async fn execute(args: &RunArgs, controls: Controls, out: &mut dyn Write) -> anyhow::Result<()> {
+    let summary = run(RunConfig::from_args(args)?, controls).await?;
+    writeln!(out, "{summary}")?;
+    Ok(())
+}
+
+/// Processes requests as configured, until the source is empty (with
+/// `--until-empty`), the maximum run time, or `controls.stop`.
+pub(super) async fn run(config: RunConfig, controls: Controls) -> anyhow::Result<Summary> {
+    let handler = Handler::load(&config.handler)?;
+    let handlers = HandlerSlot::new(handler, config.handler.choice.clone());
+    let aws = match config.uses_aws() {
+        true => Some(Aws::connect(&config.aws).await),
+        false => None,
+    };
+    let client = || aws.clone().context("AWS clients are not set up");
+    let source: Arc<dyn Source> = match &config.source {
+        RequestPlace::Dir(path) => Arc::new(DirSource::open(path)?),
+        RequestPlace::Bucket(bucket) => Arc::new(S3Source::open(client()?.s3, bucket).await?),
+    };
+    let sink: Arc<dyn Sink> = match &config.sink {
+        SinkSpec::Dir(path) => Arc::new(DirSink::open(path)?),
+        SinkSpec::S3Bucket(bucket) => Arc::new(S3Sink::open(client()?.s3, bucket, BucketRole::Widget).await?),
+        SinkSpec::DynamoDbTable(table) => Arc::new(DynamoDbSink::open(client()?.dynamodb, table).await?),
+    };
+    // The run's own stop: the binary's signal, or the maximum run time.
+    let stop = controls.stop.child_token();
+    if let Some(max_runtime) = config.max_runtime {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(max_runtime) => {
+                    tracing::info!(?max_runtime, "Maximum run time reached: finishing the requests in flight.");
+                    stop.cancel();
+                }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+    handlers.reload_on(controls.reload, stop.clone());
+    if config.watch {
+        handlers.watch(stop.clone());
+    }
+    let summary = pipeline::run(source, sink, handlers, config.options, stop.clone()).await;
+    // Ends the timer and the reload tasks.
+    stop.cancel();
+    let mut summary = summary?;
+    if let Some(aws) = aws {
+        summary.api_calls = aws.calls.snapshot();
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+
+    fn config(args: &[&str]) -> Result<RunConfig, UsageError> {
+        let mut all = vec!["widget-host"];
+        all.extend_from_slice(args);
+        RunConfig::from_args(&Cli::parse_args(all).unwrap().run)
+    }
+
+    #[test]
+    fn destinations_are_named_once_in_any_spelling() {
+        let c = config(&[
+            "--requests_bucket",
+            "r",
+            "--destination_flag",
+            "wb",
+            "--destination_name",
+            "w",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.source, c.sink),
+            (RequestPlace::Bucket("r".into()), SinkSpec::S3Bucket("w".into()))
+        );
+        let c = config(&["--requests-dir", "r", "--dynamodb-widget-table", "t"]).unwrap();
+        assert_eq!(c.sink, SinkSpec::DynamoDbTable("t".into()));
+        assert!(c.uses_aws());
+        let c = config(&["--requests-dir", "r", "--widgets-dir", "w"]).unwrap();
+        assert!(!c.uses_aws());
+        let c = config(&[
+            "--requests_bucket",
+            "r",
+            "--destination_flag",
+            "dwt",
+            "--destination_name",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(c.sink, SinkSpec::DynamoDbTable("t".into()));
+        let c = config(&["-rb", "r", "-dwt", "t"]).unwrap();
+        assert_eq!(c.sink, SinkSpec::DynamoDbTable("t".into()));
+        let c = config(&["-rb", "r", "-wb", "w"]).unwrap();
+        assert_eq!(c.sink, SinkSpec::S3Bucket("w".into()));
+    }
+
+    #[test]
+    fn missing_or_conflicting_places_are_errors() {
+        let err = |args: &[&str]| config(args).unwrap_err().to_string();
+        assert!(err(&["--widgets-dir", "w"]).contains("no request source"));
+        assert!(err(&["--requests-dir", "r"]).contains("no widget destination"));
+        assert!(
+            err(&[
+                "--requests-dir",
+                "r",
+                "--widget-bucket",
+                "b",
+                "--widgets-dir",
+                "w"
+            ])
+            .contains("give one")
+        );
+        assert!(err(&["--requests-dir", "r", "--destination_flag", "wb"]).contains("--destination_name"));
+        assert!(
+            err(&[
+                "--requests-dir",
+                "r",
+                "--request-bucket",
+                "b",
+                "--widgets-dir",
+                "w"
+            ])
+            .contains("not both")
+        );
+    }
+
+    #[test]
+    fn the_handler_is_builtin_unless_a_file_is_named() {
+        let c = config(&["--requests-dir", "r", "--widgets-dir", "w"]).unwrap();
+        assert_eq!(c.handler.choice, handler::Choice::Builtin);
+        let c = config(&["--requests-dir", "r", "--widgets-dir", "w", "--handler", "h.wasm"]).unwrap();
+        assert_eq!(c.handler.choice, handler::Choice::File("h.wasm".into()));
+        assert!(config(&["--requests-dir", "r", "--widgets-dir", "w", "--watch"]).is_err());
+    }
+}

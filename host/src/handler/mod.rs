@@ -1,0 +1,200 @@
+//! The handler: a WebAssembly component implementing `wit/handler.wit`,
+//! compiled once and called in a fresh, sandboxed instance per request.
+//!
+//! - [`bindings`]: the WIT world's Rust side, and conversions to [`crate::contract`];
+//! - [`sandbox`]: the store each call runs in, its time and memory limits;
+//! - [`imports`]: what the handler may call (`store.get`, `log.log`);
+//! - [`swap`]: replacing the handler of a running host.
+
+mod bindings;
+mod imports;
+mod sandbox;
+pub(crate) mod swap;
+
+use crate::contract::{Context, Plan};
+use crate::error::StorageError;
+use crate::sink::Sink;
+use anyhow::Context as _;
+use bindings::{WidgetHandler, WidgetHandlerPre};
+pub use sandbox::Limits;
+use sandbox::{GuestState, Logs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+/// The default widget handler, built from `guest/` by `build.rs`.
+pub const BUILTIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/widget_guest.wasm"));
+
+/// Which handler to run: the word `builtin`, or a component file. Every
+/// command spells it the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Choice {
+    /// The widget handler embedded in the binary.
+    #[default]
+    Builtin,
+    /// A component file.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for Choice {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Choice, Self::Err> {
+        Ok(match text {
+            "builtin" => Choice::Builtin,
+            path => Choice::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// A handler to load, and how.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Which handler.
+    pub choice: Choice,
+    /// Time and memory per call.
+    pub limits: Limits,
+    /// Whether compiled components go to wasmtime's disk cache.
+    pub compile_cache: bool,
+}
+
+/// Why a call produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The handler trapped, ran out of time or memory, or broke the
+    /// contract: the request is to be dead-lettered.
+    #[error("handler failed: {0}")]
+    Handler(String),
+    /// The store could not be read for a reason that may pass: the request
+    /// is to be retried later, not dead-lettered.
+    #[error("handler could not read the store: {0}")]
+    StoreUnavailable(#[source] StorageError),
+}
+
+impl CallError {
+    /// What to tell the user about the request the call was for: the
+    /// handler's failure as such, without the prefix.
+    pub(crate) fn into_reason(self) -> String {
+        match self {
+            CallError::Handler(reason) => reason,
+            store => store.to_string(),
+        }
+    }
+}
+
+impl crate::retry::Transient for CallError {
+    fn is_transient(&self) -> bool {
+        matches!(self, CallError::StoreUnavailable(_))
+    }
+}
+
+/// A handler's answer to one request.
+#[derive(Debug)]
+pub struct Handled {
+    /// The plan, or the handler's reason for rejecting the request.
+    pub verdict: Result<Plan, String>,
+    /// How many `warn` lines the handler logged.
+    pub warnings: u32,
+    /// What the handler logged, in order: (level, message); at most 100 lines.
+    pub logs: Logs,
+}
+
+/// A compiled handler, ready to be instantiated once per request.
+#[derive(Clone)]
+pub struct Handler {
+    engine: Engine,
+    pre: WidgetHandlerPre<GuestState>,
+    limits: Limits,
+}
+
+impl Handler {
+    /// Reads and compiles the handler `spec` names, on a new engine.
+    pub fn load(spec: &Spec) -> anyhow::Result<Handler> {
+        let engine = sandbox::engine(spec.compile_cache)?;
+        Handler::load_on(&engine, &spec.choice, spec.limits)
+    }
+
+    /// Reads and compiles `choice` on `engine`.
+    pub(crate) fn load_on(engine: &Engine, choice: &Choice, limits: Limits) -> anyhow::Result<Handler> {
+        let (name, wasm) = match choice {
+            Choice::File(path) => (
+                path.display().to_string(),
+                std::fs::read(path).with_context(|| format!("cannot read handler {}", path.display()))?,
+            ),
+            Choice::Builtin => ("built-in widget handler".to_owned(), BUILTIN.to_vec()),
+        };
+        let started = std::time::Instant::now();
+        let handler = Handler::compile(engine, &wasm, limits)
+            .with_context(|| format!("{name} is not a usable widget-handler component"))?;
+        tracing::info!(handler = %name, bytes = wasm.len(), compile_ms = started.elapsed().as_millis() as u64, "Handler loaded.");
+        Ok(handler)
+    }
+
+    /// Compiles a component on a new engine without its disk cache, and
+    /// checks that it exports the widget-handler world and imports nothing
+    /// the host does not provide.
+    pub fn from_bytes(wasm: &[u8], limits: Limits) -> anyhow::Result<Handler> {
+        Handler::compile(&sandbox::engine(false)?, wasm, limits)
+    }
+
+    fn compile(engine: &Engine, wasm: &[u8], limits: Limits) -> anyhow::Result<Handler> {
+        let component = Component::new(engine, wasm)?;
+        let mut linker = Linker::<GuestState>::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        WidgetHandler::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
+        let pre = WidgetHandlerPre::new(linker.instantiate_pre(&component)?)?;
+        Ok(Handler {
+            engine: engine.clone(),
+            pre,
+            limits,
+        })
+    }
+
+    /// The engine the handler was compiled on; a replacement reuses it.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The limits each call runs under.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The handler's ordering key for a request.
+    pub async fn ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
+        let mut store = sandbox::new_store(&self.engine, self.limits, None, String::new());
+        let result = sandbox::bounded(self.limits, async {
+            let handler = self.pre.instantiate_async(&mut store).await?;
+            handler.call_ordering_key(&mut store, request).await
+        })
+        .await;
+        sandbox::finish(store, result).map(|finished| finished.value)
+    }
+
+    /// Asks the handler what to do with a request. The handler reads the
+    /// destination through `sink`.
+    pub async fn handle(
+        &self,
+        request: &[u8],
+        context: &Context,
+        sink: Arc<dyn Sink>,
+    ) -> Result<Handled, CallError> {
+        let mut store = sandbox::new_store(&self.engine, self.limits, Some(sink), context.key.clone());
+        let context = context.into();
+        let result = sandbox::bounded(self.limits, async {
+            let handler = self.pre.instantiate_async(&mut store).await?;
+            handler.call_handle(&mut store, request, &context).await
+        })
+        .await;
+        let finished = sandbox::finish(store, result)?;
+        Ok(Handled {
+            verdict: finished
+                .value
+                .map(Plan::from)
+                .map_err(|rejection| rejection.reason),
+            warnings: finished.warnings,
+            logs: finished.logs,
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! The sandbox one handler call runs in: a fresh wasmtime store per call,
+//! with a time limit (epoch interruption, not counting time spent waiting
+//! on `store.get`), a memory limit, and WASI linked with nothing behind it:
+//! no preopened directories, no environment, no network, clocks frozen at
+//! zero, stdin closed and stdout dropped. What a handler writes to stderr (a
+//! Rust panic message, say) is kept and quoted in the reason when the call
+//! fails.
+
+use super::CallError;
+use crate::error::StorageError;
+use crate::sink::Sink;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+/// How often the engine's epoch advances: the granularity of the deadline.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How long a call may take in all, waiting included, beyond its time limit.
+/// The time limit is checked only while the guest computes; this bounds a
+/// guest blocked in a WASI call (a sleep, say) and very slow store reads.
+const WALL_CLOCK_GRACE: Duration = Duration::from_secs(60);
+
+/// How much of the guest's stderr is kept for error messages.
+const STDERR_CAPACITY: usize = 4096;
+
+/// Limits on one handler call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time the guest may compute for, not counting time spent waiting on
+    /// the host's `store.get`.
+    pub time: Duration,
+    /// Linear memory, in bytes, that each of the component's memories may
+    /// grow to.
+    pub memory: usize,
+}
+
+impl Limits {
+    /// The default computing time per call, in milliseconds.
+    pub const DEFAULT_TIME_MS: u64 = 2000;
+    /// The default memory per call, in MiB.
+    pub const DEFAULT_MEMORY_MIB: usize = 128;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            time: Duration::from_millis(Limits::DEFAULT_TIME_MS),
+            memory: Limits::DEFAULT_MEMORY_MIB << 20,
+        }
+    }
+}
+
+/// Creates an engine for handlers, and starts the thread that drives its
+/// deadlines (it ends when the engine is dropped).
+pub(crate) fn engine(cache: bool) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    if cache {
+        // Compiled components are cached on disk, keyed by their bytes and
+        // the engine's settings: a large handler compiles once per machine.
+        config.cache(Some(wasmtime::Cache::new(wasmtime::CacheConfig::new())?));
+    }
+    let engine = Engine::new(&config)?;
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+    Ok(engine)
+}
+
+/// What a handler logged: (level, message).
+pub(crate) type Logs = Vec<(&'static str, String)>;
+
+/// What one handler instance may reach, and what it left behind.
+pub(crate) struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// The store `store.get` reads; `None` for calls that must not read it
+    /// (`ordering-key`).
+    pub(super) sink: Option<Arc<dyn Sink>>,
+    pub(super) request_key: String,
+    stderr: MemoryOutputPipe,
+    pub(super) warnings: u32,
+    pub(super) logs: Logs,
+    /// A read that failed transiently: the call's answer is not to be trusted.
+    pub(super) store_failure: Option<StorageError>,
+    started: Instant,
+    /// Time spent in `store.get`, which does not count against the limit.
+    pub(super) waiting: Duration,
+    time_limit: Duration,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A fresh store for one call under `limits`.
+pub(super) fn new_store(
+    engine: &Engine,
+    limits: Limits,
+    sink: Option<Arc<dyn Sink>>,
+    request_key: String,
+) -> Store<GuestState> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    let mut wasi = WasiCtx::builder();
+    wasi.stderr(stderr.clone())
+        .wall_clock(Frozen)
+        .monotonic_clock(Frozen)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    let state = GuestState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory)
+            .trap_on_grow_failure(true)
+            .build(),
+        sink,
+        request_key,
+        stderr,
+        warnings: 0,
+        logs: Vec::new(),
+        store_failure: None,
+        started: Instant::now(),
+        waiting: Duration::ZERO,
+        time_limit: limits.time,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        let state = ctx.data();
+        let computing = state.started.elapsed().saturating_sub(state.waiting);
+        if computing > state.time_limit {
+            Err(wasmtime::Error::new(TimeLimit(state.time_limit)))
+        } else {
+            // Yield so that a busy guest does not hold a Tokio worker.
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
+/// Runs a call under the wall-clock bound.
+pub(super) async fn bounded<R>(
+    limits: Limits,
+    call: impl Future<Output = wasmtime::Result<R>>,
+) -> wasmtime::Result<R> {
+    let bound = limits.time + WALL_CLOCK_GRACE;
+    match tokio::time::timeout(bound, call).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::Error::new(TimeLimit(bound))),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("time limit of {0:?} exceeded")]
+struct TimeLimit(Duration);
+
+/// What a finished call left: its value, the warnings it logged, its logs.
+pub(super) struct Finished<R> {
+    pub(super) value: R,
+    pub(super) warnings: u32,
+    pub(super) logs: Logs,
+}
+
+/// Turns a call's outcome into our error kinds, taking what the guest left
+/// in its store into account.
+pub(super) fn finish<R>(
+    store: Store<GuestState>,
+    result: wasmtime::Result<R>,
+) -> Result<Finished<R>, CallError> {
+    let mut state = store.into_data();
+    if let Some(failure) = state.store_failure.take() {
+        // Whatever the guest made of a failed read, its answer is not to be
+        // trusted: retry the request once the store is back.
+        return Err(CallError::StoreUnavailable(failure));
+    }
+    match result {
+        Ok(value) => Ok(Finished {
+            value,
+            warnings: state.warnings,
+            logs: state.logs,
+        }),
+        Err(error) => {
+            let mut reason = if let Some(limit) = error.downcast_ref::<TimeLimit>() {
+                limit.to_string()
+            } else {
+                format!("{error:#}")
+            };
+            let stderr = state.stderr.contents();
+            let stderr = String::from_utf8_lossy(&stderr);
+            if !stderr.trim().is_empty() {
+                reason.push_str(&format!("; handler stderr: {}", stderr.trim()));
+            }
+            Err(CallError::Handler(reason))
+        }
+    }
+}
+
+/// A clock that always reads zero: handlers get no time source.
+struct Frozen;
+
+impl HostWallClock for Frozen {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for Frozen {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}

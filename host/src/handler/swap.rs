@@ -1,0 +1,112 @@
+//! Hot swap: the running host replaces its handler when told to (a reload
+//! signal: the binary sends one on SIGHUP) or when the handler file changes
+//! (`--watch`). A new component is compiled and checked against the world
+//! before it is switched in; a broken one is refused and the current handler
+//! kept. A request that has started keeps the handler it started with; the
+//! next one gets the new handler, so no request is lost or repeated across
+//! the switch.
+
+use super::{Choice, Handler};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often `--watch` looks at the handler file.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The handler in use, replaceable while the host runs.
+pub(crate) struct HandlerSlot {
+    current: RwLock<Handler>,
+    /// What reloads read: the built-in handler cannot be reloaded.
+    choice: Choice,
+}
+
+impl HandlerSlot {
+    /// A slot holding `handler`, reloadable from `choice`; a reloaded
+    /// handler gets the same engine and limits.
+    pub(crate) fn new(handler: Handler, choice: Choice) -> Arc<HandlerSlot> {
+        Arc::new(HandlerSlot {
+            current: RwLock::new(handler),
+            choice,
+        })
+    }
+
+    /// The handler for the next call.
+    pub(crate) fn current(&self) -> Handler {
+        self.current.read().unwrap().clone()
+    }
+
+    /// Compiles the handler file again and switches to it if it is a valid
+    /// widget-handler component; otherwise keeps the current one.
+    async fn reload(&self) -> anyhow::Result<()> {
+        if self.choice == Choice::Builtin {
+            anyhow::bail!("the built-in handler cannot be reloaded; start with --handler FILE.wasm");
+        }
+        let current = self.current();
+        let choice = self.choice.clone();
+        let handler = tokio::task::spawn_blocking(move || {
+            Handler::load_on(current.engine(), &choice, current.limits())
+        })
+        .await??;
+        *self.current.write().unwrap() = handler;
+        Ok(())
+    }
+
+    async fn reload_and_log(&self, why: &str) {
+        match self.reload().await {
+            Ok(()) => tracing::info!(trigger = why, "Handler reloaded."),
+            Err(e) => {
+                tracing::error!(trigger = why, error = %format!("{e:#}"), "Reload refused; keeping the current handler.")
+            }
+        }
+    }
+
+    /// Reloads whenever `requests` changes, until `stop`. Requests made
+    /// before this call are taken as seen: the handler was just loaded.
+    pub(crate) fn reload_on(self: &Arc<Self>, mut requests: watch::Receiver<u64>, stop: CancellationToken) {
+        requests.borrow_and_update();
+        let slot = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = requests.changed() => match changed {
+                        Ok(()) => slot.reload_and_log("SIGHUP").await,
+                        Err(_) => return,
+                    },
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Reloads whenever the handler file's size or modification time
+    /// changes, until `stop`.
+    pub(crate) fn watch(self: &Arc<Self>, stop: CancellationToken) {
+        let Choice::File(file) = self.choice.clone() else {
+            return;
+        };
+        let slot = self.clone();
+        tokio::spawn(async move {
+            let mut seen = fingerprint(&file);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let now = fingerprint(&file);
+                if now != seen && now.is_some() {
+                    seen = now;
+                    slot.reload_and_log("file changed").await;
+                }
+            }
+        });
+    }
+}
+
+/// What tells a changed file: its length and modification time.
+fn fingerprint(file: &Path) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}

@@ -1,0 +1,139 @@
+//! The command line as a Unix tool: one error line, documented exit codes,
+//! a quiet end when the reader of its output goes away, and signals
+//! answered from the first moment.
+
+use crate::util::*;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_fatal_error_is_printed_once_with_exit_code_1() {
+    // The hostile handler fails the suite.
+    let output = host()
+        .arg("check")
+        .arg(test_guest("hostile_guest"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("cases failed")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].ends_with(" of 111 cases failed"),
+        "{stderr}"
+    );
+
+    // Causes are printed on the same line, outermost first.
+    let missing = host().args(["check", "no-such-handler.wasm"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error: ")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot read handler no-such-handler.wasm: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_wrong_command_line_exits_2() {
+    let scratch = tempfile::tempdir().unwrap();
+    let no_destination = host()
+        .args(["run", "--requests-dir"])
+        .arg(scratch.path())
+        .output()
+        .unwrap();
+    assert_eq!(no_destination.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_destination.stderr).contains("error: no widget destination"));
+    let unknown_flag = host().args(["run", "--no-such-flag"]).output().unwrap();
+    assert_eq!(unknown_flag.status.code(), Some(2));
+    let help = host().args(["run", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Examples:"));
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // As `widget-host check | head -0`: the reader is gone before the first
+    // line is written.
+    let mut child = host()
+        .arg("check")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}
+
+/// Whether process `pid` has a handler for SIGHUP (bit 0 of `SigCgt`).
+fn catches_sighup(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 == 1)
+}
+
+#[test]
+fn a_sighup_at_start_does_not_kill_the_host() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    std::fs::create_dir(&requests).unwrap();
+    // The handler file is a named pipe: the host blocks reading it, at the
+    // very start of its work, until the test writes the component.
+    let handler = scratch.path().join("handler.wasm");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&handler)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = host()
+        .args(["run", "-mrt", "1000", "--handler"])
+        .arg(&handler)
+        .arg("--requests-dir")
+        .arg(&requests)
+        .arg("--widgets-dir")
+        .arg(scratch.path().join("widgets"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !catches_sighup(child.id()) {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("no SIGHUP handler while the host loads its handler");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("the host died of the SIGHUP: {status}");
+    }
+    std::fs::write(&handler, std::fs::read(test_guest("widget_guest")).unwrap()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    assert!(stderr.contains("Handler loaded."), "{stderr}");
+}
