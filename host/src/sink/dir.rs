@@ -8,7 +8,7 @@ use crate::folder::{key_path, sweep_stale_temp_files, write_atomically};
 use std::io::ErrorKind;
 use std::path::PathBuf;
 
-/// Widgets in a local folder.
+/// Documents in a local folder: widgets, or the requests `produce` writes.
 pub(crate) struct DirSink {
     root: PathBuf,
     destination: Destination,
@@ -19,7 +19,7 @@ impl DirSink {
     pub(crate) fn open(root: impl Into<PathBuf>) -> Result<DirSink, StorageError> {
         let root = root.into();
         std::fs::create_dir_all(&root)
-            .map_err(|e| StorageError::io(format!("create widget folder {}", root.display()), e))?;
+            .map_err(|e| StorageError::io(format!("create folder {}", root.display()), e))?;
         sweep_stale_temp_files(&root);
         Ok(DirSink {
             root,

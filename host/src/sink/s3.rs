@@ -6,7 +6,7 @@ use crate::contract::Destination;
 use crate::error::StorageError;
 use aws_sdk_s3::Client;
 
-/// Widgets in an S3 bucket.
+/// Documents in an S3 bucket: widgets, or the requests `produce` writes.
 pub(crate) struct S3Sink {
     client: Client,
     bucket: String,
