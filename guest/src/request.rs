@@ -2,8 +2,11 @@
 //!
 //! The request is read as a generic JSON value and every field is checked
 //! explicitly, so that a rejection names the field and the rule it broke.
+//! The JSON is read strictly: an object that names a field twice is
+//! refused, because readers disagree on which copy counts, and the ordering
+//! key and the request itself must be read the same way.
 
-use serde::Deserialize;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -82,8 +85,7 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Invalid> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid!("request is empty"));
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| invalid!("request is not valid JSON: {e}"))?;
+    let value = strict_json(bytes).map_err(|e| invalid!("request is not valid JSON: {e}"))?;
     let Value::Object(fields) = value else {
         return Err(invalid!(
             "request must be a JSON object, not {}",
@@ -128,17 +130,95 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Invalid> {
     })
 }
 
-/// The widget a request concerns, read as leniently as possible: requests
-/// about one widget must stay in order even when one of them is invalid.
+/// The widget a request concerns: its `widgetId`, read by the same parser
+/// as [`parse`], even when the rest of the request is invalid (requests
+/// about one widget must stay in order even when one of them is invalid).
+/// `None` when there is no JSON object with a string `widgetId`: the host
+/// then runs the request alone.
 pub fn ordering_key(bytes: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Key {
-        #[serde(rename = "widgetId")]
-        widget_id: Option<Value>,
-    }
-    match serde_json::from_slice::<Key>(bytes).ok()?.widget_id? {
-        Value::String(id) => Some(id),
+    match strict_json(bytes).ok()? {
+        Value::Object(mut fields) => match fields.swap_remove("widgetId")? {
+            Value::String(id) => Some(id),
+            _ => None,
+        },
         _ => None,
+    }
+}
+
+/// JSON text as a value, refusing an object that names a field twice.
+fn strict_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let value = StrictValue::deserialize(&mut reader)?;
+    reader.end()?;
+    Ok(value.0)
+}
+
+/// A JSON value whose objects name each field once.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if fields.contains_key(&name) {
+                return Err(de::Error::custom(format_args!(
+                    "field `{name}` appears more than once"
+                )));
+            }
+            let StrictValue(value) = map.next_value()?;
+            fields.insert(name, value);
+        }
+        Ok(Value::Object(fields))
     }
 }
 
@@ -436,5 +516,30 @@ mod tests {
         assert_eq!(ordering_key(b"{}"), None);
         assert_eq!(ordering_key(b"not json"), None);
         assert_eq!(ordering_key(b"[]"), None);
+    }
+
+    #[test]
+    fn a_field_named_twice_is_refused_and_gives_no_ordering_key() {
+        let twice =
+            br#"{"type":"delete","requestId":"r","widgetId":"other","widgetId":"w7","owner":"Sue Smith"}"#;
+        assert_eq!(ordering_key(twice), None);
+        let reason = parse(twice).unwrap_err().0;
+        assert!(
+            reason.contains("field `widgetId` appears more than once"),
+            "{reason}"
+        );
+        let nested = br#"{"type":"create","requestId":"r","widgetId":"w","owner":"O",
+            "otherAttributes":[{"name":"a","name":"b","value":"v"}]}"#;
+        assert!(
+            parse(nested)
+                .unwrap_err()
+                .0
+                .contains("field `name` appears more than once")
+        );
+        // Numbers, nulls and nesting read as before.
+        let fine = br#"{"type":"create","requestId":"r","widgetId":"w","owner":"O","label":null,
+            "otherAttributes":[{"name":"n","value":"1"}],"extra":[1,-2,3.5,true,{"k":null}]}"#;
+        assert!(parse(fine).is_ok());
+        assert_eq!(ordering_key(fine).as_deref(), Some("w"));
     }
 }

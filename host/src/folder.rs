@@ -1,7 +1,8 @@
-//! Local-file helpers shared by the folder source and sink.
+//! Local-file helpers shared by the folder source and sink: key paths,
+//! durable atomic writes, and the sweep of what crashed writers left.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
 /// The sub-folder of a source's or sink's folder where files are written
@@ -31,22 +32,41 @@ pub(crate) fn key_path(root: &Path, key: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Writes a file so that readers, and a crash, see either the old content or
-/// the new, never a part: write a temporary file in `root`'s temporary
-/// folder, then rename it over the target (`path`, under `root`).
+/// Writes a file so that readers, and a crash or a power loss, see either
+/// the old content or the new, never a part: write a temporary file in
+/// `root`'s temporary folder, sync it, rename it over the target (`path`,
+/// under `root`), then sync the target's folder so that the rename itself
+/// is on disk. A failed write removes its temporary file: a full disk is
+/// not made fuller by the attempts to write to it.
 pub(crate) async fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let (root, path, bytes) = (root.to_owned(), path.to_owned(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || write_atomically_now(&root, &path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn write_atomically_now(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp_dir = root.join(TEMP_DIR);
-    tokio::fs::create_dir_all(&temp_dir).await?;
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent).await?;
-    }
+    std::fs::create_dir_all(&temp_dir)?;
+    let parent = path.parent().unwrap_or(root);
+    std::fs::create_dir_all(parent)?;
     let temp = temp_dir.join(unique_name());
-    tokio::fs::write(&temp, bytes).await?;
-    if let Err(e) = tokio::fs::rename(&temp, path).await {
-        let _ = tokio::fs::remove_file(&temp).await;
+    let written = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
         return Err(e);
     }
-    Ok(())
+    sync_dir(parent)
+}
+
+/// Makes the entries of `dir` (a rename into it, a removal) durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Removes what crashed writers left in `root`'s temporary folder. Recent
@@ -77,4 +97,35 @@ fn unique_name() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a folder: the rename fails after the data is written.
+        let target = dir.path().join("taken");
+        std::fs::create_dir_all(target.join("inside")).unwrap();
+        assert!(
+            write_atomically(dir.path(), &target, &[7u8; 1 << 20])
+                .await
+                .is_err()
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(TEMP_DIR)).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_write_replaces_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a/b");
+        write_atomically(dir.path(), &target, b"first, longer")
+            .await
+            .unwrap();
+        write_atomically(dir.path(), &target, b"second").await.unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"second");
+    }
 }

@@ -1,6 +1,7 @@
 //! The `widget-host` binary: install the signal handlers before anything
 //! else, parse the command line, set up logging, run the command, and
-//! decide the exit code in one place: 0 done, 1 failed, 2 usage.
+//! decide the exit code in one place: 0 done, 1 failed, 2 usage, 130
+//! stopped at once by a second signal.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,6 +12,9 @@ use widget_host::commands::{Controls, UsageError};
 
 /// The command line is wrong (clap uses the same code).
 const USAGE: u8 = 2;
+
+/// A second stop signal ended the process at once (as a shell reports Ctrl-C).
+const INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -94,7 +98,9 @@ impl Signals {
     }
 
     /// Turns signals into the controls a command takes, on a task of its
-    /// own. Signals that came before are not lost: a stop still stops.
+    /// own. Signals that came before are not lost: a stop still stops. The
+    /// second stop signal ends the process at once: what is not removed
+    /// from its source stays there, so nothing is lost.
     fn forward(mut self) -> Controls {
         let stop = CancellationToken::new();
         let (reload, reload_requests) = watch::channel(0u64);
@@ -108,6 +114,10 @@ impl Signals {
                         reload.send_modify(|n| *n += 1);
                         continue;
                     }
+                }
+                if cancel.is_cancelled() {
+                    eprintln!("Stopping at once: requests not yet done stay in their source.");
+                    std::process::exit(INTERRUPTED.into());
                 }
                 tracing::info!("Stopping: finishing the requests in flight.");
                 cancel.cancel();

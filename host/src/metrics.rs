@@ -64,6 +64,7 @@ impl Metrics {
             retries: self.retries.get(),
             operations: c.operations,
             dead_letter_place,
+            left_in_source: 0,
             api_calls: BTreeMap::new(),
         }
     }
@@ -87,6 +88,9 @@ pub struct Summary {
     pub operations: u64,
     /// Where dead-lettered requests are.
     pub dead_letter_place: String,
+    /// Requests that could be neither processed nor dead-lettered (each is
+    /// logged with why); they stay in the source for the next run.
+    pub left_in_source: u64,
     /// HTTP requests sent to AWS, by operation (`S3.GetObject`).
     pub api_calls: BTreeMap<String, u64>,
 }
@@ -131,6 +135,9 @@ impl fmt::Display for Summary {
         }
         writeln!(f)?;
         write!(f, "  retries:       {}", self.retries)?;
+        if self.left_in_source > 0 {
+            write!(f, "\n  left in source: {} (see the log)", self.left_in_source)?;
+        }
         if !self.api_calls.is_empty() {
             let total: u64 = self.api_calls.values().sum();
             let calls: Vec<String> = self.api_calls.iter().map(|(op, n)| format!("{op} {n}")).collect();

@@ -10,10 +10,16 @@
 //! comes at, replaying what is left reaches the same end state.
 //!
 //! Every call that can fail transiently goes through [`Retry`], which waits
-//! and tries again until it succeeds, fails for good, or the run stops.
+//! and tries again until it succeeds, fails for good, or the run stops. What
+//! a failure then does depends on its [`Class`]: a request's own fault
+//! dead-letters that request; a fault of the environment (credentials,
+//! permissions, a missing bucket) stops the run, leaving every request that
+//! is not done where it is. A stop cancels handler calls in flight; stores
+//! that have started finish.
 
 use crate::contract::{Context, Operation, Plan};
-use crate::error::StorageError;
+use crate::error::{Class, StorageError};
+use crate::handler::CallError;
 use crate::handler::swap::HandlerSlot;
 use crate::metrics::{self, Metrics, Summary};
 use crate::retry::{Attempt, Backoff, Retry};
@@ -86,6 +92,20 @@ struct Shared {
     retry: Retry,
     tracker: Mutex<Tracker>,
     stop: CancellationToken,
+    /// The failure of the environment that stopped the run, if one did.
+    fatal: Mutex<Option<StorageError>>,
+    /// Told whenever the last request in flight is done.
+    idle: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Stops the run because of a failure every request would meet: nothing
+    /// new is started, and what is not done stays in the source.
+    fn fail(&self, error: StorageError) {
+        error!(error = %error, "Stopping: the environment is failing, not a request; what is not done stays in the source.");
+        self.fatal.lock().unwrap().get_or_insert(error);
+        self.stop.cancel();
+    }
 }
 
 /// Runs until the source is empty (with `until_empty`) or `stop` is
@@ -113,6 +133,8 @@ pub(crate) async fn run(
         retry,
         tracker: Mutex::default(),
         stop,
+        fatal: Mutex::default(),
+        idle: tokio::sync::Notify::new(),
     });
     let mut workers = tokio::task::JoinSet::new();
     let mut queues = Vec::new();
@@ -129,14 +151,20 @@ pub(crate) async fn run(
             std::panic::resume_unwind(e.into_panic());
         }
     }
-    dispatched?;
-    Ok(shared.metrics.summary(shared.source.dead_letter_place()))
+    if let Err(e) = dispatched {
+        shared.fail(e);
+    }
+    if let Some(fatal) = shared.fatal.lock().unwrap().take() {
+        return Err(fatal.into());
+    }
+    let mut summary = shared.metrics.summary(shared.source.dead_letter_place());
+    summary.left_in_source = shared.tracker.lock().unwrap().stuck.len() as u64;
+    Ok(summary)
 }
 
 /// Lists, reads and distributes requests until told to stop.
 async fn dispatch(shared: &Arc<Shared>, queues: &[mpsc::Sender<Job>]) -> Result<(), StorageError> {
     let options = &shared.options;
-    let mut next_queue = 0;
     // Requests handed out during the current pass over the source.
     let mut found_this_pass = 0;
     while !shared.stop.is_cancelled() {
@@ -184,28 +212,38 @@ async fn dispatch(shared: &Arc<Shared>, queues: &[mpsc::Sender<Job>]) -> Result<
             let job = match next.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
                 Prepared::Ready(job) => job,
                 Prepared::Gone => continue,
-                Prepared::Unreadable(key, e) => {
+                Prepared::Unreadable(key, e) if e.class == Class::Request => {
                     error!(request_key = %key, error = %e, "Cannot read request; leaving it in place.");
                     shared.tracker.lock().unwrap().stuck.insert(key);
                     continue;
                 }
+                Prepared::Unreadable(_, e) => {
+                    shared.fail(e);
+                    return Ok(());
+                }
                 Prepared::Stopped => return Ok(()),
             };
+            // A request without an ordering key may touch any widget: it
+            // runs alone, after what is in flight and before what follows.
+            let alone = job.widget.is_none();
             let queue = match &job.widget {
                 Some(widget) => {
                     let mut hasher = DefaultHasher::new();
                     widget.hash(&mut hasher);
                     (hasher.finish() % queues.len() as u64) as usize
                 }
-                None => {
-                    next_queue = (next_queue + 1) % queues.len();
-                    next_queue
-                }
+                None => 0,
             };
+            if alone && !wait_until_idle(shared).await {
+                return Ok(());
+            }
             shared.tracker.lock().unwrap().in_flight.insert(job.key.clone());
             tokio::select! {
                 sent = queues[queue].send(job) => if sent.is_err() { return Ok(()) },
                 _ = shared.stop.cancelled() => return Ok(()),
+            }
+            if alone && !wait_until_idle(shared).await {
+                return Ok(());
             }
         }
     }
@@ -251,7 +289,28 @@ async fn work(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Job>) {
         if !shared.stop.is_cancelled() {
             process(&shared, &job).await;
         }
-        shared.tracker.lock().unwrap().in_flight.remove(&job.key);
+        let mut tracker = shared.tracker.lock().unwrap();
+        tracker.in_flight.remove(&job.key);
+        if tracker.in_flight.is_empty() {
+            shared.idle.notify_waiters();
+        }
+    }
+}
+
+/// Waits until no request is in flight; `false` if the run stopped first.
+async fn wait_until_idle(shared: &Shared) -> bool {
+    loop {
+        let idle = shared.idle.notified();
+        let mut idle = std::pin::pin!(idle);
+        // Registered before the check, so a notice in between is not missed.
+        idle.as_mut().enable();
+        if shared.tracker.lock().unwrap().in_flight.is_empty() {
+            return true;
+        }
+        tokio::select! {
+            _ = idle => {}
+            _ = shared.stop.cancelled() => return false,
+        }
     }
 }
 
@@ -263,6 +322,8 @@ enum Decision {
     DeadLetter(String),
     /// The run stopped first: it stays in the source.
     Stopped,
+    /// The environment failed: it stays in the source, and the run stops.
+    Fatal(StorageError),
 }
 
 /// What became of a request in the end.
@@ -277,6 +338,18 @@ enum Fate {
     Stopped,
     /// It could not be removed from the source (logged): it stays there.
     Stuck(StorageError),
+    /// The environment failed: it stays in the source, and the run stops.
+    Fatal(StorageError),
+}
+
+impl Fate {
+    /// What a request whose removal from the source failed comes to.
+    fn not_removed(error: StorageError) -> Fate {
+        match error.class {
+            Class::Request => Fate::Stuck(error),
+            Class::Transient | Class::Fatal => Fate::Fatal(error),
+        }
+    }
 }
 
 async fn process(shared: &Shared, job: &Job) {
@@ -284,13 +357,14 @@ async fn process(shared: &Shared, job: &Job) {
     let widget = job.widget.as_deref().unwrap_or("-");
     let fate = match decide_and_store(shared, job).await {
         Decision::Stopped => Fate::Stopped,
+        Decision::Fatal(e) => Fate::Fatal(e),
         Decision::Applied { plan, warnings } => match shared.retry.run(|| shared.source.ack(key)).await {
             Attempt::Done(()) => Fate::Applied {
                 kind: plan.kind,
                 operations: plan.operations.len(),
                 warnings,
             },
-            Attempt::Failed(e) => Fate::Stuck(e),
+            Attempt::Failed(e) => Fate::not_removed(e),
             Attempt::Stopped => Fate::Stopped,
         },
         Decision::DeadLetter(reason) => {
@@ -300,13 +374,14 @@ async fn process(shared: &Shared, job: &Job) {
                 .await
             {
                 Attempt::Done(()) => Fate::DeadLettered(reason),
-                Attempt::Failed(e) => Fate::Stuck(e),
+                Attempt::Failed(e) => Fate::not_removed(e),
                 Attempt::Stopped => Fate::Stopped,
             }
         }
     };
     match fate {
         Fate::Stopped => {}
+        Fate::Fatal(e) => shared.fail(e),
         Fate::Stuck(e) => {
             error!(request_key = %key, error = %e, "Cannot remove request from the source; leaving it in place.");
             shared.tracker.lock().unwrap().stuck.insert(key.clone());
@@ -334,17 +409,23 @@ async fn decide_and_store(shared: &Shared, job: &Job) -> Decision {
         destination: shared.sink.destination(),
     };
     // Each attempt takes the handler current when it starts.
+    // A stop cancels the call: nothing is stored yet, so the request
+    // simply stays in the source.
     let handled = shared
         .retry
         .run(|| async {
             let handler = shared.handlers.current();
-            handler.handle(&job.body, &context, shared.sink.clone()).await
+            tokio::select! {
+                handled = handler.handle(&job.body, &context, shared.sink.clone()) => handled.map(Some),
+                _ = shared.stop.cancelled() => Ok(None),
+            }
         })
         .await;
     let handled = match handled {
-        Attempt::Done(handled) => handled,
-        Attempt::Failed(e) => return Decision::DeadLetter(e.into_reason()),
-        Attempt::Stopped => return Decision::Stopped,
+        Attempt::Done(Some(handled)) => handled,
+        Attempt::Done(None) | Attempt::Stopped => return Decision::Stopped,
+        Attempt::Failed(CallError::Handler(reason)) => return Decision::DeadLetter(reason),
+        Attempt::Failed(CallError::Store(e)) => return Decision::Fatal(e),
     };
     let plan = match handled.verdict {
         Ok(plan) => plan,
@@ -362,7 +443,10 @@ async fn decide_and_store(shared: &Shared, job: &Job) -> Decision {
             .await;
         match stored {
             Attempt::Done(()) => {}
-            Attempt::Failed(e) => return Decision::DeadLetter(format!("store refused an operation: {e}")),
+            Attempt::Failed(e) if e.class == Class::Request => {
+                return Decision::DeadLetter(format!("store refused an operation: {e}"));
+            }
+            Attempt::Failed(e) => return Decision::Fatal(e),
             Attempt::Stopped => return Decision::Stopped,
         }
     }
@@ -419,6 +503,193 @@ mod tests {
             self.fail_once_more()?;
             self.inner.delete(key).await
         }
+    }
+
+    /// A store whose writes fail as `verdict` says for their key, after
+    /// `delay`; it notes whether a write without an ordering key (the
+    /// hostile handler stores those with U+FFFD in their document) ever
+    /// overlapped another.
+    struct Scripted {
+        inner: MemorySink,
+        verdict: fn(&str) -> Option<Class>,
+        delay: Duration,
+        writing: Mutex<(u32, bool)>,
+        overlapped: std::sync::atomic::AtomicBool,
+    }
+
+    impl Scripted {
+        fn new(verdict: fn(&str) -> Option<Class>, delay: Duration) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                inner: MemorySink::new(Destination::ObjectStore),
+                verdict,
+                delay,
+                writing: Mutex::default(),
+                overlapped: Default::default(),
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for Scripted {
+        fn destination(&self) -> Destination {
+            self.inner.destination()
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
+            let alone = document.contains('\u{FFFD}');
+            {
+                let mut writing = self.writing.lock().unwrap();
+                if writing.0 > 0 && (alone || writing.1) {
+                    self.overlapped.store(true, Ordering::SeqCst);
+                }
+                *writing = (writing.0 + 1, writing.1 || alone);
+            }
+            tokio::time::sleep(self.delay).await;
+            {
+                let mut writing = self.writing.lock().unwrap();
+                *writing = (writing.0 - 1, writing.1 && !alone);
+            }
+            if let Some(class) = (self.verdict)(key) {
+                return Err(StorageError::new(format!("put {key}"), class, "scripted failure"));
+            }
+            self.inner.put(key, document).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StorageError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    fn quick() -> Options {
+        Options {
+            until_empty: true,
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(2),
+            },
+            ..Options::default()
+        }
+    }
+
+    fn create(widget: &str, owner: &str) -> String {
+        format!(r#"{{"type":"create","requestId":"r","widgetId":"{widget}","owner":"{owner}","label":"L"}}"#)
+    }
+
+    fn requests(dir: &std::path::Path, bodies: &[Vec<u8>]) {
+        for (i, body) in bodies.iter().enumerate() {
+            std::fs::write(dir.join(format!("{i:04}")), body).unwrap();
+        }
+    }
+
+    fn builtin() -> Arc<HandlerSlot> {
+        HandlerSlot::new(
+            Handler::from_bytes(BUILTIN, Limits::default()).unwrap(),
+            Choice::Builtin,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_store_refusing_one_requests_data_dead_letters_that_request_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let bodies: Vec<Vec<u8>> = (0..10)
+            .map(|i| {
+                create(
+                    &format!("w{i}"),
+                    if i % 3 == 0 { "Sue Smith" } else { "Mary Matthews" },
+                )
+                .into()
+            })
+            .collect();
+        requests(dir.path(), &bodies);
+        let sink = Scripted::new(
+            |key| key.contains("sue-smith").then_some(Class::Request),
+            Duration::ZERO,
+        );
+        let source = Arc::new(DirSource::open(dir.path()).unwrap());
+        let summary = run(source, sink.clone(), builtin(), quick(), CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!((summary.processed(), summary.dead_lettered), (10, 4));
+        let reason = std::fs::read_to_string(dir.path().join("dead-letter/0000.reason")).unwrap();
+        assert!(
+            reason.contains("store refused an operation: put widgets/sue-smith/w0"),
+            "{reason}"
+        );
+        assert_eq!(sink.inner.contents().len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_failing_environment_stops_the_run_and_dead_letters_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let bodies: Vec<Vec<u8>> = (0..30)
+            .map(|i| create(&format!("w{i}"), "Sue Smith").into())
+            .collect();
+        requests(dir.path(), &bodies);
+        // Every write after the fifth meets expired credentials.
+        let sink = Scripted::new(
+            |key| {
+                let n: u32 = key.trim_start_matches("widgets/sue-smith/w").parse().unwrap();
+                (n >= 5).then_some(Class::Fatal)
+            },
+            Duration::ZERO,
+        );
+        let source = Arc::new(DirSource::open(dir.path()).unwrap());
+        let options = Options {
+            concurrency: 1,
+            ..quick()
+        };
+        let error = run(source, sink.clone(), builtin(), options, CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("scripted failure"), "{error}");
+        assert!(!dir.path().join("dead-letter").exists());
+        let left = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .count();
+        assert_eq!(left, 25, "exactly the requests not stored stay");
+        assert_eq!(sink.inner.contents().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_request_without_an_ordering_key_runs_alone() {
+        let guest = std::path::Path::new(env!("WIDGET_HOST_TEST_GUESTS")).join("hostile_guest.wasm");
+        let handler = Handler::from_bytes(&std::fs::read(guest).unwrap(), Limits::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // The hostile handler's ordering key is the body as text: none for
+        // bytes that are not UTF-8.
+        let bodies: Vec<Vec<u8>> = (0..24)
+            .map(|i| {
+                if i % 6 == 3 {
+                    vec![0xff, i]
+                } else {
+                    format!("echo {i}").into_bytes()
+                }
+            })
+            .collect();
+        requests(dir.path(), &bodies);
+        let sink = Scripted::new(|_| None, Duration::from_millis(20));
+        let source = Arc::new(DirSource::open(dir.path()).unwrap());
+        let summary = run(
+            source,
+            sink.clone(),
+            HandlerSlot::new(handler, Choice::Builtin),
+            quick(),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.processed(), 24);
+        assert_eq!(sink.inner.contents().len(), 24);
+        assert!(
+            !sink.overlapped.load(Ordering::SeqCst),
+            "a keyless request ran beside another"
+        );
     }
 
     #[tokio::test]

@@ -161,7 +161,7 @@ mod tests {
     async fn permanent_failures_return_at_once_and_a_stop_ends_the_waiting() {
         let retry = retry();
         let permanent = retry
-            .run(|| async { Err::<(), _>(StorageError::permanent("get x", "denied")) })
+            .run(|| async { Err::<(), _>(StorageError::fatal("get x", "denied")) })
             .await;
         assert!(matches!(permanent, Attempt::Failed(e) if !e.is_transient()));
         assert_eq!(retry.count.get(), 0);

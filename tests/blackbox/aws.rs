@@ -564,3 +564,150 @@ fn killed_and_restarted_hosts_reach_the_uninterrupted_end_state() {
     assert!(got == want, "interrupted runs changed the end state");
     assert!(objects(&client, &requests).is_empty());
 }
+
+/// Objects under `dead-letter/` in `bucket`.
+fn dead_letters(client: &aws_sdk_s3::Client, bucket: &str) -> usize {
+    objects(client, bucket)
+        .keys()
+        .filter(|k| k.starts_with("dead-letter/"))
+        .count()
+}
+
+#[test]
+fn a_table_deleted_mid_run_stops_the_host_and_dead_letters_nothing() {
+    let s3_client = s3(&moto());
+    let ddb = dynamodb(&dynamodb_local());
+    let requests = produce_into_bucket(&s3_client, 600, 31);
+    let table = create_table(&ddb, "id");
+    let running = Running::start(aws_host(&moto(), &dynamodb_local()).args([
+        "-rb",
+        &requests,
+        "-dwt",
+        &table,
+        "--until-empty",
+    ]));
+    running.wait_for("Request done.", Duration::from_secs(30));
+    block_on(ddb.delete_table().table_name(&table).send()).unwrap();
+    let (status, _, log) = running.finish();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains(&table) && errors[0].contains("ResourceNotFoundException"),
+        "{log}"
+    );
+    assert_eq!(
+        dead_letters(&s3_client, &requests),
+        0,
+        "an environment fault is no request's"
+    );
+    let left = objects(&s3_client, &requests).len();
+    assert!(left > 0 && left < 600, "{left} requests left");
+
+    // With the table back, a new run takes the rest, as if nothing happened.
+    block_on(
+        ddb.create_table()
+            .table_name(&table)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send(),
+    )
+    .unwrap();
+    run_ok(aws_host(&moto(), &dynamodb_local()).args(["-rb", &requests, "-dwt", &table, "--until-empty"]));
+    assert!(objects(&s3_client, &requests).is_empty());
+}
+
+/// Starts a host on `requests` -> `widgets` through `proxy` and stalls the
+/// proxy once the host is under way.
+fn host_on_a_stalled_server(proxy: &Proxy, requests: &str, widgets: &str, extra: &[&str]) -> Running {
+    let running = Running::start(
+        host()
+            .env("AWS_ENDPOINT_URL", &proxy.url)
+            .args(["-rb", requests, "-wb", widgets])
+            .args(extra),
+    );
+    running.wait_for("Request done.", Duration::from_secs(30));
+    proxy.stall();
+    // Long enough for calls to be hanging on the stalled server.
+    std::thread::sleep(Duration::from_millis(500));
+    running
+}
+
+#[test]
+fn a_stop_waits_for_stores_in_flight_no_longer_than_the_shutdown_timeout() {
+    let client = s3(&moto());
+    let want = reference_end_state(&client, 300, 41);
+    let requests = produce_into_bucket(&client, 300, 41);
+    let widgets = create_bucket(&client, "widgets");
+    let proxy = Proxy::start(&moto());
+    let running = host_on_a_stalled_server(&proxy, &requests, &widgets, &["--shutdown-timeout", "1"]);
+    let stopped = Instant::now();
+    running.signal("-TERM");
+    let (status, _, log) = running.finish();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("error: stopped without waiting longer than --shutdown-timeout"),
+        "{log}"
+    );
+
+    // Nothing was lost: a run against the server itself ends where an
+    // uninterrupted run does.
+    run_ok(
+        host()
+            .env("AWS_ENDPOINT_URL", moto())
+            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
+    );
+    assert!(
+        bodies(&client, &widgets) == want,
+        "the stop changed the end state"
+    );
+}
+
+#[test]
+fn a_second_stop_signal_exits_at_once() {
+    let client = s3(&moto());
+    let want = reference_end_state(&client, 300, 43);
+    let requests = produce_into_bucket(&client, 300, 43);
+    let widgets = create_bucket(&client, "widgets");
+    let proxy = Proxy::start(&moto());
+    let running = host_on_a_stalled_server(&proxy, &requests, &widgets, &[]);
+    let stopped = Instant::now();
+    running.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    running.signal("-INT");
+    let (status, _, log) = running.finish();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "{log}");
+
+    run_ok(
+        host()
+            .env("AWS_ENDPOINT_URL", moto())
+            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
+    );
+    assert!(
+        bodies(&client, &widgets) == want,
+        "the stop changed the end state"
+    );
+}

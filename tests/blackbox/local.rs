@@ -217,3 +217,32 @@ fn max_runtime_stops_a_polling_host_cleanly() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("Processed 0 requests"));
     assert!(String::from_utf8_lossy(&output.stderr).contains("Maximum run time reached"));
 }
+
+#[test]
+fn a_request_naming_its_widget_twice_is_refused_not_run_out_of_order() {
+    // Readers disagree on which copy of a repeated field counts: the
+    // request is refused, and so cannot run beside its widget's others.
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    std::fs::create_dir_all(&requests).unwrap();
+    for i in 0..200 {
+        let create =
+            format!(r#"{{"type":"create","requestId":"c{i}","widgetId":"w{i}","owner":"Sue Smith"}}"#);
+        let delete = format!(
+            r#"{{"type":"delete","requestId":"d{i}","widgetId":"other","widgetId":"w{i}","owner":"Sue Smith"}}"#
+        );
+        std::fs::write(requests.join(format!("{:05}a", i)), create).unwrap();
+        std::fs::write(requests.join(format!("{:05}b", i)), delete).unwrap();
+    }
+    let widgets = scratch.path().join("widgets");
+    let output = run_ok(run_folder(&requests, &widgets).args(["--until-empty", "--concurrency", "16"]));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("dead-lettered: 200"), "{summary}");
+    let stored = files(&widgets.join("widgets/sue-smith"));
+    assert_eq!(stored.len(), 200, "every widget stays: its delete was refused");
+    let reason = std::fs::read_to_string(requests.join("dead-letter/00007b.reason")).unwrap();
+    assert!(
+        reason.contains("field `widgetId` appears more than once"),
+        "{reason}"
+    );
+}

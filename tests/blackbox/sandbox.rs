@@ -77,3 +77,35 @@ fn a_file_that_is_not_a_handler_component_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_stop_cancels_a_long_handler_call_and_leaves_its_request() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    std::fs::create_dir_all(&requests).unwrap();
+    std::fs::write(requests.join("1"), "loop").unwrap();
+    let child = host()
+        .args(["run", "--handler-timeout-ms", "120000", "--handler"])
+        .arg(test_guest("hostile_guest"))
+        .arg("--requests-dir")
+        .arg(&requests)
+        .arg("--widgets-dir")
+        .arg(scratch.path().join("widgets"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough for the call to be under way.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let stopped = std::time::Instant::now();
+    let output = terminate(child);
+    assert!(
+        stopped.elapsed() < std::time::Duration::from_secs(10),
+        "the stop waited for the call: {:?}",
+        stopped.elapsed()
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Processed 0 requests"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(requests.join("1")).unwrap(), "loop");
+    assert!(!requests.join("dead-letter").exists());
+}

@@ -137,3 +137,73 @@ pub fn terminate(child: Child) -> Output {
     assert!(output.status.success(), "SIGTERM exits 0: {}", output.status);
     output
 }
+
+/// A host running in the background, its stderr collected as it comes.
+pub struct Running {
+    pub child: Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts `command` with its output piped.
+    pub fn start(command: &mut Command) -> Running {
+        use std::io::Read;
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        Running {
+            child,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits until the log contains `text` (at most `within`).
+    pub fn wait_for(&self, text: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while !self.log.lock().unwrap().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the host never logged {text:?}:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal (`-TERM`, `-HUP`) to the host.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits for the host to end: its status, stdout and whole stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        let status = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        let log = self.log.lock().unwrap().clone();
+        (status, stdout, log)
+    }
+}

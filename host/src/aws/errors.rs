@@ -1,6 +1,6 @@
-//! SDK errors classified once, at the boundary, into the host's two
-//! classes. The codes are the SDK's own lists (`aws-runtime`'s
-//! `THROTTLING_ERRORS` and `TRANSIENT_ERRORS`), not a copy of them.
+//! SDK errors classified once, at the boundary, into the host's three
+//! classes (see [`Class`]). The retryable codes are the SDK's own lists
+//! (`aws-runtime`'s `THROTTLING_ERRORS` and `TRANSIENT_ERRORS`), not a copy.
 
 use crate::error::{Class, StorageError};
 use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
@@ -8,9 +8,42 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
-/// `error`, met while doing `action`, as a [`StorageError`]: a server error
-/// (5xx), 429, a throttling or transient error code, a timeout or a
-/// connection failure is transient; the rest is permanent.
+/// Codes that say the caller's credentials, permissions, clock or
+/// configuration are wrong, for every request alike.
+const ENVIRONMENT_ERRORS: &[&str] = &[
+    // Credentials.
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidToken",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
+    "AuthFailure",
+    // Permissions.
+    "AccessDenied",
+    "AccessDeniedException",
+    "AllAccessDisabled",
+    "AccountProblem",
+    // Clock skew.
+    "RequestTimeTooSkewed",
+    "RequestExpired",
+    // The bucket or table is gone.
+    "NoSuchBucket",
+    "ResourceNotFoundException",
+];
+
+/// `error`, met while doing `action`, as a [`StorageError`]:
+/// - transient: a timeout, a connection failure, a server error (5xx), 429,
+///   a throttling or transient code;
+/// - fatal: 401, 403, or a code in [`ENVIRONMENT_ERRORS`], or a request the
+///   SDK could not even build (no credentials, say);
+/// - the request's: any other answer of the service (a 4xx about this
+///   request's data: a key too long, an item too large).
 pub(crate) fn storage_error<E>(action: impl Into<String>, error: SdkError<E, HttpResponse>) -> StorageError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -20,17 +53,23 @@ where
             Class::Transient
         }
         SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let code = service.err().code();
-            if is_server_error(status) || status == 429 || is_throttling(code) || is_transient_code(code) {
-                Class::Transient
-            } else {
-                Class::Permanent
-            }
+            service_error_class(service.raw().status().as_u16(), service.err().code())
         }
-        _ => Class::Permanent,
+        // ConstructionFailure and whatever comes later: nothing was sent, so
+        // nothing about this request was judged.
+        _ => Class::Fatal,
     };
     StorageError::new(action, class, DisplayErrorContext(&error).to_string())
+}
+
+fn service_error_class(status: u16, code: Option<&str>) -> Class {
+    if is_server_error(status) || status == 429 || is_throttling(code) || is_transient_code(code) {
+        Class::Transient
+    } else if status == 401 || status == 403 || code.is_some_and(|c| ENVIRONMENT_ERRORS.contains(&c)) {
+        Class::Fatal
+    } else {
+        Class::Request
+    }
 }
 
 fn is_server_error(status: u16) -> bool {
@@ -81,6 +120,8 @@ mod tests {
             (400, "ProvisionedThroughputExceededException"),
             (503, "SlowDown"),
             (400, "RequestTimeout"),
+            (400, "TooManyRequestsException"),
+            (400, "LimitExceededException"),
         ] {
             let error = storage_error("get x", service_error(status, code));
             assert!(error.is_transient(), "{status} {code}");
@@ -89,16 +130,37 @@ mod tests {
     }
 
     #[test]
-    fn client_errors_are_permanent() {
+    fn credentials_permissions_clock_skew_and_missing_resources_are_fatal() {
+        for (status, code) in [
+            (400, "ExpiredTokenException"),
+            (400, "ExpiredToken"),
+            (403, "ExpiredToken"),
+            (403, "InvalidAccessKeyId"),
+            (403, "SignatureDoesNotMatch"),
+            (403, "RequestTimeTooSkewed"),
+            (400, "UnrecognizedClientException"),
+            (400, "AccessDeniedException"),
+            (403, "AccessDenied"),
+            (403, ""),
+            (401, ""),
+            (404, "NoSuchBucket"),
+            (400, "ResourceNotFoundException"),
+        ] {
+            let error = storage_error("put x", service_error(status, code));
+            assert_eq!(error.class, Class::Fatal, "{status} {code}");
+        }
+    }
+
+    #[test]
+    fn errors_about_the_requests_own_data_are_the_requests() {
         for (status, code) in [
             (400, "ValidationException"),
-            (403, "AccessDenied"),
-            (404, "NoSuchBucket"),
+            (400, "KeyTooLongError"),
+            (400, "EntityTooLarge"),
+            (400, "InvalidArgument"),
         ] {
-            assert!(
-                !storage_error("get x", service_error(status, code)).is_transient(),
-                "{status} {code}"
-            );
+            let error = storage_error("put x", service_error(status, code));
+            assert_eq!(error.class, Class::Request, "{status} {code}");
         }
     }
 

@@ -38,10 +38,7 @@ pub(crate) async fn check_bucket(
                 Some(403) => "access is denied",
                 _ => return Err(storage_error(format!("reach {role} bucket {bucket:?}"), e)),
             };
-            Err(StorageError::permanent(
-                format!("use {role} bucket {bucket:?}"),
-                why,
-            ))
+            Err(StorageError::fatal(format!("use {role} bucket {bucket:?}"), why))
         }
     }
 }

@@ -58,6 +58,12 @@ pub struct RunArgs {
     #[arg(long = "max-runtime", value_name = "MS", default_value_t = 0)]
     pub(crate) max_runtime_ms: u64,
 
+    /// After a stop (Ctrl-C, SIGTERM, the maximum run time), wait at most
+    /// this many seconds for the stores in flight; what is not done then
+    /// stays in the source. A second Ctrl-C or SIGTERM exits at once.
+    #[arg(long = "shutdown-timeout", value_name = "SECS", default_value_t = 30)]
+    pub(crate) shutdown_timeout_secs: u64,
+
     /// Requests processed at once. Requests about the same widget are never
     /// processed at once, nor out of order.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -157,6 +163,8 @@ pub(crate) struct RunConfig {
     pub(crate) max_runtime: Option<Duration>,
     /// Reload the handler when its file changes.
     pub(crate) watch: bool,
+    /// How long a stop waits for the stores in flight.
+    pub(crate) shutdown_timeout: Duration,
     pub(crate) aws: AwsSettings,
 }
 
@@ -182,6 +190,7 @@ impl RunConfig {
                 ..Options::default()
             },
             max_runtime: flags::max_runtime(args.max_runtime_ms),
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
         })
     }
 
@@ -193,8 +202,16 @@ impl RunConfig {
 
 /// `run`: processes requests, then prints the summary.
 pub(super) async fn execute(args: &RunArgs, controls: Controls, out: &mut dyn Write) -> anyhow::Result<()> {
-    let summary = run(RunConfig::from_args(args)?, controls).await?;
+    let config = RunConfig::from_args(args)?;
+    let until_empty = config.options.until_empty;
+    let summary = run(config, controls).await?;
     writeln!(out, "{summary}")?;
+    if until_empty && summary.left_in_source > 0 {
+        anyhow::bail!(
+            "{} requests could not be processed and are still in the source (the log says why)",
+            summary.left_in_source
+        );
+    }
     Ok(())
 }
 
@@ -235,7 +252,19 @@ pub(super) async fn run(config: RunConfig, controls: Controls) -> anyhow::Result
     if config.watch {
         handlers.watch(stop.clone());
     }
-    let summary = pipeline::run(source, sink, handlers, config.options, stop.clone()).await;
+    let pipeline = pipeline::run(source, sink, handlers, config.options, stop.clone());
+    let shutdown_timeout = config.shutdown_timeout;
+    let late = async {
+        stop.cancelled().await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    let summary = tokio::select! {
+        summary = pipeline => summary,
+        () = late => Err(anyhow::anyhow!(
+            "stopped without waiting longer than --shutdown-timeout ({shutdown_timeout:?}) for the \
+             stores in flight; their requests stay in the source"
+        )),
+    };
     // Ends the timer and the reload tasks.
     stop.cancel();
     let mut summary = summary?;

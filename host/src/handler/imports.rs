@@ -2,8 +2,8 @@
 //! destination, `log.log` writes to the host's log.
 
 use super::bindings::{log, store, types};
-use super::sandbox::GuestState;
-use std::time::Instant;
+use super::sandbox::{GET_TIMEOUT, GuestState};
+use crate::error::{Class, StorageError};
 
 /// Lines of a call's log kept for its caller (`invoke` prints them): a
 /// handler cannot fill the host's memory.
@@ -16,19 +16,25 @@ impl store::Host for GuestState {
         let Some(sink) = self.sink.clone() else {
             wasmtime::bail!("the store may not be read from `ordering-key`");
         };
-        let started = Instant::now();
-        let result = sink.get(&key).await;
-        self.waiting += started.elapsed();
-        match result {
-            Ok(document) => Ok(Ok(document)),
-            Err(e) if e.is_transient() => {
-                let message = e.to_string();
-                self.store_failure = Some(e);
-                // Trap: the guest's answer would be built on a failed read.
-                wasmtime::bail!("store unavailable: {message}")
-            }
-            Err(e) => Ok(Err(e.to_string())),
-        }
+        self.waiting.start();
+        let result = tokio::time::timeout(GET_TIMEOUT, sink.get(&key)).await;
+        self.waiting.stop();
+        let failure = match result {
+            Ok(Ok(document)) => return Ok(Ok(document)),
+            // The request's own doing (a key the store cannot hold): the
+            // handler decides what that means.
+            Ok(Err(e)) if e.class == Class::Request => return Ok(Err(e.to_string())),
+            Ok(Err(e)) => e,
+            Err(_) => StorageError::new(
+                format!("read {key:?} for the handler"),
+                Class::Transient,
+                format!("no answer within {GET_TIMEOUT:?}"),
+            ),
+        };
+        let message = failure.to_string();
+        self.store_failure = Some(failure);
+        // Trap: the guest's answer would be built on a failed read.
+        wasmtime::bail!("store unavailable: {message}")
     }
 }
 

@@ -66,26 +66,17 @@ pub enum CallError {
     /// contract: the request is to be dead-lettered.
     #[error("handler failed: {0}")]
     Handler(String),
-    /// The store could not be read for a reason that may pass: the request
-    /// is to be retried later, not dead-lettered.
+    /// The store could not be read, for a reason that is not the
+    /// request's (it did not answer in time, it is throttling, the
+    /// credentials expired): the request is to be retried later, or the run
+    /// stopped, never dead-lettered.
     #[error("handler could not read the store: {0}")]
-    StoreUnavailable(#[source] StorageError),
-}
-
-impl CallError {
-    /// What to tell the user about the request the call was for: the
-    /// handler's failure as such, without the prefix.
-    pub(crate) fn into_reason(self) -> String {
-        match self {
-            CallError::Handler(reason) => reason,
-            store => store.to_string(),
-        }
-    }
+    Store(#[source] StorageError),
 }
 
 impl crate::retry::Transient for CallError {
     fn is_transient(&self) -> bool {
-        matches!(self, CallError::StoreUnavailable(_))
+        matches!(self, CallError::Store(e) if e.is_transient())
     }
 }
 
@@ -164,7 +155,8 @@ impl Handler {
     /// The handler's ordering key for a request.
     pub async fn ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
         let mut store = sandbox::new_store(&self.engine, self.limits, None, String::new());
-        let result = sandbox::bounded(self.limits, async {
+        let waiting = store.data().waiting.clone();
+        let result = sandbox::bounded(self.limits, waiting, async {
             let handler = self.pre.instantiate_async(&mut store).await?;
             handler.call_ordering_key(&mut store, request).await
         })
@@ -182,7 +174,8 @@ impl Handler {
     ) -> Result<Handled, CallError> {
         let mut store = sandbox::new_store(&self.engine, self.limits, Some(sink), context.key.clone());
         let context = context.into();
-        let result = sandbox::bounded(self.limits, async {
+        let waiting = store.data().waiting.clone();
+        let result = sandbox::bounded(self.limits, waiting, async {
             let handler = self.pre.instantiate_async(&mut store).await?;
             handler.call_handle(&mut store, request, &context).await
         })
@@ -196,5 +189,103 @@ impl Handler {
             warnings: finished.warnings,
             logs: finished.logs,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Destination;
+    use crate::error::Class;
+
+    /// A store whose reads never answer.
+    struct Hung;
+
+    #[async_trait::async_trait]
+    impl Sink for Hung {
+        fn destination(&self) -> Destination {
+            Destination::ObjectStore
+        }
+        fn describe(&self) -> String {
+            "hung".into()
+        }
+        async fn get(&self, _key: &str) -> Result<Option<String>, StorageError> {
+            std::future::pending().await
+        }
+        async fn put(&self, _key: &str, _document: &str) -> Result<(), StorageError> {
+            unreachable!("the handler only reads")
+        }
+        async fn delete(&self, _key: &str) -> Result<(), StorageError> {
+            unreachable!("the handler only reads")
+        }
+    }
+
+    /// A store whose reads fail as `class` says.
+    struct Failing(Class);
+
+    #[async_trait::async_trait]
+    impl Sink for Failing {
+        fn destination(&self) -> Destination {
+            Destination::ObjectStore
+        }
+        fn describe(&self) -> String {
+            "failing".into()
+        }
+        async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+            Err(StorageError::new(format!("get {key}"), self.0, "no"))
+        }
+        async fn put(&self, _key: &str, _document: &str) -> Result<(), StorageError> {
+            unreachable!("the handler only reads")
+        }
+        async fn delete(&self, _key: &str) -> Result<(), StorageError> {
+            unreachable!("the handler only reads")
+        }
+    }
+
+    const UPDATE: &[u8] =
+        br#"{"type":"update","requestId":"r","widgetId":"w1","owner":"Sue Smith","label":"x"}"#;
+
+    fn context() -> Context {
+        Context {
+            key: "k".into(),
+            destination: Destination::ObjectStore,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_read_that_never_answers_is_the_stores_fault_not_the_requests() {
+        let handler = Handler::from_bytes(BUILTIN, Limits::default()).unwrap();
+        let error = handler
+            .handle(UPDATE, &context(), Arc::new(Hung))
+            .await
+            .unwrap_err();
+        let CallError::Store(failure) = &error else {
+            panic!("{error}")
+        };
+        assert_eq!(failure.class, Class::Transient, "{error}");
+        assert!(error.to_string().contains("no answer within 10s"), "{error}");
+        assert!(crate::retry::Transient::is_transient(&error));
+    }
+
+    #[tokio::test]
+    async fn a_store_read_fails_the_call_unless_it_is_the_requests_own_fault() {
+        let handler = Handler::from_bytes(BUILTIN, Limits::default()).unwrap();
+        for class in [Class::Transient, Class::Fatal] {
+            let error = handler
+                .handle(UPDATE, &context(), Arc::new(Failing(class)))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, CallError::Store(e) if e.class == class),
+                "{error}"
+            );
+        }
+        // A read the request made impossible: the handler is told, and
+        // decides (the built-in one refuses the request).
+        let handled = handler
+            .handle(UPDATE, &context(), Arc::new(Failing(Class::Request)))
+            .await
+            .unwrap();
+        assert!(handled.verdict.is_err());
     }
 }

@@ -9,7 +9,7 @@
 use super::CallError;
 use crate::error::StorageError;
 use crate::sink::Sink;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -19,10 +19,15 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 /// How often the engine's epoch advances: the granularity of the deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// How long a call may take in all, waiting included, beyond its time limit.
-/// The time limit is checked only while the guest computes; this bounds a
-/// guest blocked in a WASI call (a sleep, say) and very slow store reads.
+/// How long a call may take beyond its time limit, not counting time spent
+/// in `store.get`. The time limit is checked only while the guest computes;
+/// this bounds a guest blocked in a WASI call (a poll, say).
 const WALL_CLOCK_GRACE: Duration = Duration::from_secs(60);
+
+/// How long one `store.get` may take. A read that takes longer abandons the
+/// call, and the request is tried again later: a slow store is the
+/// environment's fault, not the request's.
+pub(super) const GET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much of the guest's stderr is kept for error messages.
 const STDERR_CAPACITY: usize = 4096;
@@ -93,12 +98,39 @@ pub(crate) struct GuestState {
     stderr: MemoryOutputPipe,
     pub(super) warnings: u32,
     pub(super) logs: Logs,
-    /// A read that failed transiently: the call's answer is not to be trusted.
+    /// A read that failed for a reason other than the request: the call's
+    /// answer is not to be trusted.
     pub(super) store_failure: Option<StorageError>,
     started: Instant,
     /// Time spent in `store.get`, which does not count against the limit.
-    pub(super) waiting: Duration,
+    pub(super) waiting: WaitClock,
     time_limit: Duration,
+}
+
+/// The time a call has spent waiting on the host, shared with whatever
+/// bounds the call from outside.
+#[derive(Debug, Clone, Default)]
+pub(super) struct WaitClock(Arc<Mutex<(Duration, Option<Instant>)>>);
+
+impl WaitClock {
+    /// Starts a wait.
+    pub(super) fn start(&self) {
+        self.0.lock().unwrap().1 = Some(Instant::now());
+    }
+
+    /// Ends the wait started last.
+    pub(super) fn stop(&self) {
+        let mut clock = self.0.lock().unwrap();
+        if let Some(since) = clock.1.take() {
+            clock.0 += since.elapsed();
+        }
+    }
+
+    /// All the waiting so far, the wait in progress included.
+    fn waited(&self) -> Duration {
+        let clock = self.0.lock().unwrap();
+        clock.0 + clock.1.map_or(Duration::ZERO, |since| since.elapsed())
+    }
 }
 
 impl WasiView for GuestState {
@@ -139,7 +171,7 @@ pub(super) fn new_store(
         logs: Vec::new(),
         store_failure: None,
         started: Instant::now(),
-        waiting: Duration::ZERO,
+        waiting: WaitClock::default(),
         time_limit: limits.time,
     };
     let mut store = Store::new(engine, state);
@@ -147,7 +179,7 @@ pub(super) fn new_store(
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|ctx| {
         let state = ctx.data();
-        let computing = state.started.elapsed().saturating_sub(state.waiting);
+        let computing = state.started.elapsed().saturating_sub(state.waiting.waited());
         if computing > state.time_limit {
             Err(wasmtime::Error::new(TimeLimit(state.time_limit)))
         } else {
@@ -158,15 +190,26 @@ pub(super) fn new_store(
     store
 }
 
-/// Runs a call under the wall-clock bound.
+/// Runs a call under the wall-clock bound: its time limit and a grace,
+/// plus whatever it spent waiting on `store.get` (which has a deadline of
+/// its own).
 pub(super) async fn bounded<R>(
     limits: Limits,
+    waiting: WaitClock,
     call: impl Future<Output = wasmtime::Result<R>>,
 ) -> wasmtime::Result<R> {
+    let started = tokio::time::Instant::now();
     let bound = limits.time + WALL_CLOCK_GRACE;
-    match tokio::time::timeout(bound, call).await {
-        Ok(result) => result,
-        Err(_) => Err(wasmtime::Error::new(TimeLimit(bound))),
+    let mut call = std::pin::pin!(call);
+    loop {
+        let deadline = started + bound + waiting.waited();
+        if let Ok(result) = tokio::time::timeout_at(deadline, &mut call).await {
+            return result;
+        }
+        // Past the deadline only if no waiting moved it meanwhile.
+        if tokio::time::Instant::now() >= started + bound + waiting.waited() {
+            return Err(wasmtime::Error::new(TimeLimit(bound)));
+        }
     }
 }
 
@@ -190,8 +233,8 @@ pub(super) fn finish<R>(
     let mut state = store.into_data();
     if let Some(failure) = state.store_failure.take() {
         // Whatever the guest made of a failed read, its answer is not to be
-        // trusted: retry the request once the store is back.
-        return Err(CallError::StoreUnavailable(failure));
+        // trusted: retry the request once the store is back, or stop.
+        return Err(CallError::Store(failure));
     }
     match result {
         Ok(value) => Ok(Finished {

@@ -34,9 +34,8 @@ impl DirSink {
     }
 
     fn path(&self, action: &str, key: &str) -> Result<PathBuf, StorageError> {
-        key_path(&self.root, key).map_err(|why| {
-            StorageError::permanent(format!("{action} {key:?} in {}", self.root.display()), why)
-        })
+        key_path(&self.root, key)
+            .map_err(|why| StorageError::request(format!("{action} {key:?} in {}", self.root.display()), why))
     }
 }
 
@@ -55,7 +54,7 @@ impl Sink for DirSink {
         match tokio::fs::read(&path).await {
             Ok(bytes) => String::from_utf8(bytes)
                 .map(Some)
-                .map_err(|e| StorageError::permanent(format!("read {}", path.display()), e)),
+                .map_err(|e| StorageError::request(format!("read {}", path.display()), e)),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
             Err(e) => Err(StorageError::io(format!("read {}", path.display()), e)),
         }
@@ -99,7 +98,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keys_that_would_leave_the_folder_are_permanent_errors() {
+    async fn keys_that_would_leave_the_folder_are_the_requests_fault() {
         let dir = tempfile::tempdir().unwrap();
         let sink = DirSink::open(dir.path().join("w")).unwrap();
         for key in [

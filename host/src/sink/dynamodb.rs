@@ -29,19 +29,14 @@ impl DynamoDbSink {
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) =>
             {
-                return Err(StorageError::permanent(
+                return Err(StorageError::fatal(
                     format!("use DynamoDB table {table:?}"),
                     "it does not exist",
                 ));
             }
             Err(e) => return Err(storage_error(format!("describe DynamoDB table {table:?}"), e)),
         };
-        let refuse = |why: String| {
-            Err(StorageError::permanent(
-                format!("use DynamoDB table {table:?}"),
-                why,
-            ))
-        };
+        let refuse = |why: String| Err(StorageError::fatal(format!("use DynamoDB table {table:?}"), why));
         let Some(description) = described.table else {
             return refuse("DescribeTable returned no table".into());
         };
@@ -102,7 +97,7 @@ impl Sink for DynamoDbSink {
         let mut item = match serde_json::from_str(document) {
             Ok(Value::Object(fields)) => json_to_item(fields),
             _ => {
-                return Err(StorageError::permanent(
+                return Err(StorageError::request(
                     action(),
                     "the document is not a JSON object",
                 ));

@@ -39,7 +39,7 @@ impl Sink for S3Sink {
             None => Ok(None),
             Some(bytes) => String::from_utf8(bytes)
                 .map(Some)
-                .map_err(|e| StorageError::permanent(format!("read s3://{}/{key} as text", self.bucket), e)),
+                .map_err(|e| StorageError::request(format!("read s3://{}/{key} as text", self.bucket), e)),
         }
     }
 

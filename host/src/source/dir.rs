@@ -5,7 +5,7 @@
 
 use super::{Page, Source};
 use crate::error::StorageError;
-use crate::folder::{sweep_stale_temp_files, write_atomically};
+use crate::folder::{sweep_stale_temp_files, sync_dir, write_atomically};
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -28,7 +28,7 @@ impl DirSource {
     pub(crate) fn open(root: impl Into<PathBuf>) -> Result<DirSource, StorageError> {
         let root = root.into();
         if !root.is_dir() {
-            return Err(StorageError::permanent(
+            return Err(StorageError::fatal(
                 format!("open request folder {}", root.display()),
                 "no such folder",
             ));
@@ -42,7 +42,7 @@ impl DirSource {
 
     fn request_path(&self, key: &str) -> Result<PathBuf, StorageError> {
         if key.is_empty() || key.contains('/') || key.starts_with('.') {
-            return Err(StorageError::permanent(
+            return Err(StorageError::request(
                 format!("use request {key:?}"),
                 "not a request file name",
             ));
@@ -120,7 +120,9 @@ impl Source for DirSource {
             .map_err(|e| StorageError::io(format!("write {}", reason_path.display()), e))?;
         // A rename keeps the bytes exactly as they were.
         match tokio::fs::rename(&path, folder.join(key)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                sync_dir(&folder).map_err(|e| StorageError::io(format!("sync {}", folder.display()), e))
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::io(
                 format!("move {} to {}", path.display(), folder.display()),
