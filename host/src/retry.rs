@@ -73,6 +73,20 @@ impl RetryCount {
     }
 }
 
+/// Something a call holds that its retry loop lets go of while it waits
+/// (a slot of the run's concurrency), and takes back before trying again.
+pub(crate) trait Hold {
+    /// Lets go, for the wait.
+    fn release(&mut self);
+    /// Takes it back, for the next attempt.
+    fn reacquire(&mut self) -> impl Future<Output = ()>;
+}
+
+impl Hold for () {
+    fn release(&mut self) {}
+    async fn reacquire(&mut self) {}
+}
+
 /// How a run retries: the schedule, the stop signal that ends the waiting,
 /// and the count every retry adds to.
 #[derive(Debug, Clone)]
@@ -85,7 +99,17 @@ pub(crate) struct Retry {
 impl Retry {
     /// Makes `call` until it succeeds or fails permanently, waiting between
     /// transient failures.
-    pub(crate) async fn run<T, E, F, Fut>(&self, mut call: F) -> Attempt<T, E>
+    pub(crate) async fn run<T, E, F, Fut>(&self, call: F) -> Attempt<T, E>
+    where
+        E: Transient,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run_holding(&mut (), call).await
+    }
+
+    /// [`Retry::run`], letting go of `held` while waiting to try again.
+    pub(crate) async fn run_holding<T, E, F, Fut>(&self, held: &mut impl Hold, mut call: F) -> Attempt<T, E>
     where
         E: Transient,
         F: FnMut() -> Fut,
@@ -98,8 +122,12 @@ impl Retry {
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, attempt, "Transient failure; retrying.");
                     self.count.add_one();
+                    held.release();
                     tokio::select! {
-                        _ = tokio::time::sleep(self.backoff.delay(attempt)) => {}
+                        _ = async {
+                            tokio::time::sleep(self.backoff.delay(attempt)).await;
+                            held.reacquire().await;
+                        } => {}
                         _ = self.stop.cancelled() => return Attempt::Stopped,
                     }
                     attempt = attempt.saturating_add(1);

@@ -1,0 +1,133 @@
+//! The dispatcher: lists the source a page at a time, reads requests ahead
+//! (each read and its ordering key on a task of its own: an ordering key
+//! costs a Wasm instance), and admits them, in source order, to [`keys`].
+
+use super::keys::{self, Admission};
+use super::{Job, Shared};
+use crate::error::{Class, StorageError};
+use crate::retry::Attempt;
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+/// Lists, reads and admits requests until the source is empty (with
+/// `until_empty`) or the run stops. Tasks it starts go to `running`.
+pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) -> Result<(), StorageError> {
+    let options = &shared.options;
+    // Requests found, and taken, during the current pass over the source.
+    let mut found_this_pass = 0;
+    let mut taken_this_pass = 0;
+    while !shared.stop.is_cancelled() {
+        let page = match shared.retry.run(|| shared.source.list()).await {
+            Attempt::Done(page) => page,
+            Attempt::Failed(e) => return Err(e),
+            Attempt::Stopped => break,
+        };
+        if page.from_start {
+            found_this_pass = 0;
+            taken_this_pass = 0;
+            shared.keys.new_pass();
+        }
+        let fresh: Vec<String> = {
+            let tracker = shared.tracker.lock().unwrap();
+            page.keys
+                .into_iter()
+                .filter(|k| !tracker.in_flight.contains(k) && !tracker.stuck.contains(k))
+                .collect()
+        };
+        found_this_pass += fresh.len();
+        if fresh.is_empty() {
+            if page.reached_end {
+                // A whole pass found nothing new and nothing is in flight:
+                // whatever is left is stuck, and stays for the next run.
+                let idle = shared.tracker.lock().unwrap().in_flight.is_empty();
+                if options.until_empty && idle && found_this_pass == 0 {
+                    info!("The source is empty.");
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(options.poll_interval) => {}
+                    _ = shared.stop.cancelled() => break,
+                }
+            }
+            continue;
+        }
+
+        let mut prepared = futures::stream::iter(fresh)
+            .map(|key| tokio::spawn(prepare(shared.clone(), key)))
+            .buffered(options.concurrency.max(1));
+        while let Some(next) = prepared.next().await {
+            let job = match next.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
+                Prepared::Ready(job) => job,
+                Prepared::Gone => continue,
+                Prepared::Unreadable(key, e) if e.class == Class::Request => {
+                    error!(request_key = %key, error = %e, "Cannot read request; leaving it in place.");
+                    shared.tracker.lock().unwrap().stuck.insert(key);
+                    continue;
+                }
+                Prepared::Unreadable(_, e) => {
+                    shared.fail(e);
+                    return Ok(());
+                }
+                Prepared::Stopped => return Ok(()),
+            };
+            match keys::admit(shared, running, job).await {
+                Admission::Taken => taken_this_pass += 1,
+                Admission::Deferred => {}
+                Admission::Stopped => return Ok(()),
+            }
+            // Reap what has finished, so the set does not grow with the run.
+            while let Some(joined) = running.try_join_next() {
+                if let Err(e) = joined {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+        if page.reached_end && taken_this_pass == 0 {
+            // Everything found was held back behind a busy key: wait before
+            // looking again, rather than reading the same requests in a loop.
+            tokio::select! {
+                _ = tokio::time::sleep(options.poll_interval) => {}
+                _ = shared.stop.cancelled() => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A listed request, read for the dispatcher.
+enum Prepared {
+    /// Read, with its ordering key.
+    Ready(Job),
+    /// Processed and removed since it was listed.
+    Gone,
+    /// It cannot be read; it stays in the source.
+    Unreadable(String, StorageError),
+    /// The run stopped while the read waited to be retried.
+    Stopped,
+}
+
+async fn prepare(shared: Arc<Shared>, key: String) -> Prepared {
+    let body = match shared.retry.run(|| shared.source.read(&key)).await {
+        Attempt::Done(Some(body)) => body,
+        Attempt::Done(None) => return Prepared::Gone,
+        Attempt::Failed(e) => return Prepared::Unreadable(key, e),
+        Attempt::Stopped => return Prepared::Stopped,
+    };
+    let widget = match shared.handlers.current().ordering_key(&body).await {
+        Ok(widget) => widget,
+        Err(e) => {
+            // The handler will most likely fail on it again, and the
+            // request be dead-lettered with the reason.
+            warn!(request_key = %key, error = %e, "Handler gave no ordering key.");
+            None
+        }
+    };
+    Prepared::Ready(Job {
+        key,
+        body,
+        widget,
+        seq: 0,
+    })
+}

@@ -1,0 +1,187 @@
+//! The pipeline: source -> handler -> sink, removing a request from its
+//! source only after its effects are stored.
+//!
+//! - [`dispatch`] lists the source in key order, reads requests ahead and
+//!   asks the handler for each one's ordering key (the widget);
+//! - [`keys`] runs each ordering key's requests one after the other, each
+//!   to the end, and different keys side by side: a key whose request keeps
+//!   failing holds up only its own requests;
+//! - [`process`] takes one request to the end: handle, store, then ack (or
+//!   dead-letter).
+//!
+//! So requests about the same widget run in source order, never at once,
+//! and an earlier one is always removed before a later one is applied:
+//! whatever moment a crash comes at, replaying what is left reaches the same
+//! end state.
+//!
+//! Every call that can fail transiently goes through [`Retry`], which waits
+//! and tries again until it succeeds, fails for good, or the run stops. What
+//! a failure then does depends on its [`Class`](crate::error::Class): a
+//! request's own fault dead-letters that request; a fault of the
+//! environment (credentials, permissions, a missing bucket) stops the run,
+//! leaving every request that is not done where it is. A stop cancels
+//! handler calls in flight; stores that have started finish.
+
+mod dispatch;
+mod keys;
+mod process;
+mod slots;
+#[cfg(test)]
+mod tests;
+
+use crate::error::StorageError;
+use crate::handler::swap::HandlerSlot;
+use crate::metrics::{Metrics, Summary};
+use crate::retry::{Backoff, Retry};
+use crate::sink::Sink;
+use crate::source::Source;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// Requests processed at once unless told otherwise.
+pub(crate) const DEFAULT_CONCURRENCY: u16 = 8;
+
+/// How a run behaves.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Requests processed at once (a request waiting to retry does not
+    /// count).
+    pub(crate) concurrency: usize,
+    /// Stop once a full pass over the source finds nothing to do.
+    pub(crate) until_empty: bool,
+    /// How long to wait before listing an empty source again.
+    pub(crate) poll_interval: Duration,
+    /// How transient failures are retried.
+    pub(crate) backoff: Backoff,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: usize::from(DEFAULT_CONCURRENCY),
+            until_empty: false,
+            poll_interval: Duration::from_millis(100),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// A request read from the source, on its way through.
+struct Job {
+    key: String,
+    body: Vec<u8>,
+    /// The handler's ordering key (the widget id), if it gave one.
+    widget: Option<String>,
+    /// Its place in the order requests were admitted in: who gets a slot
+    /// first.
+    seq: u64,
+}
+
+/// What the run is doing with the source's requests.
+#[derive(Default)]
+struct Tracker {
+    /// Admitted and not yet removed from the source (or given up on).
+    in_flight: std::collections::HashSet<String>,
+    /// Left in the source after a failure of their own this run (already
+    /// logged); tried again by the next run.
+    stuck: std::collections::HashSet<String>,
+}
+
+struct Shared {
+    source: Arc<dyn Source>,
+    sink: Arc<dyn Sink>,
+    handlers: Arc<HandlerSlot>,
+    options: Options,
+    metrics: Metrics,
+    retry: Retry,
+    tracker: Mutex<Tracker>,
+    /// Per ordering key, the requests waiting behind the one in progress.
+    keys: keys::Keys,
+    /// Slots for requests in progress: `concurrency` of them.
+    slots: slots::Slots,
+    stop: CancellationToken,
+    /// The failure of the environment that stopped the run, if one did.
+    fatal: Mutex<Option<StorageError>>,
+    /// Told whenever a request is done with.
+    done: Notify,
+}
+
+impl Shared {
+    /// Stops the run because of a failure every request would meet: nothing
+    /// new is started, and what is not done stays in the source.
+    fn fail(&self, error: StorageError) {
+        error!(error = %error, "Stopping: the environment is failing, not a request; what is not done stays in the source.");
+        self.fatal.lock().unwrap().get_or_insert(error);
+        self.stop.cancel();
+    }
+
+    /// Waits until `ready` holds of the tracker; `false` if the run stopped
+    /// first.
+    async fn wait_until(&self, ready: impl Fn(&Tracker) -> bool) -> bool {
+        loop {
+            let done = self.done.notified();
+            let mut done = std::pin::pin!(done);
+            // Registered before the check, so a notice in between is not missed.
+            done.as_mut().enable();
+            if ready(&self.tracker.lock().unwrap()) {
+                return true;
+            }
+            tokio::select! {
+                _ = done => {}
+                _ = self.stop.cancelled() => return false,
+            }
+        }
+    }
+}
+
+/// Runs until the source is empty (with `until_empty`) or `stop` is
+/// cancelled, then waits for the requests in flight and returns the summary.
+pub(crate) async fn run(
+    source: Arc<dyn Source>,
+    sink: Arc<dyn Sink>,
+    handlers: Arc<HandlerSlot>,
+    options: Options,
+    stop: CancellationToken,
+) -> anyhow::Result<Summary> {
+    info!(source = %source.describe(), sink = %sink.describe(), concurrency = options.concurrency, "Starting.");
+    let metrics = Metrics::default();
+    let retry = Retry {
+        backoff: options.backoff,
+        stop: stop.clone(),
+        count: metrics.retries.clone(),
+    };
+    let shared = Arc::new(Shared {
+        source,
+        sink,
+        handlers,
+        slots: slots::Slots::new(options.concurrency),
+        options,
+        metrics,
+        retry,
+        tracker: Mutex::default(),
+        keys: keys::Keys::default(),
+        stop,
+        fatal: Mutex::default(),
+        done: Notify::new(),
+    });
+    let mut running = tokio::task::JoinSet::new();
+    let dispatched = dispatch::dispatch(&shared, &mut running).await;
+    while let Some(joined) = running.join_next().await {
+        if let Err(e) = joined {
+            // A panicking task is a bug: surface it, do not lose it.
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    if let Err(e) = dispatched {
+        shared.fail(e);
+    }
+    if let Some(fatal) = shared.fatal.lock().unwrap().take() {
+        return Err(fatal.into());
+    }
+    let mut summary = shared.metrics.summary(shared.source.dead_letter_place());
+    summary.left_in_source = shared.tracker.lock().unwrap().stuck.len() as u64;
+    Ok(summary)
+}

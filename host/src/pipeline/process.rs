@@ -1,0 +1,158 @@
+//! One request, to the end: ask the handler, carry out its operations,
+//! then remove the request from its source, or dead-letter it. The request
+//! holds a slot of the run's concurrency throughout, except while it waits
+//! to retry a call (see [`Retry::run_holding`]).
+
+use super::slots::Slot;
+use super::{Job, Shared};
+use crate::contract::{Context, Operation, Plan};
+use crate::error::{Class, StorageError};
+use crate::handler::CallError;
+use crate::metrics;
+use crate::retry::Attempt;
+use tracing::{error, info, warn};
+
+/// What the handler and the sink made of a request.
+enum Decision {
+    /// Its operations are stored: remove it.
+    Applied { plan: Plan, warnings: u32 },
+    /// Move it to the dead-letter place with this reason.
+    DeadLetter(String),
+    /// The run stopped first: it stays in the source.
+    Stopped,
+    /// The environment failed: it stays in the source, and the run stops.
+    Fatal(StorageError),
+}
+
+/// What became of a request in the end.
+enum Fate {
+    Applied {
+        kind: String,
+        operations: usize,
+        warnings: u32,
+    },
+    DeadLettered(String),
+    /// Stopped before it was done: it stays in the source.
+    Stopped,
+    /// It could not be removed from the source (logged): it stays there.
+    Stuck(StorageError),
+    /// The environment failed: it stays in the source, and the run stops.
+    Fatal(StorageError),
+}
+
+impl Fate {
+    /// What a request whose removal from the source failed comes to.
+    fn not_removed(error: StorageError) -> Fate {
+        match error.class {
+            Class::Request => Fate::Stuck(error),
+            Class::Transient | Class::Fatal => Fate::Fatal(error),
+        }
+    }
+}
+
+/// Takes `job` to the end, in `slot`.
+pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
+    let key = &job.key;
+    let widget = job.widget.as_deref().unwrap_or("-");
+    let fate = match decide_and_store(shared, job, slot).await {
+        Decision::Stopped => Fate::Stopped,
+        Decision::Fatal(e) => Fate::Fatal(e),
+        Decision::Applied { plan, warnings } => {
+            match shared.retry.run_holding(slot, || shared.source.ack(key)).await {
+                Attempt::Done(()) => Fate::Applied {
+                    kind: plan.kind,
+                    operations: plan.operations.len(),
+                    warnings,
+                },
+                Attempt::Failed(e) => Fate::not_removed(e),
+                Attempt::Stopped => Fate::Stopped,
+            }
+        }
+        Decision::DeadLetter(reason) => {
+            match shared
+                .retry
+                .run_holding(slot, || shared.source.dead_letter(key, &job.body, &reason))
+                .await
+            {
+                Attempt::Done(()) => Fate::DeadLettered(reason),
+                Attempt::Failed(e) => Fate::not_removed(e),
+                Attempt::Stopped => Fate::Stopped,
+            }
+        }
+    };
+    match fate {
+        Fate::Stopped => {}
+        Fate::Fatal(e) => shared.fail(e),
+        Fate::Stuck(e) => {
+            error!(request_key = %key, error = %e, "Cannot remove request from the source; leaving it in place.");
+            shared.tracker.lock().unwrap().stuck.insert(key.clone());
+        }
+        Fate::Applied {
+            kind,
+            operations,
+            warnings,
+        } => {
+            shared.metrics.applied(&kind, operations, warnings);
+            info!(request_key = %key, kind = %kind, widget = %widget, operations, warnings, outcome = metrics::APPLIED, "Request done.");
+        }
+        Fate::DeadLettered(reason) => {
+            shared.metrics.dead_lettered();
+            warn!(request_key = %key, widget = %widget, reason = %reason, outcome = metrics::DEAD_LETTERED, "Request dead-lettered.");
+        }
+    }
+}
+
+/// Asks the handler, then carries out its operations. Transient failures
+/// are retried, with backoff, for as long as it takes.
+async fn decide_and_store(shared: &Shared, job: &Job, slot: &mut Slot<'_>) -> Decision {
+    let context = Context {
+        key: job.key.clone(),
+        destination: shared.sink.destination(),
+    };
+    // Each attempt takes the handler current when it starts.
+    // A stop cancels the call: nothing is stored yet, so the request
+    // simply stays in the source.
+    let handled = shared
+        .retry
+        .run_holding(slot, || async {
+            let handler = shared.handlers.current();
+            tokio::select! {
+                handled = handler.handle(&job.body, &context, shared.sink.clone()) => handled.map(Some),
+                _ = shared.stop.cancelled() => Ok(None),
+            }
+        })
+        .await;
+    let handled = match handled {
+        Attempt::Done(Some(handled)) => handled,
+        Attempt::Done(None) | Attempt::Stopped => return Decision::Stopped,
+        Attempt::Failed(CallError::Handler(reason)) => return Decision::DeadLetter(reason),
+        Attempt::Failed(CallError::Store(e)) => return Decision::Fatal(e),
+    };
+    let plan = match handled.verdict {
+        Ok(plan) => plan,
+        Err(reason) => return Decision::DeadLetter(format!("rejected: {reason}")),
+    };
+    for operation in &plan.operations {
+        let stored = shared
+            .retry
+            .run_holding(slot, || async {
+                match operation {
+                    Operation::Put { key, document } => shared.sink.put(key, document).await,
+                    Operation::Delete(key) => shared.sink.delete(key).await,
+                }
+            })
+            .await;
+        match stored {
+            Attempt::Done(()) => {}
+            Attempt::Failed(e) if e.class == Class::Request => {
+                return Decision::DeadLetter(format!("store refused an operation: {e}"));
+            }
+            Attempt::Failed(e) => return Decision::Fatal(e),
+            Attempt::Stopped => return Decision::Stopped,
+        }
+    }
+    Decision::Applied {
+        plan,
+        warnings: handled.warnings,
+    }
+}

@@ -1,0 +1,345 @@
+//! The pipeline against test stores: classes of failure, order, counting.
+
+use super::*;
+use crate::contract::Destination;
+use crate::error::Class;
+use crate::handler::{BUILTIN, Choice, Handler, Limits};
+use crate::producer::Producer;
+use crate::sink::memory::MemorySink;
+use crate::source::dir::DirSource;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A store whose first `failures` writes (of keys ending in `only`, if
+/// given) fail transiently.
+struct Flaky {
+    inner: MemorySink,
+    failures: AtomicU32,
+    only: Option<&'static str>,
+}
+
+impl Flaky {
+    fn fail_once_more(&self, key: &str) -> Result<(), StorageError> {
+        if self.only.is_some_and(|only| !key.ends_with(only)) {
+            return Ok(());
+        }
+        let left = self.failures.load(Ordering::SeqCst);
+        if left == 0 {
+            return Ok(());
+        }
+        self.failures.store(left - 1, Ordering::SeqCst);
+        Err(StorageError::new("put", Class::Transient, "slow down"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for Flaky {
+    fn destination(&self) -> Destination {
+        self.inner.destination()
+    }
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
+        self.fail_once_more(key)?;
+        self.inner.put(key, document).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.fail_once_more(key)?;
+        self.inner.delete(key).await
+    }
+}
+
+/// A store whose writes fail as `verdict` says for their key, after
+/// `delay`; it notes whether a write without an ordering key (the
+/// hostile handler stores those with U+FFFD in their document) ever
+/// overlapped another.
+struct Scripted {
+    inner: MemorySink,
+    verdict: fn(&str) -> Option<Class>,
+    delay: Duration,
+    writing: Mutex<(u32, bool)>,
+    overlapped: std::sync::atomic::AtomicBool,
+}
+
+impl Scripted {
+    fn new(verdict: fn(&str) -> Option<Class>, delay: Duration) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            inner: MemorySink::new(Destination::ObjectStore),
+            verdict,
+            delay,
+            writing: Mutex::default(),
+            overlapped: Default::default(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for Scripted {
+    fn destination(&self) -> Destination {
+        self.inner.destination()
+    }
+    fn describe(&self) -> String {
+        "scripted".into()
+    }
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
+        let alone = document.contains('\u{FFFD}');
+        {
+            let mut writing = self.writing.lock().unwrap();
+            if writing.0 > 0 && (alone || writing.1) {
+                self.overlapped.store(true, Ordering::SeqCst);
+            }
+            *writing = (writing.0 + 1, writing.1 || alone);
+        }
+        tokio::time::sleep(self.delay).await;
+        {
+            let mut writing = self.writing.lock().unwrap();
+            *writing = (writing.0 - 1, writing.1 && !alone);
+        }
+        if let Some(class) = (self.verdict)(key) {
+            return Err(StorageError::new(format!("put {key}"), class, "scripted failure"));
+        }
+        self.inner.put(key, document).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+}
+
+fn quick() -> Options {
+    Options {
+        until_empty: true,
+        backoff: Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        },
+        ..Options::default()
+    }
+}
+
+fn create(widget: &str, owner: &str) -> String {
+    format!(r#"{{"type":"create","requestId":"r","widgetId":"{widget}","owner":"{owner}","label":"L"}}"#)
+}
+
+fn requests(dir: &std::path::Path, bodies: &[Vec<u8>]) {
+    for (i, body) in bodies.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i:04}")), body).unwrap();
+    }
+}
+
+fn builtin() -> Arc<HandlerSlot> {
+    HandlerSlot::new(
+        Handler::from_bytes(BUILTIN, Limits::default()).unwrap(),
+        Choice::Builtin,
+    )
+}
+
+#[tokio::test]
+async fn a_store_refusing_one_requests_data_dead_letters_that_request_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let bodies: Vec<Vec<u8>> = (0..10)
+        .map(|i| {
+            create(
+                &format!("w{i}"),
+                if i % 3 == 0 { "Sue Smith" } else { "Mary Matthews" },
+            )
+            .into()
+        })
+        .collect();
+    requests(dir.path(), &bodies);
+    let sink = Scripted::new(
+        |key| key.contains("sue-smith").then_some(Class::Request),
+        Duration::ZERO,
+    );
+    let source = Arc::new(DirSource::open(dir.path()).unwrap());
+    let summary = run(source, sink.clone(), builtin(), quick(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((summary.processed(), summary.dead_lettered), (10, 4));
+    let reason = std::fs::read_to_string(dir.path().join("dead-letter/0000.reason")).unwrap();
+    assert!(
+        reason.contains("store refused an operation: put widgets/sue-smith/w0"),
+        "{reason}"
+    );
+    assert_eq!(sink.inner.contents().len(), 6);
+}
+
+#[tokio::test]
+async fn a_failing_environment_stops_the_run_and_dead_letters_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bodies: Vec<Vec<u8>> = (0..30)
+        .map(|i| create(&format!("w{i}"), "Sue Smith").into())
+        .collect();
+    requests(dir.path(), &bodies);
+    // Every write after the fifth meets expired credentials.
+    let sink = Scripted::new(
+        |key| {
+            let n: u32 = key.trim_start_matches("widgets/sue-smith/w").parse().unwrap();
+            (n >= 5).then_some(Class::Fatal)
+        },
+        Duration::ZERO,
+    );
+    let source = Arc::new(DirSource::open(dir.path()).unwrap());
+    let options = Options {
+        concurrency: 1,
+        ..quick()
+    };
+    let error = run(source, sink.clone(), builtin(), options, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("scripted failure"), "{error}");
+    assert!(!dir.path().join("dead-letter").exists());
+    let left = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .count();
+    assert_eq!(left, 25, "exactly the requests not stored stay");
+    assert_eq!(sink.inner.contents().len(), 5);
+}
+
+#[tokio::test]
+async fn a_request_without_an_ordering_key_runs_alone() {
+    let guest = std::path::Path::new(env!("WIDGET_HOST_TEST_GUESTS")).join("hostile_guest.wasm");
+    let handler = Handler::from_bytes(&std::fs::read(guest).unwrap(), Limits::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The hostile handler's ordering key is the body as text: none for
+    // bytes that are not UTF-8.
+    let bodies: Vec<Vec<u8>> = (0..24)
+        .map(|i| {
+            if i % 6 == 3 {
+                vec![0xff, i]
+            } else {
+                format!("echo {i}").into_bytes()
+            }
+        })
+        .collect();
+    requests(dir.path(), &bodies);
+    let sink = Scripted::new(|_| None, Duration::from_millis(20));
+    let source = Arc::new(DirSource::open(dir.path()).unwrap());
+    let summary = run(
+        source,
+        sink.clone(),
+        HandlerSlot::new(handler, Choice::Builtin),
+        quick(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.processed(), 24);
+    assert_eq!(sink.inner.contents().len(), 24);
+    assert!(
+        !sink.overlapped.load(Ordering::SeqCst),
+        "a keyless request ran beside another"
+    );
+}
+
+#[tokio::test]
+async fn every_retried_store_write_is_counted_in_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut producer = Producer::new(3, 1_700_000_000_000);
+    for _ in 0..20 {
+        let request = producer.next_request();
+        std::fs::write(dir.path().join(request.key), request.body).unwrap();
+    }
+    let sink = Arc::new(Flaky {
+        inner: MemorySink::new(Destination::ObjectStore),
+        failures: AtomicU32::new(7),
+        only: None,
+    });
+    let handler = Handler::from_bytes(BUILTIN, Limits::default()).unwrap();
+    let options = Options {
+        until_empty: true,
+        backoff: Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        },
+        ..Options::default()
+    };
+    let summary = run(
+        Arc::new(DirSource::open(dir.path()).unwrap()),
+        sink.clone(),
+        HandlerSlot::new(handler, Choice::Builtin),
+        options,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.processed(), summary.dead_lettered), (20, 0));
+    assert_eq!(summary.retries, 7);
+    assert_eq!(sink.failures.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_key_that_keeps_failing_holds_up_only_its_own_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bodies: Vec<Vec<u8>> = (0..=300)
+        .map(|i| create(&format!("w{i}"), "Sue Smith").into())
+        .collect();
+    // Later requests about the stuck widget must wait behind it, in order:
+    // more of them than are held in memory behind one key.
+    for at in [40, 80, 120, 160, 200, 240] {
+        let update = r#"{"type":"update","requestId":"u","widgetId":"w0","owner":"Sue Smith","label":"new"}"#;
+        bodies.insert(at, update.into());
+    }
+    requests(dir.path(), &bodies);
+    // Every write of w0 is throttled, for as long as the test runs.
+    let sink = Scripted::new(
+        |key| key.ends_with("/w0").then_some(Class::Transient),
+        Duration::ZERO,
+    );
+    let source = Arc::new(DirSource::open(dir.path()).unwrap());
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(run(source, sink.clone(), builtin(), quick(), stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sink.inner.contents().len() < 300 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other widgets stalled behind w0"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let summary = running.await.unwrap().unwrap();
+    assert_eq!(summary.processed(), 300);
+    assert!(!sink.inner.contents().contains_key("widgets/sue-smith/w0"));
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left.len(), 7, "w0's create and its six updates stay: {left:?}");
+}
+
+#[tokio::test]
+async fn a_key_that_recovers_takes_its_held_back_requests_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bodies: Vec<Vec<u8>> = (0..=100)
+        .map(|i| create(&format!("w{i}"), "Sue Smith").into())
+        .collect();
+    for n in 1..=8 {
+        let update = format!(
+            r#"{{"type":"update","requestId":"u","widgetId":"w0","owner":"Sue Smith","label":"u{n}"}}"#
+        );
+        bodies.insert(n * 11, update.into());
+    }
+    requests(dir.path(), &bodies);
+    let sink = Arc::new(Flaky {
+        inner: MemorySink::new(Destination::ObjectStore),
+        failures: AtomicU32::new(200),
+        only: Some("/w0"),
+    });
+    let source = Arc::new(DirSource::open(dir.path()).unwrap());
+    let summary = run(source, sink.clone(), builtin(), quick(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((summary.processed(), summary.dead_lettered), (109, 0));
+    let w0: serde_json::Value = serde_json::from_str(&sink.inner.contents()["widgets/sue-smith/w0"]).unwrap();
+    assert_eq!(w0["label"], "u8", "the updates ran in order: {w0}");
+}
