@@ -38,7 +38,7 @@ pub(crate) fn key_path(root: &Path, key: &str) -> Result<PathBuf, String> {
 /// under `root`), then sync the target's folder so that the rename itself
 /// is on disk. A failed write removes its temporary file: a full disk is
 /// not made fuller by the attempts to write to it.
-pub(crate) async fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub async fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let (root, path, bytes) = (root.to_owned(), path.to_owned(), bytes.to_vec());
     tokio::task::spawn_blocking(move || write_atomically_now(&root, &path, &bytes))
         .await

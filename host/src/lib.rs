@@ -29,7 +29,7 @@ pub mod commands;
 mod conformance;
 pub mod contract;
 pub mod error;
-mod folder;
+pub mod folder;
 pub mod handler;
 pub mod logging;
 mod metrics;

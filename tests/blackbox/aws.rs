@@ -711,3 +711,65 @@ fn a_second_stop_signal_exits_at_once() {
         "the stop changed the end state"
     );
 }
+
+/// The keys in a bucket (a listing only: the host may be deleting them).
+fn listed(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let listing = block_on(client.list_objects_v2().bucket(bucket).send()).unwrap();
+    listing.contents().iter().filter_map(|o| o.key.clone()).collect()
+}
+
+/// Writes one request object.
+fn put_request(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &str) {
+    block_on(
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body.as_bytes().to_vec()))
+            .send(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_request_replaced_while_in_flight_is_not_removed_with_the_old_one() {
+    let s3_client = s3(&moto());
+    let ddb = dynamodb(&dynamodb_local());
+    let requests = create_bucket(&s3_client, "requests");
+    let table = create_table(&ddb, "id");
+    let proxy = Proxy::start(&dynamodb_local());
+    let running = Running::start(
+        aws_host(&moto(), &proxy.url).args(["-rb", &requests, "-dwt", &table, "-mrt", "20000"]),
+    );
+    running.wait_for("Starting.", Duration::from_secs(30));
+    // The table's server holds the first write; meanwhile the request is
+    // replaced under the same key.
+    proxy.stall();
+    let create = |label: &str| {
+        format!(
+            r#"{{"type":"create","requestId":"r","widgetId":"w1","owner":"Sue Smith","label":"{label}"}}"#
+        )
+    };
+    put_request(&s3_client, &requests, "1700000000000", &create("first"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.held() == 0 {
+        assert!(Instant::now() < deadline, "the write never reached the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    put_request(&s3_client, &requests, "1700000000000", &create("second"));
+    proxy.resume();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !listed(&s3_client, &requests).is_empty() {
+        assert!(Instant::now() < deadline, "the replacement was never processed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    running.signal("-TERM");
+    let (status, stdout, log) = running.finish();
+    assert!(status.success(), "{log}");
+    assert!(stdout.contains("Processed 2 requests"), "{stdout}");
+    assert!(
+        log.contains("The request was replaced while it was processed"),
+        "{log}"
+    );
+    assert_eq!(items(&ddb, &table)["w1"]["label"], "second");
+}

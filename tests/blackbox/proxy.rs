@@ -9,9 +9,12 @@ use std::sync::{Arc, Mutex};
 
 pub struct Proxy {
     pub url: String,
+    upstream: String,
     up: Arc<AtomicBool>,
     stalled: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// Connections accepted while stalled, not yet answered.
+    held: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -23,9 +26,11 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(true));
         let stalled = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (up2, stalled2, open2) = (up.clone(), stalled.clone(), open.clone());
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (up2, stalled2, open2, held2) = (up.clone(), stalled.clone(), open.clone(), held.clone());
+        let upstream2 = upstream.clone();
         std::thread::spawn(move || {
-            let mut held = Vec::new();
+            let upstream = upstream2;
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 if !up2.load(Ordering::SeqCst) {
@@ -34,26 +39,34 @@ impl Proxy {
                     continue;
                 }
                 if stalled2.load(Ordering::SeqCst) {
-                    // Stalled: the connection is kept open, and never answered.
-                    held.push(client);
+                    // Stalled: the connection is kept open, unanswered.
+                    held2.lock().unwrap().push(client);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let mut tracked = open2.lock().unwrap();
-                tracked.push(client.try_clone().unwrap());
-                tracked.push(server.try_clone().unwrap());
-                drop(tracked);
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                forward(client, &upstream, &open2);
             }
         });
         Proxy {
             url,
+            upstream,
             up,
             stalled,
             open,
+            held,
+        }
+    }
+
+    /// How many connections wait, unanswered, on the stalled proxy.
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Ends a stall: the connections held are forwarded, what they sent
+    /// first included, and new ones are again.
+    pub fn resume(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
+        for client in self.held.lock().unwrap().drain(..) {
+            forward(client, &self.upstream, &self.open);
         }
     }
 
@@ -76,6 +89,19 @@ impl Proxy {
     pub fn up(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+}
+
+/// Connects `client` to `upstream`, both ways.
+fn forward(client: TcpStream, upstream: &str, open: &Mutex<Vec<TcpStream>>) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let mut tracked = open.lock().unwrap();
+    tracked.push(client.try_clone().unwrap());
+    tracked.push(server.try_clone().unwrap());
+    drop(tracked);
+    pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+    pipe(server, client);
 }
 
 fn pipe(mut from: TcpStream, mut to: TcpStream) {

@@ -4,6 +4,7 @@
 use super::errors::{status, storage_error};
 use crate::error::{Class, StorageError};
 use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 
 /// What a bucket is used for, named in errors about it.
@@ -43,25 +44,36 @@ pub(crate) async fn check_bucket(
     }
 }
 
-/// Reads an object's body; `None` if there is no such key.
+/// An object as read.
+pub(crate) struct Object {
+    pub(crate) body: Vec<u8>,
+    /// Identifies this version of the object, for a conditional delete.
+    pub(crate) etag: Option<String>,
+}
+
+/// Reads an object; `None` if there is no such key.
 pub(crate) async fn get_object(
     client: &Client,
     bucket: &str,
     key: &str,
-) -> Result<Option<Vec<u8>>, StorageError> {
+) -> Result<Option<Object>, StorageError> {
     let action = || format!("get s3://{bucket}/{key}");
     let object = match client.get_object().bucket(bucket).key(key).send().await {
         Ok(object) => object,
         Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
         Err(e) => return Err(storage_error(action(), e)),
     };
+    let etag = object.e_tag.clone();
     // A body cut off mid-way is a network failure: transient.
     let body = object
         .body
         .collect()
         .await
         .map_err(|e| StorageError::new(action(), Class::Transient, e))?;
-    Ok(Some(body.into_bytes().to_vec()))
+    Ok(Some(Object {
+        body: body.into_bytes().to_vec(),
+        etag,
+    }))
 }
 
 /// What to write with an object besides its body.
@@ -98,12 +110,40 @@ pub(crate) async fn put_object(
 
 /// Deletes an object; a missing key is not an error (S3 says so too).
 pub(crate) async fn delete_object(client: &Client, bucket: &str, key: &str) -> Result<(), StorageError> {
-    client
+    delete_object_if(client, bucket, key, None).await.map(|_| ())
+}
+
+/// What a conditional delete did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// The object is gone, or was never there.
+    Removed,
+    /// Another object was written under the key since `etag` was read; it
+    /// is left in place.
+    Replaced,
+}
+
+/// Deletes an object if it still is the version `etag` names (any version
+/// when `None`). S3 general purpose buckets honour `If-Match` on
+/// DeleteObject; a server that ignores the header deletes whatever is there.
+pub(crate) async fn delete_object_if(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    etag: Option<&str>,
+) -> Result<Removal, StorageError> {
+    let deleted = client
         .delete_object()
         .bucket(bucket)
         .key(key)
+        .set_if_match(etag.map(str::to_owned))
         .send()
-        .await
-        .map_err(|e| storage_error(format!("delete s3://{bucket}/{key}"), e))?;
-    Ok(())
+        .await;
+    match deleted {
+        Ok(_) => Ok(Removal::Removed),
+        Err(e) if status(&e) == Some(412) => Ok(Removal::Replaced),
+        // With If-Match, a missing key is an error: it is gone, as wanted.
+        Err(e) if status(&e) == Some(404) && e.code() == Some("NoSuchKey") => Ok(Removal::Removed),
+        Err(e) => Err(storage_error(format!("delete s3://{bucket}/{key}"), e)),
+    }
 }

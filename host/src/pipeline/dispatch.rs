@@ -109,8 +109,8 @@ enum Prepared {
 }
 
 async fn prepare(shared: Arc<Shared>, key: String) -> Prepared {
-    let body = match shared.retry.run(|| shared.source.read(&key)).await {
-        Attempt::Done(Some(body)) => body,
+    let (body, version) = match shared.retry.run(|| shared.source.read(&key)).await {
+        Attempt::Done(Some(read)) => read,
         Attempt::Done(None) => return Prepared::Gone,
         Attempt::Failed(e) => return Prepared::Unreadable(key, e),
         Attempt::Stopped => return Prepared::Stopped,
@@ -127,6 +127,7 @@ async fn prepare(shared: Arc<Shared>, key: String) -> Prepared {
     Prepared::Ready(Job {
         key,
         body,
+        version,
         widget,
         seq: 0,
     })

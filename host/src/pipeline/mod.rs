@@ -73,6 +73,8 @@ impl Default for Options {
 struct Job {
     key: String,
     body: Vec<u8>,
+    /// Which version of the request was read: the one to remove.
+    version: crate::source::Version,
     /// The handler's ordering key (the widget id), if it gave one.
     widget: Option<String>,
     /// Its place in the order requests were admitted in: who gets a slot

@@ -58,7 +58,11 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
         Decision::Stopped => Fate::Stopped,
         Decision::Fatal(e) => Fate::Fatal(e),
         Decision::Applied { plan, warnings } => {
-            match shared.retry.run_holding(slot, || shared.source.ack(key)).await {
+            match shared
+                .retry
+                .run_holding(slot, || shared.source.ack(key, &job.version))
+                .await
+            {
                 Attempt::Done(()) => Fate::Applied {
                     kind: plan.kind,
                     operations: plan.operations.len(),
@@ -71,7 +75,9 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
         Decision::DeadLetter(reason) => {
             match shared
                 .retry
-                .run_holding(slot, || shared.source.dead_letter(key, &job.body, &reason))
+                .run_holding(slot, || {
+                    shared.source.dead_letter(key, &job.version, &job.body, &reason)
+                })
                 .await
             {
                 Attempt::Done(()) => Fate::DeadLettered(reason),

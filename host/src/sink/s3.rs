@@ -37,7 +37,7 @@ impl Sink for S3Sink {
     async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         match get_object(&self.client, &self.bucket, key).await? {
             None => Ok(None),
-            Some(bytes) => String::from_utf8(bytes)
+            Some(object) => String::from_utf8(object.body)
                 .map(Some)
                 .map_err(|e| StorageError::request(format!("read s3://{}/{key} as text", self.bucket), e)),
         }

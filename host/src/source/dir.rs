@@ -3,11 +3,12 @@
 //! sub-folders (`.tmp/`, where writes are staged) are not requests; `dead-letter/` holds the rejected ones, each
 //! with a `.reason` file beside it.
 
-use super::{Page, Source};
+use super::{Page, Source, Version};
 use crate::error::StorageError;
 use crate::folder::{sweep_stale_temp_files, sync_dir, write_atomically};
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The sub-folder rejected requests are moved to.
@@ -38,6 +39,26 @@ impl DirSource {
             root,
             watermark: Mutex::new(None),
         })
+    }
+
+    /// Whether the file at `path` is another than the one read as
+    /// `version`: a request written under the same name meanwhile (a
+    /// producer's atomic rename makes a new file). It is left for its own
+    /// turn. (Between this look and the removal that follows, a replacement
+    /// would still be removed: a window of a system call.)
+    async fn replaced(&self, path: &Path, version: &Version) -> Result<bool, StorageError> {
+        let Version(Some(read)) = version else {
+            return Ok(false);
+        };
+        match tokio::fs::metadata(path).await {
+            Ok(meta) if file_version(&meta).0.as_ref() != Some(read) => {
+                tracing::info!(file = %path.display(), "The request was replaced while it was processed; the new one waits for its turn.");
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StorageError::io(format!("look at {}", path.display()), e)),
+        }
     }
 
     fn request_path(&self, key: &str) -> Result<PathBuf, StorageError> {
@@ -90,17 +111,35 @@ impl Source for DirSource {
         })
     }
 
-    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
         let path = self.request_path(key)?;
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => Ok(Some(bytes)),
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            let mut file = std::fs::File::open(&path)?;
+            // The version of the very file read, not of whatever the name
+            // points at later.
+            let version = file_version(&file.metadata()?);
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            Ok::<_, std::io::Error>((bytes, version))
+        })
+        .await
+        .map_err(std::io::Error::other);
+        match read.and_then(|read| read) {
+            Ok(read) => Ok(Some(read)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageError::io(format!("read {}", path.display()), e)),
+            Err(e) => Err(StorageError::io(
+                format!("read {}", self.root.join(key).display()),
+                e,
+            )),
         }
     }
 
-    async fn ack(&self, key: &str) -> Result<(), StorageError> {
+    async fn ack(&self, key: &str, version: &Version) -> Result<(), StorageError> {
         let path = self.request_path(key)?;
+        if self.replaced(&path, version).await? {
+            return Ok(());
+        }
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -108,8 +147,17 @@ impl Source for DirSource {
         }
     }
 
-    async fn dead_letter(&self, key: &str, _body: &[u8], reason: &str) -> Result<(), StorageError> {
+    async fn dead_letter(
+        &self,
+        key: &str,
+        version: &Version,
+        _body: &[u8],
+        reason: &str,
+    ) -> Result<(), StorageError> {
         let path = self.request_path(key)?;
+        if self.replaced(&path, version).await? {
+            return Ok(());
+        }
         let folder = self.root.join(DEAD_LETTER);
         // The reason first, then the request: a crash in between leaves the
         // request in place, to be dead-lettered again, never a request
@@ -130,6 +178,19 @@ impl Source for DirSource {
             )),
         }
     }
+}
+
+/// What tells one file from another written under the same name: its
+/// device and inode, size and modification time.
+fn file_version(meta: &std::fs::Metadata) -> Version {
+    Version(Some(format!(
+        "{}:{}:{}:{}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )))
 }
 
 #[cfg(test)]
@@ -181,7 +242,11 @@ mod tests {
         let dir = folder(&[]);
         std::fs::write(dir.path().join("7"), b"\xff not json").unwrap();
         let source = DirSource::open(dir.path()).unwrap();
-        source.dead_letter("7", b"ignored", "bad request").await.unwrap();
+        let (_, version) = source.read("7").await.unwrap().unwrap();
+        source
+            .dead_letter("7", &version, b"ignored", "bad request")
+            .await
+            .unwrap();
         assert!(!dir.path().join("7").exists());
         assert_eq!(
             std::fs::read(dir.path().join("dead-letter/7")).unwrap(),
@@ -198,10 +263,34 @@ mod tests {
     async fn read_and_ack_treat_a_vanished_request_as_done() {
         let dir = folder(&["1"]);
         let source = DirSource::open(dir.path()).unwrap();
-        assert_eq!(source.read("1").await.unwrap().as_deref(), Some(&b"1"[..]));
-        source.ack("1").await.unwrap();
-        source.ack("1").await.unwrap();
+        let (body, version) = source.read("1").await.unwrap().unwrap();
+        assert_eq!(body, b"1");
+        source.ack("1", &version).await.unwrap();
+        source.ack("1", &version).await.unwrap();
         assert_eq!(source.read("1").await.unwrap(), None);
         assert!(source.read("../x").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_request_replaced_while_in_flight_is_left_for_its_own_turn() {
+        let dir = folder(&["1", "2"]);
+        let source = DirSource::open(dir.path()).unwrap();
+        let (_, first) = source.read("1").await.unwrap().unwrap();
+        let (_, second) = source.read("2").await.unwrap().unwrap();
+        // As a producer replaces a file: written aside, renamed over it.
+        for name in ["1", "2"] {
+            std::fs::write(dir.path().join(".new"), b"newer").unwrap();
+            std::fs::rename(dir.path().join(".new"), dir.path().join(name)).unwrap();
+        }
+        source.ack("1", &first).await.unwrap();
+        source.dead_letter("2", &second, b"2", "bad").await.unwrap();
+        for name in ["1", "2"] {
+            assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"newer");
+        }
+        assert!(!dir.path().join("dead-letter/2").exists());
+        // The new ones go when their own turn comes.
+        let (_, newer) = source.read("1").await.unwrap().unwrap();
+        source.ack("1", &newer).await.unwrap();
+        assert!(!dir.path().join("1").exists());
     }
 }

@@ -3,9 +3,11 @@
 //! `dead-letter/` are never requests: rejected requests are copied there,
 //! bytes unchanged, with the reason in the object's metadata.
 
-use super::{Page, Source};
+use super::{Page, Source, Version};
 use crate::aws::errors::storage_error;
-use crate::aws::s3::{BucketRole, ObjectMeta, check_bucket, delete_object, get_object, put_object};
+use crate::aws::s3::{
+    BucketRole, ObjectMeta, Removal, check_bucket, delete_object_if, get_object, put_object,
+};
 use crate::error::StorageError;
 use aws_sdk_s3::Client;
 use std::sync::Mutex;
@@ -83,15 +85,26 @@ impl Source for S3Source {
         })
     }
 
-    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        get_object(&self.client, &self.bucket, key).await
+    async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
+        let object = get_object(&self.client, &self.bucket, key).await?;
+        Ok(object.map(|object| (object.body, Version(object.etag))))
     }
 
-    async fn ack(&self, key: &str) -> Result<(), StorageError> {
-        delete_object(&self.client, &self.bucket, key).await
+    async fn ack(&self, key: &str, version: &Version) -> Result<(), StorageError> {
+        let removal = delete_object_if(&self.client, &self.bucket, key, version.0.as_deref()).await?;
+        if removal == Removal::Replaced {
+            tracing::info!(request_key = %key, "The request was replaced while it was processed; the new one waits for its turn.");
+        }
+        Ok(())
     }
 
-    async fn dead_letter(&self, key: &str, body: &[u8], reason: &str) -> Result<(), StorageError> {
+    async fn dead_letter(
+        &self,
+        key: &str,
+        version: &Version,
+        body: &[u8],
+        reason: &str,
+    ) -> Result<(), StorageError> {
         let target = format!("{DEAD_LETTER_PREFIX}{key}");
         // The bytes as read, so the dead letter is exactly the request.
         let reason = metadata_safe(reason);
@@ -100,7 +113,7 @@ impl Source for S3Source {
             metadata: &[(REASON_METADATA, &reason)],
         };
         put_object(&self.client, &self.bucket, &target, body, meta).await?;
-        self.ack(key).await
+        self.ack(key, version).await
     }
 }
 
