@@ -246,3 +246,38 @@ fn a_request_naming_its_widget_twice_is_refused_not_run_out_of_order() {
         "{reason}"
     );
 }
+
+#[test]
+fn running_out_of_file_handles_is_retried_not_dead_lettered() {
+    let scratch = tempfile::tempdir().unwrap();
+    let base = scratch.path().join("base");
+    produce(&base, 400, 5);
+    let reference = scratch.path().join("reference");
+    copy_requests(&base, &reference);
+    let reference_widgets = scratch.path().join("reference-widgets");
+    run_ok(run_folder(&reference, &reference_widgets).arg("--until-empty"));
+
+    // 16 file handles for 32 requests at once: opening files fails with
+    // EMFILE again and again.
+    let requests = scratch.path().join("requests");
+    copy_requests(&base, &requests);
+    let widgets = scratch.path().join("widgets");
+    let output = run_ok(
+        Command::new("sh")
+            .args(["-c", "ulimit -n 16 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_widget-host"))
+            .args(["run", "--until-empty", "--concurrency", "32", "--requests-dir"])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(&widgets)
+            .env("RUST_LOG", "warn"),
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("Processed 400 requests"), "{summary}");
+    assert!(summary.contains("dead-lettered: 0"), "{summary}");
+    assert_eq!(pending(&requests), Vec::<String>::new());
+    assert!(
+        files(&widgets) == files(&reference_widgets),
+        "the end state differs"
+    );
+}
