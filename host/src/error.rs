@@ -33,6 +33,9 @@ pub struct StorageError {
     /// What went wrong. Not the error's `source()`: the message already
     /// includes it, and error chains (`{:#}`) would say it twice.
     pub cause: Box<dyn StdError + Send + Sync>,
+    /// The service asked for fewer requests (a transient failure that the
+    /// run answers by lowering its concurrency too).
+    pub throttling: bool,
 }
 
 impl StorageError {
@@ -46,6 +49,7 @@ impl StorageError {
             action: action.into(),
             class,
             cause: cause.into(),
+            throttling: false,
         }
     }
 

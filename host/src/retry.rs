@@ -13,11 +13,20 @@ use tokio_util::sync::CancellationToken;
 pub(crate) trait Transient: std::fmt::Display {
     /// Whether the same call may succeed later.
     fn is_transient(&self) -> bool;
+
+    /// Whether the service asked for fewer requests.
+    fn is_throttling(&self) -> bool {
+        false
+    }
 }
 
 impl Transient for crate::error::StorageError {
     fn is_transient(&self) -> bool {
         crate::error::StorageError::is_transient(self)
+    }
+
+    fn is_throttling(&self) -> bool {
+        self.throttling
     }
 }
 
@@ -80,6 +89,10 @@ pub(crate) trait Hold {
     fn release(&mut self);
     /// Takes it back, for the next attempt.
     fn reacquire(&mut self) -> impl Future<Output = ()>;
+    /// The call was throttled: the service wants fewer calls.
+    fn throttled(&mut self) {}
+    /// The call succeeded.
+    fn succeeded(&mut self) {}
 }
 
 impl Hold for () {
@@ -118,10 +131,16 @@ impl Retry {
         let mut attempt = 0;
         loop {
             match call().await {
-                Ok(value) => return Attempt::Done(value),
+                Ok(value) => {
+                    held.succeeded();
+                    return Attempt::Done(value);
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, attempt, "Transient failure; retrying.");
                     self.count.add_one();
+                    if e.is_throttling() {
+                        held.throttled();
+                    }
                     held.release();
                     tokio::select! {
                         _ = async {

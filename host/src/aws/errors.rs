@@ -59,7 +59,15 @@ where
         // nothing about this request was judged.
         _ => Class::Fatal,
     };
-    StorageError::new(action, class, DisplayErrorContext(&error).to_string())
+    let throttling = match &error {
+        SdkError::ServiceError(service) => {
+            service.raw().status().as_u16() == 429 || is_throttling(service.err().code())
+        }
+        _ => false,
+    };
+    let mut storage_error = StorageError::new(action, class, DisplayErrorContext(&error).to_string());
+    storage_error.throttling = throttling;
+    storage_error
 }
 
 fn service_error_class(status: u16, code: Option<&str>) -> Class {
@@ -126,6 +134,12 @@ mod tests {
             let error = storage_error("get x", service_error(status, code));
             assert!(error.is_transient(), "{status} {code}");
             assert!(error.to_string().starts_with("get x: "), "{error}");
+            // Only the answers that ask for fewer requests lower concurrency.
+            let asks_to_slow_down = !matches!(
+                code,
+                "ServiceUnavailable" | "InternalServerError" | "RequestTimeout"
+            );
+            assert_eq!(error.throttling, asks_to_slow_down, "{status} {code}");
         }
     }
 

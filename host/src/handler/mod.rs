@@ -78,6 +78,10 @@ impl crate::retry::Transient for CallError {
     fn is_transient(&self) -> bool {
         matches!(self, CallError::Store(e) if e.is_transient())
     }
+
+    fn is_throttling(&self) -> bool {
+        matches!(self, CallError::Store(e) if e.throttling)
+    }
 }
 
 /// A handler's answer to one request.

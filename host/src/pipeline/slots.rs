@@ -5,25 +5,61 @@
 //! over when no earlier request waits. So with one slot, requests run
 //! strictly in key order, one at a time; with more, no request is overtaken
 //! by many.
+//!
+//! How many slots there are follows the backend (additive increase,
+//! multiplicative decrease, as TCP does): a throttled call halves them, at
+//! most once per [`DECREASE_EVERY`], down to one; as many successes in a row
+//! as there are slots add one back, up to `--concurrency`.
 
 use crate::retry::Hold;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// The calls already under way when a backend starts throttling answer
+/// throttled too: they are one signal, not many.
+const DECREASE_EVERY: Duration = Duration::from_millis(200);
 
 /// The run's slots.
 pub(super) struct Slots(Mutex<State>);
 
 struct State {
-    free: usize,
+    /// Slots held.
+    in_use: usize,
+    /// Slots there are now.
+    limit: usize,
+    /// Slots there may be: `--concurrency`.
+    max: usize,
+    /// Successes since the last change of `limit`.
+    successes: usize,
+    last_decrease: Option<Instant>,
     /// Requests waiting for a slot, by admission order.
     waiting: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+impl State {
+    /// Hands free slots to the earliest live waiters.
+    fn hand_out(&mut self) {
+        while self.in_use < self.limit {
+            let Some((_, grant)) = self.waiting.pop_first() else {
+                return;
+            };
+            if grant.send(()).is_ok() {
+                self.in_use += 1;
+            }
+        }
+    }
 }
 
 impl Slots {
     pub(super) fn new(count: usize) -> Slots {
         Slots(Mutex::new(State {
-            free: count.max(1),
+            in_use: 0,
+            limit: count.max(1),
+            max: count.max(1),
+            successes: 0,
+            last_decrease: None,
             waiting: BTreeMap::new(),
         }))
     }
@@ -36,8 +72,8 @@ impl Slots {
                 .waiting
                 .first_key_value()
                 .is_none_or(|(first, _)| *first > seq);
-            if state.free > 0 && first_in_line {
-                state.free -= 1;
+            if state.in_use < state.limit && first_in_line {
+                state.in_use += 1;
                 return Slot {
                     slots: self,
                     seq,
@@ -66,12 +102,55 @@ impl Slots {
     /// Gives a slot back: to the earliest waiting request, or to the pool.
     fn release(&self) {
         let mut state = self.0.lock().unwrap();
-        while let Some((_, grant)) = state.waiting.pop_first() {
-            if grant.send(()).is_ok() {
-                return;
-            }
+        state.in_use -= 1;
+        state.hand_out();
+    }
+
+    /// The backend throttled a call: halve the slots.
+    fn throttled(&self) {
+        let mut state = self.0.lock().unwrap();
+        if state
+            .last_decrease
+            .is_some_and(|last| last.elapsed() < DECREASE_EVERY)
+        {
+            return;
         }
-        state.free += 1;
+        state.last_decrease = Some(Instant::now());
+        state.successes = 0;
+        let lowered = (state.limit / 2).max(1);
+        if lowered < state.limit {
+            state.limit = lowered;
+            tracing::warn!(
+                concurrency = lowered,
+                "The backend is throttling: fewer requests at once."
+            );
+        }
+    }
+
+    /// A call succeeded: after as many as there are slots, add one.
+    fn succeeded(&self) {
+        let mut state = self.0.lock().unwrap();
+        if state.limit == state.max {
+            return;
+        }
+        state.successes += 1;
+        if state.successes >= state.limit {
+            state.successes = 0;
+            state.limit += 1;
+            if state.limit == state.max {
+                tracing::info!(
+                    concurrency = state.limit,
+                    "The backend keeps up again: full concurrency."
+                );
+            }
+            state.hand_out();
+        }
+    }
+
+    /// How many slots there are now.
+    #[cfg(test)]
+    pub(super) fn limit(&self) -> usize {
+        self.0.lock().unwrap().limit
     }
 }
 
@@ -102,15 +181,15 @@ pub(super) struct Slot<'a> {
 
 impl Slot<'_> {
     /// Keeps the slot for the next request of the same key, admitted
-    /// `seq`-th, unless an earlier request is waiting for one; `false` then
-    /// (drop this slot and wait for another).
+    /// `seq`-th, unless an earlier request is waiting for one or there are
+    /// fewer slots now; `false` then (drop this slot and wait for another).
     pub(super) fn keep_for(&mut self, seq: u64) -> bool {
         let state = self.slots.0.lock().unwrap();
         let earlier_waiting = state
             .waiting
             .first_key_value()
             .is_some_and(|(first, _)| *first < seq);
-        if self.held && !earlier_waiting {
+        if self.held && !earlier_waiting && state.in_use <= state.limit {
             self.seq = seq;
             return true;
         }
@@ -132,6 +211,14 @@ impl Hold for Slot<'_> {
             self.held = true;
         }
     }
+
+    fn throttled(&mut self) {
+        self.slots.throttled();
+    }
+
+    fn succeeded(&mut self) {
+        self.slots.succeeded();
+    }
 }
 
 impl Drop for Slot<'_> {
@@ -144,6 +231,10 @@ impl Drop for Slot<'_> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    fn in_use(slots: &Slots) -> usize {
+        slots.0.lock().unwrap().in_use
+    }
 
     #[tokio::test]
     async fn a_freed_slot_goes_to_the_earliest_request_waiting() {
@@ -175,19 +266,46 @@ mod tests {
         let other = slots.acquire(2).await;
         drop(other);
         retrying.reacquire().await;
-        assert!(slots.0.lock().unwrap().free == 0);
+        assert_eq!(in_use(&slots), 1);
         drop(retrying);
-        assert!(slots.0.lock().unwrap().free == 1);
+        assert_eq!(in_use(&slots), 0);
     }
 
     #[tokio::test]
     async fn a_wait_given_up_leaves_no_slot_behind() {
         let slots = Slots::new(1);
         let held = slots.acquire(1).await;
-        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(10), slots.acquire(2)).await;
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), slots.acquire(2)).await;
         assert!(gave_up.is_err());
         drop(held);
-        assert_eq!(slots.0.lock().unwrap().free, 1);
+        assert_eq!(in_use(&slots), 0);
         assert!(slots.0.lock().unwrap().waiting.is_empty());
+        let _again = slots.acquire(3).await;
+    }
+
+    #[test]
+    fn throttling_halves_the_slots_and_successes_bring_them_back() {
+        let slots = Slots::new(8);
+        slots.throttled();
+        assert_eq!(slots.limit(), 4);
+        // Throttled answers to calls already under way count once.
+        slots.throttled();
+        assert_eq!(slots.limit(), 4);
+        slots.0.lock().unwrap().last_decrease = None;
+        slots.throttled();
+        slots.0.lock().unwrap().last_decrease = None;
+        slots.throttled();
+        slots.0.lock().unwrap().last_decrease = None;
+        slots.throttled();
+        assert_eq!(slots.limit(), 1, "never below one");
+        // One slot back after as many successes as there are slots.
+        let mut successes = 0;
+        while slots.limit() < 8 {
+            slots.succeeded();
+            successes += 1;
+        }
+        assert_eq!(successes, 1 + 2 + 3 + 4 + 5 + 6 + 7);
+        slots.succeeded();
+        assert_eq!(slots.limit(), 8, "never above --concurrency");
     }
 }

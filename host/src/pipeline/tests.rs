@@ -343,3 +343,92 @@ async fn a_key_that_recovers_takes_its_held_back_requests_in_order() {
     let w0: serde_json::Value = serde_json::from_str(&sink.inner.contents()["widgets/sue-smith/w0"]).unwrap();
     assert_eq!(w0["label"], "u8", "the updates ran in order: {w0}");
 }
+
+/// A backend that throttles every write for its first `throttled_for`, and
+/// notes how many writes were under way at each attempt, and when.
+struct Throttling {
+    inner: MemorySink,
+    throttled_for: Duration,
+    started: Mutex<Option<tokio::time::Instant>>,
+    active: AtomicU32,
+    /// (time since the first write, writes under way counting this one).
+    attempts: Mutex<Vec<(Duration, u32)>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for Throttling {
+    fn destination(&self) -> Destination {
+        self.inner.destination()
+    }
+    fn describe(&self) -> String {
+        "throttling".into()
+    }
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
+        let since = self
+            .started
+            .lock()
+            .unwrap()
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed();
+        let active = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.attempts.lock().unwrap().push((since, active));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        if since < self.throttled_for {
+            let mut error = StorageError::new(format!("put {key}"), Class::Transient, "SlowDown");
+            error.throttling = true;
+            return Err(error);
+        }
+        self.inner.put(key, document).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_backend_gets_fewer_requests_at_once_until_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let bodies: Vec<Vec<u8>> = (0..400)
+        .map(|i| create(&format!("w{i}"), "Sue Smith").into())
+        .collect();
+    requests(dir.path(), &bodies);
+    let throttled_for = Duration::from_secs(2);
+    let sink = Arc::new(Throttling {
+        inner: MemorySink::new(Destination::ObjectStore),
+        throttled_for,
+        started: Mutex::default(),
+        active: AtomicU32::new(0),
+        attempts: Mutex::default(),
+    });
+    let source = Arc::new(DirSource::open(dir.path()).unwrap());
+    let summary = run(source, sink.clone(), builtin(), quick(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.processed(), summary.dead_lettered),
+        (400, 0),
+        "nothing lost"
+    );
+    let attempts = sink.attempts.lock().unwrap();
+    let most_at_once = |from: Duration, to: Duration| {
+        attempts
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    };
+    let at_first = most_at_once(Duration::ZERO, Duration::from_millis(100));
+    let late_in_throttling = most_at_once(throttled_for - Duration::from_millis(800), throttled_for);
+    let after = most_at_once(throttled_for + Duration::from_millis(300), Duration::MAX);
+    assert!(at_first >= 4, "{at_first} at once before any throttling");
+    assert!(
+        late_in_throttling <= 2,
+        "{late_in_throttling} at once while throttled"
+    );
+    assert!(after >= 4, "{after} at once after the throttling stopped");
+}
