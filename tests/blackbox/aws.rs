@@ -773,3 +773,40 @@ fn a_request_replaced_while_in_flight_is_not_removed_with_the_old_one() {
     );
     assert_eq!(items(&ddb, &table)["w1"]["label"], "second");
 }
+
+#[test]
+fn a_store_read_that_never_answers_delays_the_request_but_never_dead_letters_it() {
+    let s3_client = s3(&moto());
+    let ddb = dynamodb(&dynamodb_local());
+    let requests = create_bucket(&s3_client, "requests");
+    let table = create_table(&ddb, "id");
+    let proxy = Proxy::start(&dynamodb_local());
+    put_request(
+        &s3_client,
+        &requests,
+        "1700000000000",
+        r#"{"type":"create","requestId":"c","widgetId":"w1","owner":"Sue Smith","label":"first"}"#,
+    );
+    let running = Running::start(aws_host(&moto(), &proxy.url).args(["-rb", &requests, "-dwt", &table, "-mrt", "60000"]));
+    running.wait_for("Request done.", Duration::from_secs(30));
+    // The update's read of the widget reaches a server that never answers.
+    proxy.stall();
+    put_request(
+        &s3_client,
+        &requests,
+        "1700000000001",
+        r#"{"type":"update","requestId":"u","widgetId":"w1","owner":"Sue Smith","label":"second"}"#,
+    );
+    running.wait_for("no answer within 10s", Duration::from_secs(40));
+    proxy.resume();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !listed(&s3_client, &requests).is_empty() {
+        assert!(Instant::now() < deadline, "the update was never applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    running.signal("-TERM");
+    let (status, stdout, log) = running.finish();
+    assert!(status.success(), "{log}");
+    assert!(stdout.contains("dead-lettered: 0"), "{stdout}");
+    assert_eq!(items(&ddb, &table)["w1"]["label"], "second");
+}
