@@ -787,7 +787,9 @@ fn a_store_read_that_never_answers_delays_the_request_but_never_dead_letters_it(
         "1700000000000",
         r#"{"type":"create","requestId":"c","widgetId":"w1","owner":"Sue Smith","label":"first"}"#,
     );
-    let running = Running::start(aws_host(&moto(), &proxy.url).args(["-rb", &requests, "-dwt", &table, "-mrt", "60000"]));
+    let running = Running::start(
+        aws_host(&moto(), &proxy.url).args(["-rb", &requests, "-dwt", &table, "-mrt", "60000"]),
+    );
     running.wait_for("Request done.", Duration::from_secs(30));
     // The update's read of the widget reaches a server that never answers.
     proxy.stall();
@@ -809,4 +811,77 @@ fn a_store_read_that_never_answers_delays_the_request_but_never_dead_letters_it(
     assert!(status.success(), "{log}");
     assert!(stdout.contains("dead-lettered: 0"), "{stdout}");
     assert_eq!(items(&ddb, &table)["w1"]["label"], "second");
+}
+
+#[test]
+fn twenty_kills_at_random_moments_over_2000_bucket_requests_change_nothing() {
+    let client = s3(&moto());
+    let want = reference_end_state(&client, 2000, 23);
+    let requests = produce_into_bucket(&client, 2000, 23);
+    let widgets = create_bucket(&client, "widgets");
+    let command = || {
+        let mut command = host();
+        command
+            .env("AWS_ENDPOINT_URL", moto())
+            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]);
+        command
+    };
+    let kills = kill_repeatedly(command, &kill_moments(20, 300, 1500));
+    run_ok(&mut command());
+    assert!(
+        kills >= 10,
+        "the test must actually interrupt runs ({kills} kills)"
+    );
+    assert!(
+        bodies(&client, &widgets) == want,
+        "interrupted runs changed the end state"
+    );
+    assert!(listed(&client, &requests).is_empty());
+}
+
+#[test]
+fn both_servers_gone_for_ten_seconds_lose_nothing() {
+    let s3_client = s3(&moto());
+    let ddb = dynamodb(&dynamodb_local());
+    let requests = produce_into_bucket(&s3_client, 600, 27);
+    let table = create_table(&ddb, "id");
+    let reference_table = create_table(&ddb, "id");
+    let reference_requests = produce_into_bucket(&s3_client, 600, 27);
+    run_ok(aws_host(&moto(), &dynamodb_local()).args([
+        "-rb",
+        &reference_requests,
+        "-dwt",
+        &reference_table,
+        "--until-empty",
+    ]));
+
+    let s3_proxy = Proxy::start(&moto());
+    let ddb_proxy = Proxy::start(&dynamodb_local());
+    let running = Running::start(aws_host(&s3_proxy.url, &ddb_proxy.url).args([
+        "-rb",
+        &requests,
+        "-dwt",
+        &table,
+        "--until-empty",
+    ]));
+    running.wait_for("Request done.", Duration::from_secs(30));
+    s3_proxy.down();
+    ddb_proxy.down();
+    std::thread::sleep(Duration::from_secs(10));
+    s3_proxy.up();
+    ddb_proxy.up();
+    let (status, stdout, log) = running.finish();
+    assert!(status.success(), "{log}");
+    assert!(stdout.contains("Processed 600 requests"), "{stdout}");
+    assert!(stdout.contains("dead-lettered: 0"), "{stdout}");
+    assert!(
+        log.contains("Transient failure; retrying."),
+        "the outage was seen"
+    );
+    assert_eq!(
+        items(&ddb, &table),
+        items(&ddb, &reference_table),
+        "the outage changed the end state"
+    );
+    assert!(listed(&s3_client, &requests).is_empty());
 }

@@ -281,3 +281,36 @@ fn running_out_of_file_handles_is_retried_not_dead_lettered() {
         "the end state differs"
     );
 }
+
+#[test]
+fn twenty_kills_at_random_moments_over_2000_requests_change_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let base = scratch.path().join("base");
+    produce(&base, 2000, 13);
+    let reference = scratch.path().join("reference");
+    copy_requests(&base, &reference);
+    let reference_widgets = scratch.path().join("reference-widgets");
+    run_ok(run_folder(&reference, &reference_widgets).arg("--until-empty"));
+
+    let requests = scratch.path().join("requests");
+    let widgets = scratch.path().join("widgets");
+    copy_requests(&base, &requests);
+    let kills = kill_repeatedly(
+        || {
+            let mut command = run_folder(&requests, &widgets);
+            command.arg("--until-empty");
+            command
+        },
+        &kill_moments(20, 30, 250),
+    );
+    run_ok(run_folder(&requests, &widgets).arg("--until-empty"));
+    assert!(
+        kills >= 10,
+        "the test must actually interrupt runs ({kills} kills)"
+    );
+    assert_eq!(pending(&requests), Vec::<String>::new());
+    assert!(
+        files(&widgets) == files(&reference_widgets),
+        "interrupted runs changed the end state"
+    );
+}

@@ -207,3 +207,19 @@ impl Running {
         (status, stdout, log)
     }
 }
+
+/// `count` moments to kill a host at, in milliseconds after its start,
+/// spread over `from..to`: drawn from a fixed seed, so every run of a test
+/// kills at the same moments.
+pub fn kill_moments(count: usize, from: u64, to: u64) -> Vec<u64> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..count)
+        .map(|_| {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            from + state % (to - from)
+        })
+        .collect()
+}
