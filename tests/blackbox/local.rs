@@ -314,3 +314,76 @@ fn twenty_kills_at_random_moments_over_2000_requests_change_nothing() {
         "interrupted runs changed the end state"
     );
 }
+
+/// A tmpfs of `size` mounted at `at` (the tests run as root, as CI does),
+/// unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a small tmpfs needs root, as tests/run.sh has"
+        );
+        SmallDisk(at.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_keeps_room_for_the_requests_that_fit() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    std::fs::create_dir_all(&requests).unwrap();
+    let widgets = scratch.path().join("widgets");
+    let _disk = SmallDisk::mount(&widgets, "1m");
+    // A 3 MB widget cannot fit on the 1 MB disk; twenty small ones can.
+    let big = format!(
+        r#"{{"type":"create","requestId":"b","widgetId":"big","owner":"Sue Smith","description":"{}"}}"#,
+        "x".repeat(3 << 20)
+    );
+    std::fs::write(requests.join("1700000000000"), big).unwrap();
+    let running = Running::start(run_folder(&requests, &widgets).args(["-mrt", "60000"]));
+    running.wait_for("No space left on device", Duration::from_secs(30));
+    // The disk has been found full; the small ones come now.
+    for i in 1..=20 {
+        let small = format!(r#"{{"type":"create","requestId":"s","widgetId":"w{i}","owner":"Sue Smith"}}"#);
+        std::fs::write(requests.join(format!(".{i}")), small).unwrap();
+        std::fs::rename(
+            requests.join(format!(".{i}")),
+            requests.join(format!("17000000000{i:02}")),
+        )
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pending(&requests).len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the small requests did not get through: {:?}",
+            pending(&requests)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    running.signal("-TERM");
+    let (status, stdout, log) = running.finish();
+    assert!(status.success(), "{log}");
+    assert!(stdout.contains("dead-lettered: 0"), "{stdout}");
+    assert_eq!(files(&widgets.join("widgets/sue-smith")).len(), 20);
+    // The big one waits in its source; no partial copy of it is left.
+    assert_eq!(pending(&requests), ["1700000000000"]);
+    let leftovers = std::fs::read_dir(widgets.join(".tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "temporary files left on the full disk");
+}
