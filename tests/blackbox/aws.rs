@@ -885,3 +885,44 @@ fn both_servers_gone_for_ten_seconds_lose_nothing() {
     );
     assert!(listed(&s3_client, &requests).is_empty());
 }
+
+#[test]
+fn until_empty_fails_when_a_request_could_not_be_processed() {
+    let client = s3(&moto());
+    let requests = create_bucket(&client, "requests");
+    let widgets = create_bucket(&client, "widgets");
+    for i in 1..=3 {
+        let create = format!(r#"{{"type":"create","requestId":"r","widgetId":"w{i}","owner":"Sue Smith"}}"#);
+        put_request(&client, &requests, &format!("170000000000{i}"), &create);
+    }
+    // An archived object cannot be read: that request's own problem.
+    block_on(
+        client
+            .put_object()
+            .bucket(&requests)
+            .key("1700000000009")
+            .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+            .body(ByteStream::from_static(b"{}"))
+            .send(),
+    )
+    .unwrap();
+    let output = host()
+        .env("AWS_ENDPOINT_URL", moto())
+        .args(["-rb", &requests, "-wb", &widgets, "--until-empty"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("Processed 3 requests") && stdout.contains("left in source: 1"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("error: 1 requests could not be processed"),
+        "{stderr}"
+    );
+    assert_eq!(listed(&client, &requests), ["1700000000009"]);
+}

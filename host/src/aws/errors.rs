@@ -70,9 +70,17 @@ where
     storage_error
 }
 
+/// Codes about one object that a 403 carries: not the caller's fault.
+const OBJECT_ERRORS: &[&str] = &[
+    // An object in an archive storage class (Glacier) cannot be read.
+    "InvalidObjectState",
+];
+
 fn service_error_class(status: u16, code: Option<&str>) -> Class {
     if is_server_error(status) || status == 429 || is_throttling(code) || is_transient_code(code) {
         Class::Transient
+    } else if code.is_some_and(|c| OBJECT_ERRORS.contains(&c)) {
+        Class::Request
     } else if status == 401 || status == 403 || code.is_some_and(|c| ENVIRONMENT_ERRORS.contains(&c)) {
         Class::Fatal
     } else {
@@ -170,6 +178,7 @@ mod tests {
         for (status, code) in [
             (400, "ValidationException"),
             (400, "KeyTooLongError"),
+            (403, "InvalidObjectState"),
             (400, "EntityTooLarge"),
             (400, "InvalidArgument"),
         ] {
