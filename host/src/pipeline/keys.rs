@@ -1,6 +1,6 @@
 //! Scheduling by ordering key: one task per key that has requests in the
 //! run, taking them one after the other, each to the end; different keys
-//! side by side, as many calls at once as the run has slots.
+//! side by side, as many at once as the run has slots (see `slots.rs`).
 //!
 //! A key whose request keeps failing (retried with backoff) holds up only
 //! its own later requests. Few of those are held in memory

@@ -1,7 +1,7 @@
 //! One request, to the end: ask the handler, carry out its operations,
 //! then remove the request from its source, or dead-letter it. The request
 //! holds a slot of the run's concurrency throughout, except while it waits
-//! to retry a call (see [`Retry::run_holding`]).
+//! to retry a call (see [`crate::retry::Retry::run_holding`]).
 
 use super::slots::Slot;
 use super::{Job, Shared};
