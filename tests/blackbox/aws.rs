@@ -826,7 +826,7 @@ fn twenty_kills_at_random_moments_over_2000_bucket_requests_change_nothing() {
             .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]);
         command
     };
-    let kills = kill_repeatedly(command, &kill_moments(20, 300, 1500));
+    let kills = kill_repeatedly(command, &kill_moments(20, 200, 900));
     run_ok(&mut command());
     assert!(
         kills >= 10,

@@ -8,4 +8,5 @@ mod handlers;
 mod local;
 mod proxy;
 mod sandbox;
+mod setup;
 mod util;
