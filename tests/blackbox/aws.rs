@@ -718,6 +718,15 @@ fn listed(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
     listing.contents().iter().filter_map(|o| o.key.clone()).collect()
 }
 
+/// Waits (40 s at most) until `bucket` holds no object.
+fn wait_until_empty(client: &aws_sdk_s3::Client, bucket: &str, otherwise: &str) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !listed(client, bucket).is_empty() {
+        assert!(Instant::now() < deadline, "{otherwise}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Writes one request object.
 fn put_request(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &str) {
     block_on(
@@ -758,11 +767,7 @@ fn a_request_replaced_while_in_flight_is_not_removed_with_the_old_one() {
     }
     put_request(&s3_client, &requests, "1700000000000", &create("second"));
     proxy.resume();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !listed(&s3_client, &requests).is_empty() {
-        assert!(Instant::now() < deadline, "the replacement was never processed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_empty(&s3_client, &requests, "the replacement was never processed");
     running.signal("-TERM");
     let (status, stdout, log) = running.finish();
     assert!(status.success(), "{log}");
@@ -801,11 +806,7 @@ fn a_store_read_that_never_answers_delays_the_request_but_never_dead_letters_it(
     );
     running.wait_for("no answer within 10s", Duration::from_secs(40));
     proxy.resume();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !listed(&s3_client, &requests).is_empty() {
-        assert!(Instant::now() < deadline, "the update was never applied");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_empty(&s3_client, &requests, "the update was never applied");
     running.signal("-TERM");
     let (status, stdout, log) = running.finish();
     assert!(status.success(), "{log}");

@@ -34,6 +34,19 @@ fn produce(requests: &Path, count: u32, seed: u32) {
     );
 }
 
+/// Produces `count` requests into `scratch/base` and runs a copy of them to
+/// the end without interruption; returns the requests' folder and the
+/// widgets that run left, the state any other run must reach.
+fn uninterrupted_run(scratch: &Path, count: u32, seed: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let base = scratch.join("base");
+    produce(&base, count, seed);
+    let reference = scratch.join("reference");
+    copy_requests(&base, &reference);
+    let reference_widgets = scratch.join("reference-widgets");
+    run_ok(run_folder(&reference, &reference_widgets).arg("--until-empty"));
+    (base, reference_widgets)
+}
+
 /// Files directly in `dir`, not in its sub-folders.
 fn pending(dir: &Path) -> Vec<String> {
     files(dir).into_keys().filter(|k| !k.contains('/')).collect()
@@ -250,12 +263,7 @@ fn a_request_naming_its_widget_twice_is_refused_not_run_out_of_order() {
 #[test]
 fn running_out_of_file_handles_is_retried_not_dead_lettered() {
     let scratch = tempfile::tempdir().unwrap();
-    let base = scratch.path().join("base");
-    produce(&base, 400, 5);
-    let reference = scratch.path().join("reference");
-    copy_requests(&base, &reference);
-    let reference_widgets = scratch.path().join("reference-widgets");
-    run_ok(run_folder(&reference, &reference_widgets).arg("--until-empty"));
+    let (base, reference_widgets) = uninterrupted_run(scratch.path(), 400, 5);
 
     // 16 file handles for 32 requests at once: opening files fails with
     // EMFILE again and again.
@@ -285,12 +293,7 @@ fn running_out_of_file_handles_is_retried_not_dead_lettered() {
 #[test]
 fn twenty_kills_at_random_moments_over_2000_requests_change_nothing() {
     let scratch = tempfile::tempdir().unwrap();
-    let base = scratch.path().join("base");
-    produce(&base, 2000, 13);
-    let reference = scratch.path().join("reference");
-    copy_requests(&base, &reference);
-    let reference_widgets = scratch.path().join("reference-widgets");
-    run_ok(run_folder(&reference, &reference_widgets).arg("--until-empty"));
+    let (base, reference_widgets) = uninterrupted_run(scratch.path(), 2000, 13);
 
     let requests = scratch.path().join("requests");
     let widgets = scratch.path().join("widgets");
