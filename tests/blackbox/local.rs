@@ -47,9 +47,18 @@ fn uninterrupted_run(scratch: &Path, count: u32, seed: u32) -> (std::path::PathB
     (base, reference_widgets)
 }
 
-/// Files directly in `dir`, not in its sub-folders.
+/// The requests waiting in `dir`: its files, not its sub-folders nor hidden
+/// files, by name (read while the host may be removing them).
 fn pending(dir: &Path) -> Vec<String> {
-    files(dir).into_keys().filter(|k| !k.contains('/')).collect()
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
