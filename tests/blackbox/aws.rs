@@ -84,10 +84,16 @@ fn create_bucket(client: &aws_sdk_s3::Client, prefix: &str) -> String {
 
 fn create_table(client: &aws_sdk_dynamodb::Client, key: &str) -> String {
     let table = unique("widgets");
+    create_table_named(client, &table, key);
+    table
+}
+
+/// Creates table `table`, keyed by the string attribute `key`.
+fn create_table_named(client: &aws_sdk_dynamodb::Client, table: &str, key: &str) {
     block_on(
         client
             .create_table()
-            .table_name(&table)
+            .table_name(table)
             .attribute_definitions(
                 AttributeDefinition::builder()
                     .attribute_name(key)
@@ -106,7 +112,6 @@ fn create_table(client: &aws_sdk_dynamodb::Client, key: &str) -> String {
             .send(),
     )
     .unwrap();
-    table
 }
 
 /// Uploads the files of a folder as objects, keyed by file name.
@@ -605,27 +610,7 @@ fn a_table_deleted_mid_run_stops_the_host_and_dead_letters_nothing() {
     assert!(left > 0 && left < 600, "{left} requests left");
 
     // With the table back, a new run takes the rest, as if nothing happened.
-    block_on(
-        ddb.create_table()
-            .table_name(&table)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("id")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send(),
-    )
-    .unwrap();
+    create_table_named(&ddb, &table, "id");
     run_ok(aws_host(&moto(), &dynamodb_local()).args(["-rb", &requests, "-dwt", &table, "--until-empty"]));
     assert!(objects(&s3_client, &requests).is_empty());
 }

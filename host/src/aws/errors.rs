@@ -48,22 +48,17 @@ pub(crate) fn storage_error<E>(action: impl Into<String>, error: SdkError<E, Htt
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let class = match &error {
+    let (class, throttling) = match &error {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Class::Transient
+            (Class::Transient, false)
         }
         SdkError::ServiceError(service) => {
-            service_error_class(service.raw().status().as_u16(), service.err().code())
+            let (status, code) = (service.raw().status().as_u16(), service.err().code());
+            (service_error_class(status, code), asks_to_slow_down(status, code))
         }
         // ConstructionFailure and whatever comes later: nothing was sent, so
         // nothing about this request was judged.
-        _ => Class::Fatal,
-    };
-    let throttling = match &error {
-        SdkError::ServiceError(service) => {
-            service.raw().status().as_u16() == 429 || is_throttling(service.err().code())
-        }
-        _ => false,
+        _ => (Class::Fatal, false),
     };
     let mut storage_error = StorageError::new(action, class, DisplayErrorContext(&error).to_string());
     storage_error.throttling = throttling;
@@ -77,7 +72,7 @@ const OBJECT_ERRORS: &[&str] = &[
 ];
 
 fn service_error_class(status: u16, code: Option<&str>) -> Class {
-    if is_server_error(status) || status == 429 || is_throttling(code) || is_transient_code(code) {
+    if is_server_error(status) || asks_to_slow_down(status, code) || is_transient_code(code) {
         Class::Transient
     } else if code.is_some_and(|c| OBJECT_ERRORS.contains(&c)) {
         Class::Request
@@ -92,7 +87,12 @@ fn is_server_error(status: u16) -> bool {
     (500..600).contains(&status)
 }
 
-/// The service asks the caller to slow down.
+/// The service asks the caller to slow down: 429, or a throttling code.
+fn asks_to_slow_down(status: u16, code: Option<&str>) -> bool {
+    status == 429 || is_throttling(code)
+}
+
+/// A throttling code.
 fn is_throttling(code: Option<&str>) -> bool {
     code.is_some_and(|code| THROTTLING_ERRORS.contains(&code))
 }

@@ -46,9 +46,15 @@ impl Keys {
     }
 
     fn next_seq(&self) -> u64 {
-        let mut keys = self.0.lock().unwrap();
-        keys.admitted += 1;
-        keys.admitted
+        self.0.lock().unwrap().next_seq()
+    }
+}
+
+impl KeyState {
+    /// The next request's place in the admission order.
+    fn next_seq(&mut self) -> u64 {
+        self.admitted += 1;
+        self.admitted
     }
 }
 
@@ -77,8 +83,7 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
     if keys.deferred.contains(&widget) {
         return Admission::Deferred;
     }
-    keys.admitted += 1;
-    job.seq = keys.admitted;
+    job.seq = keys.next_seq();
     match keys.waiting.get(&widget).map(VecDeque::len) {
         Some(held) if held >= WAITING_PER_KEY => {
             debug!(widget = %widget, "Key busy; its later requests wait for the next pass.");
