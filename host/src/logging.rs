@@ -1,11 +1,20 @@
 //! Log set-up: human-readable lines on stderr and, with `--log-file`, the
 //! same lines in a file. `RUST_LOG` overrides the default level.
+//!
+//! Every value in a line is escaped of control characters (a newline is
+//! written `\n`): log lines carry what requests and handlers say, and
+//! neither may forge a line or send a terminal escape.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::Path;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::field::MakeExt as _;
 use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{Writer, debug_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -19,6 +28,7 @@ pub fn init(stderr_level: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
     let filter = |level: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
+        .fmt_fields(escaped_fields())
         .with_writer(std::io::stderr)
         .with_filter(filter(stderr_level))
         .with_filter(filter_fn(|meta| meta.target() != FATAL));
@@ -32,6 +42,7 @@ pub fn init(stderr_level: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
             Some(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)
+                    .fmt_fields(escaped_fields())
                     .with_writer(std::sync::Mutex::new(file))
                     .with_filter(filter("info")),
             )
@@ -48,4 +59,92 @@ pub fn init(stderr_level: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
 /// Records the error that ends the process in the log file, if there is one.
 pub fn fatal(error: &anyhow::Error) {
     tracing::error!(target: FATAL, "{error:#}");
+}
+
+/// `text` with its control characters (and the Unicode controls that
+/// reorder text on screen) escaped as Rust writes them: `\n`, `\u{1b}`.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    Escaping(&mut escaped)
+        .write_str(text)
+        .expect("a String takes any text");
+    Cow::Owned(escaped)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A writer that escapes what passes through it.
+struct Escaping<'a, W: ?Sized>(&'a mut W);
+
+impl<W: std::fmt::Write + ?Sized> std::fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        for c in text.chars() {
+            if needs_escape(c) {
+                write!(self.0, "{}", c.escape_default())?;
+            } else {
+                self.0.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Formats an event's fields as `tracing_subscriber` does (`message`
+/// first and bare, then `name=value`), with every value escaped.
+fn escaped_fields() -> impl for<'w> FormatFields<'w> + 'static {
+    debug_fn(
+        |writer: &mut Writer<'_>, field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+            if field.name() != "message" {
+                write!(writer, "{}=", field.name())?;
+            }
+            write!(Escaping(writer), "{value:?}")
+        },
+    )
+    .delimited(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape("plain é"), "plain é");
+        assert_eq!(escape("a\nb\rc\x1b[31m\u{202E}"), "a\\nb\\rc\\u{1b}[31m\\u{202e}");
+    }
+
+    #[test]
+    fn log_lines_cannot_be_forged() {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(escaped_fields())
+            .with_writer(move || Capture(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let key = "k\n2026-01-01T00:00:00Z  INFO forged";
+            tracing::info!(request_key = %key, "handler: {}", "a\nb");
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("handler: a\\nb request_key=k\\n2026"), "{text}");
+    }
+
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }

@@ -87,9 +87,24 @@ pub struct LimitArgs {
     #[arg(long, value_name = "MS", default_value_t = Limits::DEFAULT_TIME_MS)]
     pub handler_timeout_ms: u64,
 
-    /// Memory one handler call may use, in MiB, per linear memory.
+    /// Memory one handler call may use, in MiB: all its linear memories and
+    /// tables together.
     #[arg(long, value_name = "MIB", default_value_t = Limits::DEFAULT_MEMORY_MIB)]
     pub handler_memory_mb: usize,
+
+    /// Bytes one handler call may log (each line counts 100 bytes more);
+    /// past it the message is cut and the rest of the call's log dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_LOG_BYTES)]
+    pub handler_log_bytes: usize,
+
+    /// Operations one plan may have; a plan with more dead-letters its request.
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT_PLAN_OPERATIONS)]
+    pub max_plan_operations: usize,
+
+    /// Bytes of keys and documents one plan may hold; a larger plan
+    /// dead-letters its request.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_PLAN_BYTES)]
+    pub max_plan_bytes: usize,
 
     /// Do not keep compiled handlers in wasmtime's on-disk cache.
     #[arg(long)]
@@ -114,6 +129,9 @@ impl LimitArgs {
             limits: Limits {
                 time: Duration::from_millis(self.handler_timeout_ms),
                 memory,
+                log_bytes: self.handler_log_bytes,
+                plan_operations: self.max_plan_operations,
+                plan_bytes: self.max_plan_bytes,
             },
             compile_cache: !self.no_compile_cache,
         })

@@ -5,10 +5,6 @@ use super::bindings::{log, store, types};
 use super::sandbox::{GET_TIMEOUT, GuestState};
 use crate::error::{Class, StorageError};
 
-/// Lines of a call's log kept for its caller (`invoke` prints them): a
-/// handler cannot fill the host's memory.
-const MAX_KEPT_LINES: usize = 100;
-
 impl types::Host for GuestState {}
 
 impl store::Host for GuestState {
@@ -40,28 +36,25 @@ impl store::Host for GuestState {
 
 impl log::Host for GuestState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        let key = &self.request_key;
         let name = match level {
-            log::Level::Debug => {
-                tracing::debug!(request_key = %key, "handler: {message}");
-                "debug"
-            }
-            log::Level::Info => {
-                tracing::info!(request_key = %key, "handler: {message}");
-                "info"
-            }
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
             log::Level::Warn => {
                 self.warnings += 1;
-                tracing::warn!(request_key = %key, "handler: {message}");
                 "warn"
             }
-            log::Level::Error => {
-                tracing::error!(request_key = %key, "handler: {message}");
-                "error"
-            }
+            log::Level::Error => "error",
         };
-        if self.logs.len() < MAX_KEPT_LINES {
-            self.logs.push((name, message));
+        // Over the call's budget: cut, then dropped (and counted).
+        let Some(message) = self.log.admit(name, message) else {
+            return Ok(());
+        };
+        let key = &self.request_key;
+        match level {
+            log::Level::Debug => tracing::debug!(request_key = %key, "handler: {message}"),
+            log::Level::Info => tracing::info!(request_key = %key, "handler: {message}"),
+            log::Level::Warn => tracing::warn!(request_key = %key, "handler: {message}"),
+            log::Level::Error => tracing::error!(request_key = %key, "handler: {message}"),
         }
         Ok(())
     }

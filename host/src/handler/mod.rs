@@ -2,12 +2,16 @@
 //! compiled once and called in a fresh, sandboxed instance per request.
 //!
 //! - [`bindings`]: the WIT world's Rust side, and conversions to [`crate::contract`];
-//! - [`sandbox`]: the store each call runs in, its time and memory limits;
+//! - [`sandbox`]: the store each call runs in, its time limit;
+//! - [`limiter`]: the memory, tables and instances a call may create;
+//! - [`output`]: the bounds on what a call logs and plans;
 //! - [`imports`]: what the handler may call (`store.get`, `log.log`);
 //! - [`swap`]: replacing the handler of a running host.
 
 mod bindings;
 mod imports;
+mod limiter;
+mod output;
 mod sandbox;
 pub(crate) mod swap;
 
@@ -16,8 +20,9 @@ use crate::error::StorageError;
 use crate::sink::Sink;
 use anyhow::Context as _;
 use bindings::{WidgetHandler, WidgetHandlerPre};
+use output::Logs;
+use sandbox::GuestState;
 pub use sandbox::Limits;
-use sandbox::{GuestState, Logs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::Engine;
@@ -185,11 +190,16 @@ impl Handler {
         })
         .await;
         let finished = sandbox::finish(store, result)?;
+        let verdict = match finished.value {
+            Ok(plan) => {
+                let plan = Plan::from(plan);
+                output::check_plan(&plan, self.limits.plan()).map_err(CallError::Handler)?;
+                Ok(plan)
+            }
+            Err(rejection) => Err(rejection.reason),
+        };
         Ok(Handled {
-            verdict: finished
-                .value
-                .map(Plan::from)
-                .map_err(|rejection| rejection.reason),
+            verdict,
             warnings: finished.warnings,
             logs: finished.logs,
         })

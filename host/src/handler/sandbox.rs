@@ -1,18 +1,23 @@
 //! The sandbox one handler call runs in: a fresh wasmtime store per call,
 //! with a time limit (epoch interruption, not counting time spent waiting
-//! on `store.get`), a memory limit, and WASI linked with nothing behind it:
+//! on `store.get`), a limit on all its memories and tables together
+//! (`limiter.rs`), bounds on what it logs and plans (`output.rs`), and WASI
+//! linked with nothing behind it:
 //! no preopened directories, no environment, no network, clocks frozen at
 //! zero, stdin closed and stdout dropped. What a handler writes to stderr (a
 //! Rust panic message, say) is kept and quoted in the reason when the call
 //! fails.
 
 use super::CallError;
+use super::limiter::{CallLimiter, count_exceeded};
+use super::output::{LogBudget, Logs, PlanLimits};
 use crate::error::StorageError;
+use crate::logging::escape;
 use crate::sink::Sink;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
@@ -38,9 +43,15 @@ pub struct Limits {
     /// Time the guest may compute for, not counting time spent waiting on
     /// the host's `store.get`.
     pub time: Duration,
-    /// Linear memory, in bytes, that each of the component's memories may
-    /// grow to.
+    /// Bytes the call's linear memories and tables may hold, all together.
     pub memory: usize,
+    /// Bytes the call may log (each line counted with 100 bytes for what
+    /// the host writes around it); the rest is cut and counted.
+    pub log_bytes: usize,
+    /// Operations a plan may have.
+    pub plan_operations: usize,
+    /// Bytes a plan's keys and documents may add up to.
+    pub plan_bytes: usize,
 }
 
 impl Limits {
@@ -48,6 +59,20 @@ impl Limits {
     pub const DEFAULT_TIME_MS: u64 = 2000;
     /// The default memory per call, in MiB.
     pub const DEFAULT_MEMORY_MIB: usize = 128;
+    /// The default log per call, in bytes.
+    pub const DEFAULT_LOG_BYTES: usize = 64 << 10;
+    /// The default number of operations per plan.
+    pub const DEFAULT_PLAN_OPERATIONS: usize = 1000;
+    /// The default bytes per plan: four times the default request limit, room
+    /// for a request's values merged into a stored document.
+    pub const DEFAULT_PLAN_BYTES: usize = 4 << 20;
+
+    pub(super) fn plan(&self) -> PlanLimits {
+        PlanLimits {
+            operations: self.plan_operations,
+            bytes: self.plan_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -55,6 +80,9 @@ impl Default for Limits {
         Limits {
             time: Duration::from_millis(Limits::DEFAULT_TIME_MS),
             memory: Limits::DEFAULT_MEMORY_MIB << 20,
+            log_bytes: Limits::DEFAULT_LOG_BYTES,
+            plan_operations: Limits::DEFAULT_PLAN_OPERATIONS,
+            plan_bytes: Limits::DEFAULT_PLAN_BYTES,
         }
     }
 }
@@ -83,21 +111,18 @@ pub(crate) fn engine(cache: bool) -> anyhow::Result<Engine> {
     Ok(engine)
 }
 
-/// What a handler logged: (level, message).
-pub(crate) type Logs = Vec<(&'static str, String)>;
-
 /// What one handler instance may reach, and what it left behind.
 pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: CallLimiter,
     /// The store `store.get` reads; `None` for calls that must not read it
     /// (`ordering-key`).
     pub(super) sink: Option<Arc<dyn Sink>>,
     pub(super) request_key: String,
     stderr: MemoryOutputPipe,
     pub(super) warnings: u32,
-    pub(super) logs: Logs,
+    pub(super) log: LogBudget,
     /// A read that failed for a reason other than the request: the call's
     /// answer is not to be trusted.
     pub(super) store_failure: Option<StorageError>,
@@ -160,22 +185,19 @@ pub(super) fn new_store(
     let state = GuestState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(limits.memory)
-            .trap_on_grow_failure(true)
-            .build(),
+        limiter: CallLimiter::new(limits.memory),
         sink,
         request_key,
         stderr,
         warnings: 0,
-        logs: Vec::new(),
+        log: LogBudget::new(limits.log_bytes),
         store_failure: None,
         started: Instant::now(),
         waiting: WaitClock::default(),
         time_limit: limits.time,
     };
     let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limits);
+    store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|ctx| {
         let state = ctx.data();
@@ -214,7 +236,7 @@ pub(super) async fn bounded<R>(
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("time limit of {0:?} exceeded")]
+#[error("time limit exceeded: the call computed for more than {0:?} (--handler-timeout-ms)")]
 struct TimeLimit(Duration);
 
 /// What a finished call left: its value, the warnings it logged, its logs.
@@ -231,6 +253,14 @@ pub(super) fn finish<R>(
     result: wasmtime::Result<R>,
 ) -> Result<Finished<R>, CallError> {
     let mut state = store.into_data();
+    if state.log.dropped_lines > 0 || state.log.dropped_bytes > 0 {
+        tracing::warn!(
+            request_key = %state.request_key,
+            dropped_lines = state.log.dropped_lines,
+            dropped_bytes = state.log.dropped_bytes,
+            "The handler reached its log limit (--handler-log-bytes); the rest of its log for this request was dropped."
+        );
+    }
     if let Some(failure) = state.store_failure.take() {
         // Whatever the guest made of a failed read, its answer is not to be
         // trusted: retry the request once the store is back, or stop.
@@ -240,10 +270,14 @@ pub(super) fn finish<R>(
         Ok(value) => Ok(Finished {
             value,
             warnings: state.warnings,
-            logs: state.logs,
+            logs: state.log.kept,
         }),
         Err(error) => {
+            // The limit first, named as the user can change it; wasmtime's
+            // words (a backtrace) after it.
             let mut reason = if let Some(limit) = error.downcast_ref::<TimeLimit>() {
+                limit.to_string()
+            } else if let Some(limit) = state.limiter.exceeded.take().or_else(|| count_exceeded(&error)) {
                 limit.to_string()
             } else {
                 format!("{error:#}")
@@ -251,7 +285,7 @@ pub(super) fn finish<R>(
             let stderr = state.stderr.contents();
             let stderr = String::from_utf8_lossy(&stderr);
             if !stderr.trim().is_empty() {
-                reason.push_str(&format!("; handler stderr: {}", stderr.trim()));
+                reason.push_str(&format!("; handler stderr: {}", escape(stderr.trim())));
             }
             Err(CallError::Handler(reason))
         }

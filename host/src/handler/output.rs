@@ -1,0 +1,163 @@
+//! What a call gives back, within bounds: its log lines within a byte
+//! budget, and its plan within a number of operations and bytes. A handler
+//! that logs in a loop or plans a million writes costs its own request,
+//! never the host's log, memory or store.
+
+use crate::contract::{Operation, Plan};
+
+/// What one log line costs besides its message: the time, level and
+/// request key the host writes around it. Counting it stops a flood of
+/// empty messages too.
+const LINE_COST: usize = 100;
+
+/// Lines of a call's log kept for its caller (`invoke` prints them).
+const MAX_KEPT_LINES: usize = 100;
+
+/// What a handler logged: (level, message).
+pub(crate) type Logs = Vec<(&'static str, String)>;
+
+/// A call's log: what it may still write, and what was kept and dropped.
+#[derive(Debug)]
+pub(super) struct LogBudget {
+    left: usize,
+    limit: usize,
+    pub(super) kept: Logs,
+    pub(super) dropped_lines: u64,
+    pub(super) dropped_bytes: u64,
+}
+
+impl LogBudget {
+    pub(super) fn new(limit: usize) -> LogBudget {
+        LogBudget {
+            left: limit,
+            limit,
+            kept: Vec::new(),
+            dropped_lines: 0,
+            dropped_bytes: 0,
+        }
+    }
+
+    /// The part of `message` that may be logged: all of it, its head (cut
+    /// at a character boundary and marked), or nothing once the budget is
+    /// spent.
+    pub(super) fn admit(&mut self, level: &'static str, message: String) -> Option<String> {
+        let cost = message.len() + LINE_COST;
+        if self.left < LINE_COST {
+            self.dropped_lines += 1;
+            self.dropped_bytes += message.len() as u64;
+            return None;
+        }
+        let admitted = if cost <= self.left {
+            self.left -= cost;
+            message
+        } else {
+            let room = self.left - LINE_COST;
+            let mut cut = room;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.dropped_bytes += (message.len() - cut) as u64;
+            self.left = 0;
+            format!(
+                "{}... [cut: log limit of {} bytes per call]",
+                &message[..cut],
+                self.limit
+            )
+        };
+        if self.kept.len() < MAX_KEPT_LINES {
+            self.kept.push((level, admitted.clone()));
+        }
+        Some(admitted)
+    }
+}
+
+/// How large a plan may be.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PlanLimits {
+    pub(super) operations: usize,
+    pub(super) bytes: usize,
+}
+
+/// Refuses a plan over its limits, with a reason naming the limit.
+pub(super) fn check_plan(plan: &Plan, limits: PlanLimits) -> Result<(), String> {
+    if plan.operations.len() > limits.operations {
+        return Err(format!(
+            "plan limit exceeded: {} operations, over the limit of {} (--max-plan-operations)",
+            plan.operations.len(),
+            limits.operations
+        ));
+    }
+    let bytes: usize = plan.kind.len()
+        + plan
+            .operations
+            .iter()
+            .map(|op| match op {
+                Operation::Put { key, document } => key.len() + document.len(),
+                Operation::Delete(key) => key.len(),
+            })
+            .sum::<usize>();
+    if bytes > limits.bytes {
+        return Err(format!(
+            "plan limit exceeded: {bytes} bytes, over the limit of {} (--max-plan-bytes)",
+            limits.bytes
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_past_its_budget_is_cut_then_dropped_and_counted() {
+        let mut budget = LogBudget::new(1000);
+        assert_eq!(budget.admit("info", "short".into()).as_deref(), Some("short"));
+        let long = "é".repeat(1000);
+        let cut = budget.admit("info", long).unwrap();
+        assert!(cut.ends_with("[cut: log limit of 1000 bytes per call]"), "{cut}");
+        assert!(cut.len() < 1000);
+        assert_eq!(budget.admit("warn", "more".into()), None);
+        assert_eq!(budget.admit("warn", String::new()), None);
+        assert_eq!(budget.dropped_lines, 2);
+        assert!(budget.dropped_bytes > 1000);
+        assert_eq!(budget.kept.len(), 2);
+    }
+
+    #[test]
+    fn empty_lines_cost_too() {
+        let mut budget = LogBudget::new(1000);
+        let admitted = (0..100)
+            .filter(|_| budget.admit("info", String::new()).is_some())
+            .count();
+        assert_eq!(admitted, 10);
+    }
+
+    fn plan(operations: usize, document: usize) -> Plan {
+        Plan {
+            kind: "k".into(),
+            operations: (0..operations)
+                .map(|i| Operation::Put {
+                    key: i.to_string(),
+                    document: "x".repeat(document),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn plans_over_their_limits_are_refused_naming_the_limit() {
+        let limits = PlanLimits {
+            operations: 10,
+            bytes: 1000,
+        };
+        assert!(check_plan(&plan(10, 10), limits).is_ok());
+        let many = check_plan(&plan(11, 1), limits).unwrap_err();
+        assert!(
+            many.contains("11 operations") && many.contains("--max-plan-operations"),
+            "{many}"
+        );
+        let big = check_plan(&plan(1, 1000), limits).unwrap_err();
+        assert!(big.contains("--max-plan-bytes"), "{big}");
+    }
+}
