@@ -44,36 +44,88 @@ pub(crate) async fn check_bucket(
     }
 }
 
-/// An object as read.
-pub(crate) struct Object {
-    pub(crate) body: Vec<u8>,
-    /// Identifies this version of the object, for a conditional delete.
-    pub(crate) etag: Option<String>,
+/// What a GET found.
+pub(crate) enum Got {
+    /// The object's body, and the ETag of the version read.
+    Object(Vec<u8>, Option<String>),
+    /// No such key.
+    Missing,
+    /// An object of this size, over the limit, left unread (its ETag).
+    TooLarge(u64, Option<String>),
 }
 
-/// Reads an object; `None` if there is no such key.
+/// Reads an object, unless it is larger than `max_bytes`: then its body is
+/// not downloaded (the connection is dropped after the headers).
 pub(crate) async fn get_object(
     client: &Client,
     bucket: &str,
     key: &str,
-) -> Result<Option<Object>, StorageError> {
+    max_bytes: u64,
+) -> Result<Got, StorageError> {
     let action = || format!("get s3://{bucket}/{key}");
     let object = match client.get_object().bucket(bucket).key(key).send().await {
         Ok(object) => object,
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(Got::Missing),
         Err(e) => return Err(storage_error(action(), e)),
     };
     let etag = object.e_tag.clone();
+    let size = object.content_length.unwrap_or(0).max(0) as u64;
+    if size > max_bytes {
+        return Ok(Got::TooLarge(size, etag));
+    }
     // A body cut off mid-way is a network failure: transient.
     let body = object
         .body
         .collect()
         .await
         .map_err(|e| StorageError::new(action(), Class::Transient, e))?;
-    Ok(Some(Object {
-        body: body.into_bytes().to_vec(),
-        etag,
-    }))
+    Ok(Got::Object(body.into_bytes().to_vec(), etag))
+}
+
+/// Characters a key keeps in `x-amz-copy-source`; the rest is
+/// percent-encoded, as S3 requires.
+const COPY_SOURCE_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Copies the object at `from` to `to` inside the bucket, on the server,
+/// if it still is the version `etag` names, with `meta` replacing its
+/// metadata. `Removal::Replaced` when another object has been written at
+/// `from` since (S3 honours `x-amz-copy-source-if-match`; a server that
+/// ignores it copies whatever is there).
+pub(crate) async fn copy_object_if(
+    client: &Client,
+    bucket: &str,
+    from: &str,
+    to: &str,
+    etag: Option<&str>,
+    meta: ObjectMeta<'_>,
+) -> Result<Removal, StorageError> {
+    let source = format!(
+        "{bucket}/{}",
+        percent_encoding::utf8_percent_encode(from, COPY_SOURCE_KEEPS)
+    );
+    let mut copy = client
+        .copy_object()
+        .bucket(bucket)
+        .key(to)
+        .copy_source(source)
+        .set_copy_source_if_match(etag.map(str::to_owned))
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .set_content_type(meta.content_type.map(str::to_owned));
+    for (name, value) in meta.metadata {
+        copy = copy.metadata(*name, *value);
+    }
+    match copy.send().await {
+        Ok(_) => Ok(Removal::Removed),
+        Err(e) if status(&e) == Some(412) => Ok(Removal::Replaced),
+        // Gone since: processed meanwhile, nothing to move.
+        Err(e) if e.code() == Some("NoSuchKey") => Ok(Removal::Removed),
+        Err(e) => Err(storage_error(format!("copy s3://{bucket}/{from} to {to}"), e)),
+    }
 }
 
 /// What to write with an object besides its body.
@@ -113,10 +165,10 @@ pub(crate) async fn delete_object(client: &Client, bucket: &str, key: &str) -> R
     delete_object_if(client, bucket, key, None).await.map(|_| ())
 }
 
-/// What a conditional delete did.
+/// What a conditional delete (or copy) did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Removal {
-    /// The object is gone, or was never there.
+    /// The object is gone (copied), or was never there.
     Removed,
     /// Another object was written under the key since `etag` was read; it
     /// is left in place.

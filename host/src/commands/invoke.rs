@@ -74,7 +74,7 @@ pub(super) async fn execute(args: &InvokeArgs, out: &mut dyn Write) -> anyhow::R
     };
     let handled = handler.handle(&request, &context, store).await?;
     for (level, message) in &handled.logs {
-        writeln!(out, "log {level}: {message}")?;
+        writeln!(out, "log {level}: {}", crate::logging::escape(message))?;
     }
     match handled.verdict {
         Err(reason) => writeln!(out, "rejected: {reason}")?,

@@ -9,7 +9,7 @@ use crate::aws::{Aws, AwsSettings};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{self, Handler};
 use crate::metrics::Summary;
-use crate::pipeline::{self, DEFAULT_CONCURRENCY, Options};
+use crate::pipeline::{self, DEFAULT_CONCURRENCY, DEFAULT_MAX_REQUEST_BYTES, Options};
 use crate::sink::{Sink, dir::DirSink, dynamodb::DynamoDbSink, s3::S3Sink};
 use crate::source::{Source, dir::DirSource, s3::S3Source};
 use anyhow::Context as _;
@@ -68,6 +68,13 @@ pub struct RunArgs {
     /// processed at once, nor out of order.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) concurrency: u16,
+
+    /// Requests larger than this many bytes are dead-lettered unread (the
+    /// listing's size is checked before reading). Memory then stays bounded
+    /// by the concurrency times this limit (see the README).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_request_bytes: u64,
 }
 
 /// Where widgets go.
@@ -187,6 +194,7 @@ impl RunConfig {
             options: Options {
                 concurrency: usize::from(args.concurrency),
                 until_empty: args.until_empty,
+                max_request_bytes: args.max_request_bytes,
                 ..Options::default()
             },
             max_runtime: flags::max_runtime(args.max_runtime_ms),

@@ -280,7 +280,8 @@ pub(super) fn finish<R>(
             } else if let Some(limit) = state.limiter.exceeded.take().or_else(|| count_exceeded(&error)) {
                 limit.to_string()
             } else {
-                format!("{error:#}")
+                tracing::debug!(request_key = %state.request_key, "Handler call failed: {error:?}");
+                without_backtrace(&error)
             };
             let stderr = state.stderr.contents();
             let stderr = String::from_utf8_lossy(&stderr);
@@ -290,6 +291,17 @@ pub(super) fn finish<R>(
             Err(CallError::Handler(reason))
         }
     }
+}
+
+/// A failed call's error, cause by cause, without the Wasm backtrace
+/// wasmtime adds (dozens of lines in a reason that names the cause).
+fn without_backtrace(error: &wasmtime::Error) -> String {
+    error
+        .chain()
+        .map(ToString::to_string)
+        .filter(|cause| !cause.starts_with("error while executing at wasm backtrace"))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// A clock that always reads zero: handlers get no time source.

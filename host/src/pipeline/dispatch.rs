@@ -3,9 +3,12 @@
 //! costs a Wasm instance), and admits them, in source order, to [`keys`].
 
 use super::keys::{self, Admission};
+use super::process::{dead_lettered, refuse};
 use super::{Job, Shared};
 use crate::error::{Class, StorageError};
+use crate::handler::CallError;
 use crate::retry::Attempt;
+use crate::source::{Fetched, Listed, Version};
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -29,11 +32,14 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
             taken_this_pass = 0;
             shared.keys.new_pass();
         }
-        let fresh: Vec<String> = {
+        for odd in &page.set_aside {
+            dead_lettered(shared, &odd.name, "-", &odd.reason);
+        }
+        let fresh: Vec<Listed> = {
             let tracker = shared.tracker.lock().unwrap();
-            page.keys
+            page.requests
                 .into_iter()
-                .filter(|k| !tracker.in_flight.contains(k) && !tracker.stuck.contains(k))
+                .filter(|r| !tracker.in_flight.contains(&r.key) && !tracker.stuck.contains(&r.key))
                 .collect()
         };
         found_this_pass += fresh.len();
@@ -55,12 +61,16 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
         }
 
         let mut prepared = futures::stream::iter(fresh)
-            .map(|key| tokio::spawn(prepare(shared.clone(), key)))
+            .map(|listed| tokio::spawn(prepare(shared.clone(), listed)))
             .buffered(options.concurrency.max(1));
         while let Some(next) = prepared.next().await {
             let job = match next.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
                 Prepared::Ready(job) => job,
                 Prepared::Gone => continue,
+                Prepared::Refused { key, version, reason } => {
+                    refuse(shared, &key, &version, reason).await;
+                    continue;
+                }
                 Prepared::Unreadable(key, e) if e.class == Class::Request => {
                     error!(request_key = %key, error = %e, "Cannot read request; leaving it in place.");
                     shared.tracker.lock().unwrap().stuck.insert(key);
@@ -102,24 +112,48 @@ enum Prepared {
     Ready(Job),
     /// Processed and removed since it was listed.
     Gone,
+    /// To be dead-lettered without its turn, for this reason.
+    Refused {
+        key: String,
+        version: Version,
+        reason: String,
+    },
     /// It cannot be read; it stays in the source.
     Unreadable(String, StorageError),
     /// The run stopped while the read waited to be retried.
     Stopped,
 }
 
-async fn prepare(shared: Arc<Shared>, key: String) -> Prepared {
-    let (body, version) = match shared.retry.run(|| shared.source.read(&key)).await {
-        Attempt::Done(Some(read)) => read,
-        Attempt::Done(None) => return Prepared::Gone,
+async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
+    let limit = shared.options.max_request_bytes;
+    let too_large = |size: u64| {
+        format!("request too large: {size} bytes, over the limit of {limit} (--max-request-bytes); not read")
+    };
+    let Listed { key, size, version } = listed;
+    // Known too large from the listing: not even read.
+    if size > limit {
+        let reason = too_large(size);
+        return Prepared::Refused { key, version, reason };
+    }
+    let (body, version) = match shared.retry.run(|| shared.source.read(&key, limit)).await {
+        Attempt::Done(Fetched::Request(body, version)) => (body, version),
+        Attempt::Done(Fetched::Gone) => return Prepared::Gone,
+        Attempt::Done(Fetched::TooLarge(size, version)) => {
+            let reason = too_large(size);
+            return Prepared::Refused { key, version, reason };
+        }
         Attempt::Failed(e) => return Prepared::Unreadable(key, e),
         Attempt::Stopped => return Prepared::Stopped,
     };
     let widget = match shared.handlers.current().ordering_key(&body).await {
         Ok(widget) => widget,
-        Err(e) => {
-            // The handler will most likely fail on it again, and the
-            // request be dead-lettered with the reason.
+        // A handler that traps or runs out of time or memory on this
+        // request's key will do so again: the request is its own fault.
+        Err(CallError::Handler(reason)) => {
+            let reason = format!("handler failed in ordering-key: {reason}");
+            return Prepared::Refused { key, version, reason };
+        }
+        Err(CallError::Store(e)) => {
             warn!(request_key = %key, error = %e, "Handler gave no ordering key.");
             None
         }

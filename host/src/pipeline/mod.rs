@@ -56,7 +56,13 @@ pub(crate) struct Options {
     pub(crate) poll_interval: Duration,
     /// How transient failures are retried.
     pub(crate) backoff: Backoff,
+    /// Requests larger than this are dead-lettered unread.
+    pub(crate) max_request_bytes: u64,
 }
+
+/// The default largest request, in bytes: far above any widget request,
+/// and above DynamoDB's own item limit (400 KB).
+pub(crate) const DEFAULT_MAX_REQUEST_BYTES: u64 = 1 << 20;
 
 impl Default for Options {
     fn default() -> Self {
@@ -65,6 +71,7 @@ impl Default for Options {
             until_empty: false,
             poll_interval: Duration::from_millis(100),
             backoff: Backoff::default(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{Class, StorageError};
 use crate::handler::CallError;
 use crate::metrics;
 use crate::retry::Attempt;
+use crate::source::Version;
 use tracing::{error, info, warn};
 
 /// What the handler and the sink made of a request.
@@ -41,6 +42,16 @@ enum Fate {
 }
 
 impl Fate {
+    /// What a request comes to when moving it to the dead-letter place
+    /// ended as `moved` says.
+    fn dead_lettered(moved: Attempt<(), StorageError>, reason: String) -> Fate {
+        match moved {
+            Attempt::Done(()) => Fate::DeadLettered(reason),
+            Attempt::Failed(e) => Fate::not_removed(e),
+            Attempt::Stopped => Fate::Stopped,
+        }
+    }
+
     /// What a request whose removal from the source failed comes to.
     fn not_removed(error: StorageError) -> Fate {
         match error.class {
@@ -73,25 +84,35 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
             }
         }
         Decision::DeadLetter(reason) => {
-            match shared
+            let moved = shared
                 .retry
-                .run_holding(slot, || {
-                    shared.source.dead_letter(key, &job.version, &job.body, &reason)
-                })
-                .await
-            {
-                Attempt::Done(()) => Fate::DeadLettered(reason),
-                Attempt::Failed(e) => Fate::not_removed(e),
-                Attempt::Stopped => Fate::Stopped,
-            }
+                .run_holding(slot, || shared.source.dead_letter(key, &job.version, &reason))
+                .await;
+            Fate::dead_lettered(moved, reason)
         }
     };
+    settle(shared, key, widget, fate);
+}
+
+/// Dead-letters a request the pipeline refused before its turn: too large
+/// to read, or its ordering key could not be had. It changes nothing in
+/// the store, so it needs no place in its key's order.
+pub(super) async fn refuse(shared: &Shared, key: &str, version: &Version, reason: String) {
+    let moved = shared
+        .retry
+        .run(|| shared.source.dead_letter(key, version, &reason))
+        .await;
+    settle(shared, key, "-", Fate::dead_lettered(moved, reason));
+}
+
+/// Counts and logs what a request came to.
+fn settle(shared: &Shared, key: &str, widget: &str, fate: Fate) {
     match fate {
         Fate::Stopped => {}
         Fate::Fatal(e) => shared.fail(e),
         Fate::Stuck(e) => {
             error!(request_key = %key, error = %e, "Cannot remove request from the source; leaving it in place.");
-            shared.tracker.lock().unwrap().stuck.insert(key.clone());
+            shared.tracker.lock().unwrap().stuck.insert(key.to_owned());
         }
         Fate::Applied {
             kind,
@@ -101,11 +122,14 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
             shared.metrics.applied(&kind, operations, warnings);
             info!(request_key = %key, kind = %kind, widget = %widget, operations, warnings, outcome = metrics::APPLIED, "Request done.");
         }
-        Fate::DeadLettered(reason) => {
-            shared.metrics.dead_lettered();
-            warn!(request_key = %key, widget = %widget, reason = %reason, outcome = metrics::DEAD_LETTERED, "Request dead-lettered.");
-        }
+        Fate::DeadLettered(reason) => dead_lettered(shared, key, widget, &reason),
     }
+}
+
+/// Counts and logs a request moved to the dead-letter place.
+pub(super) fn dead_lettered(shared: &Shared, key: &str, widget: &str, reason: &str) {
+    shared.metrics.dead_lettered();
+    warn!(request_key = %key, widget = %widget, reason = %reason, outcome = metrics::DEAD_LETTERED, "Request dead-lettered.");
 }
 
 /// Asks the handler, then carries out its operations. Transient failures

@@ -1,13 +1,21 @@
 //! A local folder as a request source: each file is a request, taken in
 //! file-name order. Hidden files (a producer's temporary files) and
-//! sub-folders (`.tmp/`, where writes are staged) are not requests; `dead-letter/` holds the rejected ones, each
-//! with a `.reason` file beside it.
+//! sub-folders (`.tmp/`, where writes are staged) are not requests;
+//! `dead-letter/` holds the rejected ones, each with a `.reason` file
+//! beside it.
+//!
+//! Only regular files inside the folder are ever read: a symbolic link is
+//! not followed (it could point anywhere), and it, a file whose name is not
+//! UTF-8 text, or a FIFO, socket or device is moved to `dead-letter/` as
+//! met, unread, under an escaped name, with the reason.
 
-use super::{Page, Source, Version};
+use super::{Fetched, Listed, Page, SetAside, Source, Version};
 use crate::error::StorageError;
 use crate::folder::{sweep_stale_temp_files, sync_dir, write_atomically};
-use std::io::ErrorKind;
-use std::os::unix::fs::MetadataExt;
+use std::ffi::OsString;
+use std::io::{ErrorKind, Read as _};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -22,6 +30,12 @@ pub(crate) struct DirSource {
     root: PathBuf,
     /// The last key of the previous page; `None` starts a new pass.
     watermark: Mutex<Option<String>>,
+}
+
+/// A folder entry that can never be a request, and why.
+struct Odd {
+    name: OsString,
+    reason: &'static str,
 }
 
 impl DirSource {
@@ -50,7 +64,7 @@ impl DirSource {
         let Version(Some(read)) = version else {
             return Ok(false);
         };
-        match tokio::fs::metadata(path).await {
+        match tokio::fs::symlink_metadata(path).await {
             Ok(meta) if file_version(&meta).0.as_ref() != Some(read) => {
                 tracing::info!(file = %path.display(), "The request was replaced while it was processed; the new one waits for its turn.");
                 Ok(true)
@@ -70,6 +84,80 @@ impl DirSource {
         }
         Ok(self.root.join(key))
     }
+
+    /// Moves what is at `from` into the dead-letter folder as `name`, the
+    /// reason first: a crash in between leaves the request in place, to be
+    /// dead-lettered again, never a request without its reason. A rename
+    /// keeps the bytes exactly as they were, and moves a link, not what it
+    /// points at.
+    async fn move_to_dead_letters(&self, from: &Path, name: &str, reason: &str) -> Result<(), StorageError> {
+        let folder = self.root.join(DEAD_LETTER);
+        let reason_path = folder.join(format!("{name}.reason"));
+        write_atomically(&self.root, &reason_path, format!("{reason}\n").as_bytes())
+            .await
+            .map_err(|e| StorageError::io(format!("write {}", reason_path.display()), e))?;
+        match tokio::fs::rename(from, folder.join(name)).await {
+            Ok(()) => {
+                sync_dir(&folder).map_err(|e| StorageError::io(format!("sync {}", folder.display()), e))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(
+                format!("move {} to {}", from.display(), folder.display()),
+                e,
+            )),
+        }
+    }
+
+    /// Dead-letters an entry that can never be a request.
+    async fn set_aside(&self, odd: Odd) -> Result<SetAside, StorageError> {
+        let name = odd.name.as_bytes().escape_ascii().to_string();
+        let reason = format!("{}; its name, escaped: {name}", odd.reason);
+        self.move_to_dead_letters(&self.root.join(&odd.name), &name, &reason)
+            .await?;
+        Ok(SetAside { name, reason })
+    }
+}
+
+/// Lists the requests in `root` after `after`, and the entries that can
+/// never be requests, wherever they sort.
+fn scan(root: &Path, after: Option<&str>) -> std::io::Result<(Vec<Listed>, Vec<Odd>)> {
+    let mut requests = Vec::new();
+    let mut odd = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.as_bytes().starts_with(b".") {
+            continue;
+        }
+        // The entry itself, not what a link points at.
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        let reason = if meta.file_type().is_symlink() {
+            "a symbolic link: only files inside the request folder are read"
+        } else if !meta.is_file() {
+            "not a regular file (a FIFO, socket or device)"
+        } else if name.to_str().is_none() {
+            "a file name that is not UTF-8 text"
+        } else {
+            let key = name.into_string().expect("checked above");
+            if after.is_none_or(|after| key.as_str() > after) {
+                requests.push(Listed {
+                    key,
+                    size: meta.len(),
+                    version: file_version(&meta),
+                });
+            }
+            continue;
+        };
+        odd.push(Odd { name, reason });
+    }
+    Ok((requests, odd))
 }
 
 #[async_trait::async_trait]
@@ -84,50 +172,73 @@ impl Source for DirSource {
 
     async fn list(&self) -> Result<Page, StorageError> {
         let after = self.watermark.lock().unwrap().clone();
-        let mut keys = Vec::new();
-        let listing_error = |e| StorageError::io(format!("list {}", self.root.display()), e);
-        let mut entries = tokio::fs::read_dir(&self.root).await.map_err(listing_error)?;
-        while let Some(entry) = entries.next_entry().await.map_err(listing_error)? {
-            let Ok(name) = entry.file_name().into_string() else {
-                tracing::warn!(file = ?entry.path(), "Skipping a request file whose name is not UTF-8.");
-                continue;
-            };
-            if name.starts_with('.') || after.as_deref().is_some_and(|after| name.as_str() <= after) {
-                continue;
-            }
-            let is_file = entry.file_type().await.map_err(listing_error)?.is_file();
-            if is_file {
-                keys.push(name);
-            }
+        let root = self.root.clone();
+        let scanned = {
+            let after = after.clone();
+            tokio::task::spawn_blocking(move || scan(&root, after.as_deref())).await
+        };
+        let (mut requests, odd) = scanned
+            .map_err(std::io::Error::other)
+            .and_then(|scanned| scanned)
+            .map_err(|e| StorageError::io(format!("list {}", self.root.display()), e))?;
+        let mut set_aside = Vec::new();
+        for odd in odd {
+            set_aside.push(self.set_aside(odd).await?);
         }
-        keys.sort_unstable();
-        let reached_end = keys.len() <= PAGE_SIZE;
-        keys.truncate(PAGE_SIZE);
-        *self.watermark.lock().unwrap() = if reached_end { None } else { keys.last().cloned() };
+        requests.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let reached_end = requests.len() <= PAGE_SIZE;
+        requests.truncate(PAGE_SIZE);
+        *self.watermark.lock().unwrap() = if reached_end {
+            None
+        } else {
+            requests.last().map(|r| r.key.clone())
+        };
         Ok(Page {
-            keys,
+            requests,
             from_start: after.is_none(),
             reached_end,
+            set_aside,
         })
     }
 
-    async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
+    async fn read(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
         let path = self.request_path(key)?;
         let read = tokio::task::spawn_blocking(move || {
-            use std::io::Read as _;
-            let mut file = std::fs::File::open(&path)?;
+            // Never through a link (it could lead out of the folder), and
+            // never waiting on a FIFO put in a file's place.
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)?;
             // The version of the very file read, not of whatever the name
             // points at later.
-            let version = file_version(&file.metadata()?);
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)?;
-            Ok::<_, std::io::Error>((bytes, version))
+            let meta = file.metadata()?;
+            if !meta.is_file() {
+                // Listed as a file, something else now: the next listing
+                // sets it aside.
+                return Ok(Fetched::Gone);
+            }
+            let version = file_version(&meta);
+            if meta.len() > max_bytes {
+                return Ok(Fetched::TooLarge(meta.len(), version));
+            }
+            // No further than the limit, should the file grow meanwhile.
+            let mut bytes = Vec::with_capacity(meta.len() as usize);
+            (&mut file)
+                .take(max_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)?;
+            if bytes.len() as u64 > max_bytes {
+                return Ok(Fetched::TooLarge(bytes.len() as u64, version));
+            }
+            Ok::<_, std::io::Error>(Fetched::Request(bytes, version))
         })
         .await
         .map_err(std::io::Error::other);
         match read.and_then(|read| read) {
-            Ok(read) => Ok(Some(read)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Ok(fetched) => Ok(fetched),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Fetched::Gone),
+            // A link put in the file's place: the next listing sets it aside.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(Fetched::Gone),
             Err(e) => Err(StorageError::io(
                 format!("read {}", self.root.join(key).display()),
                 e,
@@ -147,36 +258,12 @@ impl Source for DirSource {
         }
     }
 
-    async fn dead_letter(
-        &self,
-        key: &str,
-        version: &Version,
-        _body: &[u8],
-        reason: &str,
-    ) -> Result<(), StorageError> {
+    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError> {
         let path = self.request_path(key)?;
         if self.replaced(&path, version).await? {
             return Ok(());
         }
-        let folder = self.root.join(DEAD_LETTER);
-        // The reason first, then the request: a crash in between leaves the
-        // request in place, to be dead-lettered again, never a request
-        // without its reason.
-        let reason_path = folder.join(format!("{key}.reason"));
-        write_atomically(&self.root, &reason_path, format!("{reason}\n").as_bytes())
-            .await
-            .map_err(|e| StorageError::io(format!("write {}", reason_path.display()), e))?;
-        // A rename keeps the bytes exactly as they were.
-        match tokio::fs::rename(&path, folder.join(key)).await {
-            Ok(()) => {
-                sync_dir(&folder).map_err(|e| StorageError::io(format!("sync {}", folder.display()), e))
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io(
-                format!("move {} to {}", path.display(), folder.display()),
-                e,
-            )),
-        }
+        self.move_to_dead_letters(&path, key, reason).await
     }
 }
 
@@ -196,6 +283,18 @@ fn file_version(meta: &std::fs::Metadata) -> Version {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    fn keys(page: &Page) -> Vec<&str> {
+        page.requests.iter().map(|r| r.key.as_str()).collect()
+    }
+
+    async fn version(source: &DirSource, key: &str) -> Version {
+        match source.read(key, 100).await.unwrap() {
+            Fetched::Request(_, version) => version,
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn folder(names: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -211,7 +310,8 @@ mod tests {
         std::fs::create_dir(dir.path().join(DEAD_LETTER)).unwrap();
         let source = DirSource::open(dir.path()).unwrap();
         let page = source.list().await.unwrap();
-        assert_eq!(page.keys, ["1", "10", "3"]);
+        assert_eq!(keys(&page), ["1", "10", "3"]);
+        assert_eq!(page.requests[0].size, 1);
         assert!(page.from_start && page.reached_end);
     }
 
@@ -222,19 +322,19 @@ mod tests {
         let source = DirSource::open(dir.path()).unwrap();
         let first = source.list().await.unwrap();
         assert_eq!(
-            (first.keys.len(), first.from_start, first.reached_end),
+            (first.requests.len(), first.from_start, first.reached_end),
             (1000, true, false)
         );
         let second = source.list().await.unwrap();
-        assert_eq!(second.keys[0], "01000");
+        assert_eq!(second.requests[0].key, "01000");
         assert!(!second.from_start);
         // A request with a smaller key arrives: the next pass sees it.
         std::fs::write(dir.path().join("00000a"), b"late").unwrap();
         let third = source.list().await.unwrap();
-        assert_eq!((third.keys.len(), third.reached_end), (500, true));
+        assert_eq!((third.requests.len(), third.reached_end), (500, true));
         let again = source.list().await.unwrap();
         assert!(again.from_start);
-        assert_eq!(&again.keys[..2], ["00000", "00000a"]);
+        assert_eq!(&keys(&again)[..2], ["00000", "00000a"]);
     }
 
     #[tokio::test]
@@ -242,11 +342,10 @@ mod tests {
         let dir = folder(&[]);
         std::fs::write(dir.path().join("7"), b"\xff not json").unwrap();
         let source = DirSource::open(dir.path()).unwrap();
-        let (_, version) = source.read("7").await.unwrap().unwrap();
-        source
-            .dead_letter("7", &version, b"ignored", "bad request")
-            .await
-            .unwrap();
+        let Fetched::Request(_, version) = source.read("7", 100).await.unwrap() else {
+            panic!()
+        };
+        source.dead_letter("7", &version, "bad request").await.unwrap();
         assert!(!dir.path().join("7").exists());
         assert_eq!(
             std::fs::read(dir.path().join("dead-letter/7")).unwrap(),
@@ -256,41 +355,93 @@ mod tests {
             std::fs::read_to_string(dir.path().join("dead-letter/7.reason")).unwrap(),
             "bad request\n"
         );
-        assert_eq!(source.list().await.unwrap().keys, Vec::<String>::new());
+        assert!(source.list().await.unwrap().requests.is_empty());
     }
 
     #[tokio::test]
     async fn read_and_ack_treat_a_vanished_request_as_done() {
         let dir = folder(&["1"]);
         let source = DirSource::open(dir.path()).unwrap();
-        let (body, version) = source.read("1").await.unwrap().unwrap();
+        let Fetched::Request(body, version) = source.read("1", 100).await.unwrap() else {
+            panic!()
+        };
         assert_eq!(body, b"1");
         source.ack("1", &version).await.unwrap();
         source.ack("1", &version).await.unwrap();
-        assert_eq!(source.read("1").await.unwrap(), None);
-        assert!(source.read("../x").await.is_err());
+        assert_eq!(source.read("1", 100).await.unwrap(), Fetched::Gone);
+        assert!(source.read("../x", 100).await.is_err());
     }
 
     #[tokio::test]
     async fn a_request_replaced_while_in_flight_is_left_for_its_own_turn() {
         let dir = folder(&["1", "2"]);
         let source = DirSource::open(dir.path()).unwrap();
-        let (_, first) = source.read("1").await.unwrap().unwrap();
-        let (_, second) = source.read("2").await.unwrap().unwrap();
+        let first = version(&source, "1").await;
+        let second = version(&source, "2").await;
         // As a producer replaces a file: written aside, renamed over it.
         for name in ["1", "2"] {
             std::fs::write(dir.path().join(".new"), b"newer").unwrap();
             std::fs::rename(dir.path().join(".new"), dir.path().join(name)).unwrap();
         }
         source.ack("1", &first).await.unwrap();
-        source.dead_letter("2", &second, b"2", "bad").await.unwrap();
+        source.dead_letter("2", &second, "bad").await.unwrap();
         for name in ["1", "2"] {
             assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"newer");
         }
         assert!(!dir.path().join("dead-letter/2").exists());
         // The new ones go when their own turn comes.
-        let (_, newer) = source.read("1").await.unwrap().unwrap();
+        let newer = version(&source, "1").await;
         source.ack("1", &newer).await.unwrap();
         assert!(!dir.path().join("1").exists());
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_limit_is_not_read() {
+        let dir = folder(&["small"]);
+        std::fs::write(dir.path().join("big"), vec![b'x'; 101]).unwrap();
+        let source = DirSource::open(dir.path()).unwrap();
+        assert_eq!(source.list().await.unwrap().requests[0].size, 101);
+        assert!(matches!(
+            source.read("big", 100).await.unwrap(),
+            Fetched::TooLarge(101, _)
+        ));
+        assert!(matches!(
+            source.read("small", 100).await.unwrap(),
+            Fetched::Request(..)
+        ));
+    }
+
+    #[tokio::test]
+    async fn links_odd_names_and_fifos_are_dead_lettered_once_unread() {
+        let dir = folder(&["1"]);
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"outside").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("2")).unwrap();
+        let odd_name = std::ffi::OsStr::from_bytes(b"3\xff\nx");
+        std::fs::write(dir.path().join(odd_name), b"odd").unwrap();
+        let fifo = std::ffi::CString::new(dir.path().join("4").into_os_string().into_vec()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let source = DirSource::open(dir.path()).unwrap();
+
+        // A link is never followed, even when read by name.
+        assert_eq!(source.read("2", 100).await.unwrap(), Fetched::Gone);
+        let page = source.list().await.unwrap();
+        assert_eq!(keys(&page), ["1"]);
+        let mut names: Vec<&str> = page.set_aside.iter().map(|s| s.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["2", "3\\xff\\nx", "4"]);
+        let dead = dir.path().join(DEAD_LETTER);
+        assert!(
+            std::fs::symlink_metadata(dead.join("2"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(dead.join("3\\xff\\nx")).unwrap(), b"odd");
+        let reason = std::fs::read_to_string(dead.join("2.reason")).unwrap();
+        assert!(reason.contains("symbolic link"), "{reason}");
+        assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"outside");
+        // Once: the next listing meets nothing odd.
+        assert!(source.list().await.unwrap().set_aside.is_empty());
     }
 }

@@ -6,6 +6,10 @@
 //! the dead-letter place with a reason. Removing takes the [`Version`] that
 //! was read: a request written under the same key meanwhile is a new
 //! request, left for its own turn.
+//!
+//! A request larger than the run's limit is never read whole: the listing
+//! says its size, and a read stops at the limit. It is dead-lettered as it
+//! lies (a rename, a server-side copy).
 
 pub(crate) mod dir;
 pub(crate) mod s3;
@@ -15,20 +19,54 @@ use crate::error::StorageError;
 /// One page of a listing.
 #[derive(Debug, Default)]
 pub(crate) struct Page {
-    /// Request keys, ascending. Keys already being processed may be among
-    /// them: the pipeline skips those.
-    pub(crate) keys: Vec<String>,
+    /// Requests, in ascending key order. Keys already being processed may
+    /// be among them: the pipeline skips those.
+    pub(crate) requests: Vec<Listed>,
     /// This page is the first of a pass over the whole source.
     pub(crate) from_start: bool,
     /// This page is the last of the pass: the next one starts from the
     /// first key again, so requests that arrive with smaller keys are seen.
     pub(crate) reached_end: bool,
+    /// What the listing dead-lettered on its way.
+    pub(crate) set_aside: Vec<SetAside>,
+}
+
+/// A request as the listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub(crate) key: String,
+    /// Its size in bytes.
+    pub(crate) size: u64,
+    /// The version listed; a read may find a newer one.
+    pub(crate) version: Version,
+}
+
+/// Something the listing met that can never be a request (a symbolic
+/// link, a file name that is not text), moved to the dead-letter place as
+/// it was met, unread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SetAside {
+    /// Its name, escaped to text.
+    pub(crate) name: String,
+    pub(crate) reason: String,
 }
 
 /// Which version of a request was read, so that exactly that one is
-/// removed: an S3 object's ETag. `None` where the source cannot tell.
+/// removed: an S3 object's ETag, a file's identity. `None` where the
+/// source cannot tell.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Version(pub(crate) Option<String>);
+
+/// What reading a request found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    /// The request's bytes, and which version they are.
+    Request(Vec<u8>, Version),
+    /// Nothing: it was processed and removed meanwhile.
+    Gone,
+    /// A request larger than the limit, of this size, left unread.
+    TooLarge(u64, Version),
+}
 
 #[async_trait::async_trait]
 /// A place requests come from, in key order.
@@ -42,20 +80,15 @@ pub(crate) trait Source: Send + Sync {
     /// The next page of request keys after the watermark.
     async fn list(&self) -> Result<Page, StorageError>;
 
-    /// A request's bytes and version; `None` if it is gone (processed
-    /// meanwhile).
-    async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError>;
+    /// A request's bytes and version, unless it is gone or larger than
+    /// `max_bytes` (then it is not read).
+    async fn read(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError>;
 
     /// Removes the request read as `version`, whose effects are stored.
     async fn ack(&self, key: &str, version: &Version) -> Result<(), StorageError>;
 
-    /// Puts `body`, the request read as `version`, in the dead-letter place
-    /// with the reason beside it, and removes it from the source.
-    async fn dead_letter(
-        &self,
-        key: &str,
-        version: &Version,
-        body: &[u8],
-        reason: &str,
-    ) -> Result<(), StorageError>;
+    /// Moves the request read (or listed) as `version` to the dead-letter
+    /// place, bytes unchanged, with the reason beside it. A request written
+    /// under the key meanwhile is left in place.
+    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError>;
 }

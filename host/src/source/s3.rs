@@ -1,12 +1,13 @@
 //! An S3 bucket as a request source: objects in ascending key order, listed
 //! a page of 1,000 at a time from a start-after watermark. Objects under
-//! `dead-letter/` are never requests: rejected requests are copied there,
+//! `dead-letter/` are never requests: rejected requests are copied there on
+//! the server (a request too large to read never passes through the host),
 //! bytes unchanged, with the reason in the object's metadata.
 
-use super::{Page, Source, Version};
+use super::{Fetched, Listed, Page, Source, Version};
 use crate::aws::errors::storage_error;
 use crate::aws::s3::{
-    BucketRole, ObjectMeta, Removal, check_bucket, delete_object_if, get_object, put_object,
+    BucketRole, Got, ObjectMeta, Removal, check_bucket, copy_object_if, delete_object_if, get_object,
 };
 use crate::error::StorageError;
 use aws_sdk_s3::Client;
@@ -68,26 +69,40 @@ impl Source for S3Source {
             .send()
             .await
             .map_err(|e| storage_error(format!("list s3://{}", self.bucket), e))?;
-        let all: Vec<String> = listed.contents().iter().filter_map(|o| o.key.clone()).collect();
         let reached_end = !listed.is_truncated.unwrap_or(false);
-        let mut next = all.last().cloned();
+        let mut next = listed.contents().last().and_then(|o| o.key.clone());
         if next.as_deref().is_some_and(|k| k.starts_with(DEAD_LETTER_PREFIX)) {
             next = Some(PAST_DEAD_LETTERS.to_owned());
         }
         *self.watermark.lock().unwrap() = if reached_end { None } else { next };
+        let requests = listed
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                let key = object.key.clone()?;
+                (!key.starts_with(DEAD_LETTER_PREFIX)).then(|| Listed {
+                    key,
+                    size: object.size.unwrap_or(0).max(0) as u64,
+                    version: Version(object.e_tag.clone()),
+                })
+            })
+            .collect();
         Ok(Page {
-            keys: all
-                .into_iter()
-                .filter(|k| !k.starts_with(DEAD_LETTER_PREFIX))
-                .collect(),
+            requests,
             from_start: after.is_none(),
             reached_end,
+            set_aside: Vec::new(),
         })
     }
 
-    async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
-        let object = get_object(&self.client, &self.bucket, key).await?;
-        Ok(object.map(|object| (object.body, Version(object.etag))))
+    async fn read(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
+        Ok(
+            match get_object(&self.client, &self.bucket, key, max_bytes).await? {
+                Got::Object(body, etag) => Fetched::Request(body, Version(etag)),
+                Got::Missing => Fetched::Gone,
+                Got::TooLarge(size, etag) => Fetched::TooLarge(size, Version(etag)),
+            },
+        )
     }
 
     async fn ack(&self, key: &str, version: &Version) -> Result<(), StorageError> {
@@ -98,21 +113,28 @@ impl Source for S3Source {
         Ok(())
     }
 
-    async fn dead_letter(
-        &self,
-        key: &str,
-        version: &Version,
-        body: &[u8],
-        reason: &str,
-    ) -> Result<(), StorageError> {
+    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError> {
         let target = format!("{DEAD_LETTER_PREFIX}{key}");
-        // The bytes as read, so the dead letter is exactly the request.
         let reason = metadata_safe(reason);
         let meta = ObjectMeta {
             content_type: None,
             metadata: &[(REASON_METADATA, &reason)],
         };
-        put_object(&self.client, &self.bucket, &target, body, meta).await?;
+        // Copied on the server, and only the version read: the dead letter
+        // is exactly the request judged.
+        let copied = copy_object_if(
+            &self.client,
+            &self.bucket,
+            key,
+            &target,
+            version.0.as_deref(),
+            meta,
+        )
+        .await?;
+        if copied == Removal::Replaced {
+            tracing::info!(request_key = %key, "The request was replaced while it was processed; the new one waits for its turn.");
+            return Ok(());
+        }
         self.ack(key, version).await
     }
 }

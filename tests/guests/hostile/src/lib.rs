@@ -1,31 +1,45 @@
 //! A handler that misbehaves on request, for the host's sandbox tests.
 //!
-//! The request body chooses: `loop` spins forever, `bomb` allocates until
-//! memory runs out, `trap` panics, `reject` is refused; anything else is
-//! stored unchanged at `echo/{request key}`.
+//! The request body chooses what it does:
+//!
+//! - `loop` spins forever, `recurse` recurses without end, `bomb` allocates
+//!   until memory runs out, `trap` panics, `reject` is refused;
+//! - `log-flood` logs 1 MiB lines in a loop, `log-forge` logs a line with
+//!   a newline and a terminal escape in it;
+//! - `many-ops` plans 1,000,000 deletes, `big-doc` one 100 MB document;
+//! - `key-trap` and `key-loop` trap or spin in `ordering-key` (and are
+//!   stored if `handle` is ever called);
+//! - `wasi` tries to read a file, list the root, read the environment and
+//!   open a TCP connection to the address after it (`wasi 127.0.0.1:PORT`),
+//!   and is refused with what each attempt got;
+//! - anything else is stored unchanged at `echo/{request key}`.
 
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "widget-handler",
 });
 
+use widgets::handler::log::{Level, log};
 use widgets::handler::types::{Operation, Put};
 
 struct Hostile;
 
 impl Guest for Hostile {
     fn ordering_key(request: Vec<u8>) -> Option<String> {
-        String::from_utf8(request).ok()
+        match &request[..] {
+            b"key-trap" => panic!("deliberate trap in ordering-key"),
+            b"key-loop" => spin(),
+            _ => String::from_utf8(request).ok(),
+        }
     }
 
     fn handle(request: Vec<u8>, ctx: Context) -> Result<Plan, Rejection> {
         match &request[..] {
-            b"loop" => {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
+            b"loop" => spin(),
+            b"recurse" => Ok(Plan {
+                kind: format!("depth {}", recurse(0)),
+                operations: Vec::new(),
+            }),
             b"bomb" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
@@ -37,6 +51,36 @@ impl Guest for Hostile {
             b"reject" => Err(Rejection {
                 reason: "deliberate rejection".into(),
             }),
+            b"log-flood" => {
+                let line = "x".repeat(1 << 20);
+                loop {
+                    log(Level::Info, &line);
+                }
+            }
+            b"log-forge" => {
+                log(
+                    Level::Warn,
+                    "one\n2026-01-01T00:00:00.000000Z ERROR forged line \x1b[2J",
+                );
+                Ok(Plan {
+                    kind: "forge".into(),
+                    operations: Vec::new(),
+                })
+            }
+            b"many-ops" => Ok(Plan {
+                kind: "many".into(),
+                operations: (0..1_000_000).map(|_| Operation::Delete(String::new())).collect(),
+            }),
+            b"big-doc" => Ok(Plan {
+                kind: "big".into(),
+                operations: vec![Operation::Put(Put {
+                    key: "big".into(),
+                    document: "x".repeat(100_000_000),
+                })],
+            }),
+            _ if request.starts_with(b"wasi ") => Err(Rejection {
+                reason: try_wasi(&String::from_utf8_lossy(&request[5..])),
+            }),
             _ => Ok(Plan {
                 kind: "echo".into(),
                 operations: vec![Operation::Put(Put {
@@ -46,6 +90,29 @@ impl Guest for Hostile {
             }),
         }
     }
+}
+
+/// Spins until the host stops it.
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Recurses until the stack runs out.
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(depth + 1) + frame[0]
+}
+
+/// What each of the host's refused capabilities gave this handler.
+fn try_wasi(address: &str) -> String {
+    let file = std::fs::read("/etc/hostname").map(|bytes| format!("read {} bytes", bytes.len()));
+    let root = std::fs::read_dir("/").map(|entries| format!("{} entries", entries.count()));
+    let environment: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
+    let connect = std::net::TcpStream::connect(address).map(|_| "connected");
+    format!("file: {file:?}; root: {root:?}; environment: {environment:?}; connect: {connect:?}")
 }
 
 export!(Hostile);
