@@ -1,7 +1,184 @@
-//! The sandbox: a handler that loops, exhausts its memory or traps has its
-//! request dead-lettered, and the host goes on.
+//! The sandbox: a handler that loops, exhausts its memory or traps, floods
+//! the log, plans too much or reaches for WASI has its request
+//! dead-lettered with a reason naming the limit, and the host goes on,
+//! bounded in memory and log.
 
 use crate::util::*;
+use std::path::Path;
+
+/// The host's peak memory the README promises for hostile handlers under
+/// the default limits and 8 workers.
+const PEAK_RSS_BOUND: u64 = 600 << 20;
+
+/// Log the README promises per hostile request, at most.
+const LOG_PER_REQUEST_BOUND: u64 = 1 << 20;
+
+/// Writes `requests` (name, body) into a new folder `requests/` of `root`.
+fn write_requests(root: &Path, requests: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = root.join("requests");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, body) in requests {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    dir
+}
+
+/// The reason beside a dead letter in a request folder.
+fn reason(requests: &Path, key: &str) -> String {
+    std::fs::read_to_string(requests.join(format!("dead-letter/{key}.reason")))
+        .unwrap_or_else(|e| panic!("no dead letter {key}: {e}"))
+}
+
+#[test]
+fn every_hostile_handler_costs_its_request_only_within_memory_and_log_bounds() {
+    let scratch = tempfile::tempdir().unwrap();
+    // A server the handler tries to reach: it must see no connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let wasi = format!("wasi {}", listener.local_addr().unwrap());
+    let hostile: &[(&str, &str, &[&str])] = &[
+        ("01", "loop", &["time limit exceeded", "--handler-timeout-ms"]),
+        ("02", "recurse", &["out of bounds memory access"]),
+        ("03", "bomb", &["memory limit exceeded", "--handler-memory-mb"]),
+        ("04", "trap", &["deliberate trap"]),
+        ("05", "log-flood", &["time limit exceeded"]),
+        ("06", "many-ops", &["1000000 operations", "--max-plan-operations"]),
+        ("07", "big-doc", &["100000006 bytes", "--max-plan-bytes"]),
+        (
+            "08",
+            "key-trap",
+            &["ordering-key", "deliberate trap in ordering-key"],
+        ),
+        ("09", "key-loop", &["ordering-key", "time limit exceeded"]),
+        (
+            "10",
+            &wasi,
+            &[
+                "rejected: file: Err",
+                "root: Err",
+                "environment: []",
+                "PermissionDenied",
+            ],
+        ),
+    ];
+    let mut requests: Vec<(&str, &str)> = hostile.iter().map(|(key, body, _)| (*key, *body)).collect();
+    requests.extend([("11", "fine"), ("12", "log-forge"), ("13", "also fine")]);
+    let dir = write_requests(scratch.path(), &requests);
+    let widgets = scratch.path().join("widgets");
+    let log = scratch.path().join("host.log");
+
+    let run = run_measured(
+        host()
+            .args(["run", "--until-empty", "--concurrency", "8", "--handler"])
+            .arg(test_guest("hostile_guest"))
+            .arg("--requests-dir")
+            .arg(&dir)
+            .arg("--widgets-dir")
+            .arg(&widgets)
+            .arg("--log-file")
+            .arg(&log),
+    );
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stdout.contains("dead-lettered: 10"), "{}", run.stdout);
+    for (key, body, words) in hostile {
+        assert_eq!(
+            std::fs::read_to_string(dir.join("dead-letter").join(key)).unwrap(),
+            *body
+        );
+        let reason = reason(&dir, key);
+        for word in *words {
+            assert!(reason.contains(word), "{body}: {reason:?} does not say {word:?}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(widgets.join("echo/11")).unwrap(), "fine");
+    assert_eq!(
+        std::fs::read_to_string(widgets.join("echo/13")).unwrap(),
+        "also fine"
+    );
+    assert!(listener.accept().is_err(), "the handler reached the network");
+    assert!(
+        run.peak_rss < PEAK_RSS_BOUND,
+        "peak RSS {} MB",
+        run.peak_rss >> 20
+    );
+
+    // The log: bounded, and no line forged by a handler.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let bytes = text.len() as u64 + run.stderr.len() as u64;
+    assert!(
+        bytes < LOG_PER_REQUEST_BOUND * requests.len() as u64 && text.len() < (1 << 20),
+        "{} bytes of log",
+        text.len()
+    );
+    assert!(text.contains("reached its log limit"), "{text}");
+    assert!(text.contains("forged line"), "{text}");
+    for line in text.lines().chain(run.stderr.lines()) {
+        assert!(!line.starts_with("2026-01-01"), "forged: {line}");
+        assert!(!line.contains('\x1b'), "terminal escape: {line:?}");
+    }
+}
+
+#[test]
+fn table_and_many_memory_bombs_are_stopped_by_one_limit_on_the_whole_call() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = write_requests(scratch.path(), &[("1", "t"), ("2", "m"), ("3", "calm")]);
+    let run = run_measured(
+        host()
+            .args(["run", "--until-empty", "--handler"])
+            .arg(tests_dir().join("guests/bombs/bombs.wat"))
+            .arg("--requests-dir")
+            .arg(&dir)
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("widgets")),
+    );
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stdout.contains("dead-lettered: 2"), "{}", run.stdout);
+    for key in ["1", "2"] {
+        let reason = reason(&dir, key);
+        assert!(
+            reason.contains("memory limit exceeded") && reason.contains("memories and tables"),
+            "{reason}"
+        );
+    }
+    assert!(!dir.join("3").exists() && !dir.join("dead-letter/3").exists());
+    assert!(
+        run.peak_rss < PEAK_RSS_BOUND,
+        "peak RSS {} MB",
+        run.peak_rss >> 20
+    );
+}
+
+#[test]
+fn requests_over_the_size_limit_are_dead_lettered_unread() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = write_requests(scratch.path(), &[("2", "fine")]);
+    // 1 GiB that takes no disk: were it read, the host would hold it all.
+    let huge = std::fs::File::create(dir.join("1")).unwrap();
+    huge.set_len(1 << 30).unwrap();
+    std::fs::write(dir.join("3"), vec![b' '; (1 << 20) + 1]).unwrap();
+    let run = run_measured(
+        host()
+            .args(["run", "--until-empty", "--handler"])
+            .arg(test_guest("hostile_guest"))
+            .arg("--requests-dir")
+            .arg(&dir)
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("widgets")),
+    );
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stdout.contains("dead-lettered: 2"), "{}", run.stdout);
+    assert_eq!(
+        std::fs::metadata(dir.join("dead-letter/1")).unwrap().len(),
+        1 << 30
+    );
+    assert!(reason(&dir, "1").contains("1073741824 bytes, over the limit of 1048576 (--max-request-bytes)"));
+    assert!(reason(&dir, "3").contains("1048577 bytes"));
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("widgets/echo/2")).unwrap(),
+        "fine"
+    );
+    assert!(run.peak_rss < 200 << 20, "peak RSS {} MB", run.peak_rss >> 20);
+}
 
 #[test]
 fn hostile_requests_are_dead_lettered_and_the_host_goes_on() {

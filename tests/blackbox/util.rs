@@ -223,3 +223,39 @@ pub fn kill_moments(count: usize, from: u64, to: u64) -> Vec<u64> {
         })
         .collect()
 }
+
+/// What a finished host left: its exit status, stdout, stderr, and the
+/// most memory it held at once (peak resident set, in bytes).
+pub struct Measured {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub peak_rss: u64,
+}
+
+/// Runs the host to its end and measures its peak memory from the kernel's
+/// own account of the process (`wait4`), not by sampling.
+pub fn run_measured(command: &mut Command) -> Measured {
+    let scratch = tempfile::tempdir().unwrap();
+    let (out, err) = (scratch.path().join("out"), scratch.path().join("err"));
+    let child = command
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("run widget-host");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the child is ours and not waited for elsewhere (std's Child
+    // is dropped without waiting).
+    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(waited, child.id() as libc::pid_t, "wait4 failed");
+    drop(child);
+    Measured {
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        stdout: std::fs::read_to_string(out).unwrap(),
+        stderr: std::fs::read_to_string(err).unwrap(),
+        // ru_maxrss is in KiB on Linux.
+        peak_rss: usage.ru_maxrss as u64 * 1024,
+    }
+}
