@@ -196,6 +196,55 @@ mod tests {
         )
     }
 
+    /// Numbers beyond a float's precision, as other tools may store them,
+    /// and how they are written back: the same digits; an exponent in
+    /// serde_json's spelling (a lower-case `e` and a sign).
+    const NUMBERS: [(&str, &str); 5] = [
+        ("123456789012345678901234567890", "123456789012345678901234567890"),
+        ("0.10000000000000000001", "0.10000000000000000001"),
+        ("18446744073709551617", "18446744073709551617"),
+        ("-0.0", "-0.0"),
+        ("1E400", "1e+400"),
+    ];
+
+    #[test]
+    fn numbers_the_handler_does_not_change_survive_byte_for_byte() {
+        let stored = |fields: &str| format!(r#"{{"id":"w1","owner":"Mary Matthews","label":"x",{fields}}}"#);
+        for (destination, key) in [(OBJ, KEY), (TABLE, "w1")] {
+            let fields = match destination {
+                // An attribute value in the object layout, a top-level
+                // field in the table layout.
+                OBJ => format!(
+                    r#""otherAttributes":[{}]"#,
+                    NUMBERS
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (n, _))| format!(r#"{{"name":"n{i}","value":{n}}}"#))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                TABLE => NUMBERS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, _))| format!(r#""n{i}":{n}"#))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            let mut store = Memory::default();
+            store.0.insert(key.into(), stored(&fields));
+            store.run(destination, &update(r#","label":"y""#)).unwrap();
+            let document = &store.0[key];
+            for (i, (_, written)) in NUMBERS.iter().enumerate() {
+                let field = match destination {
+                    OBJ => format!(r#""name":"n{i}","value":{written}}}"#),
+                    TABLE => format!(r#""n{i}":{written}"#),
+                };
+                assert!(document.contains(&field), "{written} changed in {document}");
+            }
+            assert!(document.contains(r#""label":"y""#), "{document}");
+        }
+    }
+
     #[test]
     fn create_stores_the_s3_layout_at_the_owner_slug_key() {
         let mut store = Memory::default();

@@ -7,7 +7,7 @@
 //! key and the request itself must be read the same way.
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 use std::fmt;
 
 /// What a request asks for.
@@ -164,6 +164,9 @@ impl<'de> Deserialize<'de> for StrictValue {
 
 struct StrictVisitor;
 
+/// The key serde_json's `arbitrary_precision` passes a number's text under.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
 impl<'de> Visitor<'de> for StrictVisitor {
     type Value = Value;
 
@@ -210,6 +213,15 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut fields = Map::new();
         while let Some(name) = map.next_key::<String>()? {
+            // How serde_json hands over a number kept as written
+            // (`arbitrary_precision`): its text under a reserved key.
+            if fields.is_empty() && name == NUMBER_TOKEN {
+                let text: String = map.next_value()?;
+                return text
+                    .parse::<Number>()
+                    .map(Value::Number)
+                    .map_err(de::Error::custom);
+            }
             if fields.contains_key(&name) {
                 return Err(de::Error::custom(format_args!(
                     "field `{name}` appears more than once"

@@ -5,7 +5,7 @@
 use crate::proxy::Proxy;
 use crate::util::*;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::Value;
@@ -409,7 +409,7 @@ fn requests_added_while_running_are_picked_up_even_with_smaller_keys() {
 }
 
 #[test]
-fn empty_and_large_requests_are_handled() {
+fn empty_large_and_too_large_requests_are_handled() {
     let client = s3(&moto());
     let requests = create_bucket(&client, "requests");
     let widgets = create_bucket(&client, "widgets");
@@ -417,7 +417,14 @@ fn empty_and_large_requests_are_handled() {
     let large = format!(
         r#"{{"type":"create","requestId":"r","widgetId":"big","owner":"Sue Smith","description":"{description}"}}"#
     );
-    for (key, body) in [("1", Vec::new()), ("2", large.into_bytes())] {
+    // Over the limit, under a key that needs escaping in a copy source.
+    let too_large_key = "3 too+large é?.json";
+    let too_large = vec![b'x'; 5 << 20];
+    for (key, body) in [
+        ("1", Vec::new()),
+        ("2", large.into_bytes()),
+        (too_large_key, too_large.clone()),
+    ] {
         block_on(
             client
                 .put_object()
@@ -428,21 +435,82 @@ fn empty_and_large_requests_are_handled() {
         )
         .unwrap();
     }
-    run_ok(
-        host()
-            .env("AWS_ENDPOINT_URL", moto())
-            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
-    );
+    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args([
+        "-rb",
+        &requests,
+        "-wb",
+        &widgets,
+        "--until-empty",
+        "--max-request-bytes",
+        "4194304",
+    ]));
     let stored = objects(&client, &widgets);
     let big: Value = serde_json::from_slice(&stored["widgets/sue-smith/big"].body).unwrap();
     assert_eq!(big["description"].as_str().unwrap().len(), 3 << 20);
     let left = objects(&client, &requests);
-    assert_eq!(left.keys().collect::<Vec<_>>(), ["dead-letter/1"]);
+    let dead_too_large = format!("dead-letter/{too_large_key}");
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        ["dead-letter/1", dead_too_large.as_str()]
+    );
     assert_eq!(left["dead-letter/1"].body, b"");
     assert_eq!(
         left["dead-letter/1"].reason.as_deref(),
         Some("rejected: request is empty")
     );
+    // Copied on the server, bytes unchanged, never read by the host.
+    assert!(left[&dead_too_large].body == too_large);
+    assert_eq!(
+        left[&dead_too_large].reason.as_deref(),
+        Some("request too large: 5242880 bytes, over the limit of 4194304 (--max-request-bytes); not read")
+    );
+}
+
+#[test]
+fn numbers_in_a_stored_item_keep_their_digits_through_an_update() {
+    let client = dynamodb(&dynamodb_local());
+    let table = create_table(&client, "id");
+    let digits = [
+        ("big", "123456789012345678901234567890"),
+        ("fine", "0.10000000000000000001"),
+        ("past_u64", "18446744073709551617"),
+    ];
+    let mut put = client
+        .put_item()
+        .table_name(&table)
+        .item("id", AttributeValue::S("w1".into()))
+        .item("owner", AttributeValue::S("Sue Smith".into()));
+    for (name, n) in digits {
+        put = put.item(name, AttributeValue::N(n.into()));
+    }
+    block_on(put.send()).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scratch.path().join("1"),
+        r#"{"type":"update","requestId":"r","widgetId":"w1","owner":"Sue Smith","label":"new"}"#,
+    )
+    .unwrap();
+    run_ok(
+        host()
+            .env("AWS_ENDPOINT_URL", dynamodb_local())
+            .arg("--requests-dir")
+            .arg(scratch.path())
+            .args(["-dwt", &table, "--until-empty"]),
+    );
+    let item = block_on(
+        client
+            .get_item()
+            .table_name(&table)
+            .key("id", AttributeValue::S("w1".into()))
+            .send(),
+    )
+    .unwrap()
+    .item
+    .unwrap();
+    assert_eq!(item["label"], AttributeValue::S("new".into()));
+    for (name, n) in digits {
+        assert_eq!(item[name], AttributeValue::N(n.into()), "{name}");
+    }
 }
 
 #[test]

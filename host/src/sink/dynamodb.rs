@@ -216,4 +216,27 @@ mod tests {
         ]);
         assert_eq!(item_to_json(&item), json!({"b":"aGk=","ns":[2],"ss":["a"]}));
     }
+
+    #[test]
+    fn numbers_keep_their_digits_both_ways() {
+        let text = r#"{"id":"w","big":123456789012345678901234567890,"fine":0.10000000000000000001,"u":18446744073709551617}"#;
+        let Value::Object(fields) = serde_json::from_str(text).unwrap() else {
+            unreachable!()
+        };
+        let item = json_to_item(fields);
+        assert_eq!(
+            item["big"],
+            AttributeValue::N("123456789012345678901234567890".into())
+        );
+        assert_eq!(item["fine"], AttributeValue::N("0.10000000000000000001".into()));
+        assert_eq!(item["u"], AttributeValue::N("18446744073709551617".into()));
+        let back = item_to_json(&item).to_string();
+        for digits in [
+            "123456789012345678901234567890",
+            "0.10000000000000000001",
+            "18446744073709551617",
+        ] {
+            assert!(back.contains(digits), "{back}");
+        }
+    }
 }
