@@ -301,6 +301,23 @@ mod tests {
     }
 
     #[test]
+    fn an_update_naming_an_attribute_twice_gives_the_same_result_applied_twice() {
+        // Found by tests/fuzz.rs: removed then set, one by one, `color`
+        // moved to the end each time.
+        let twice = r#","otherAttributes":[{"name":"color","value":""},{"name":"color","value":"blue"}]"#;
+        let mut store = Memory::default();
+        store.run(OBJ, &full_create()).unwrap();
+        store.run(OBJ, &update(twice)).unwrap();
+        let once = store.0.clone();
+        store.run(OBJ, &update(twice)).unwrap();
+        assert_eq!(store.0, once);
+        assert_eq!(
+            store.json(KEY)["otherAttributes"],
+            serde_json::json!([{"name":"color","value":"blue"},{"name":"size","value":"9"}])
+        );
+    }
+
+    #[test]
     fn a_repeated_attribute_name_keeps_the_last_value() {
         let attrs = r#","otherAttributes":[{"name":"c","value":"1"},{"name":"d","value":"2"},{"name":"c","value":"3"}]"#;
         let mut store = Memory::default();

@@ -272,11 +272,19 @@ fn other_attributes(fields: &Map<String, Value>) -> Result<Vec<(String, String)>
             ));
         }
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| other_attribute(i, item))
-        .collect()
+    // A name given twice: the last value wins (SPEC.md 2), in the place
+    // the name first took. Applying the pairs one by one instead would let
+    // an update that removes then sets a name move it to the end, and a
+    // second application move it again: not the same result twice.
+    let mut attributes: Vec<(String, String)> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let (name, value) = other_attribute(i, item)?;
+        match attributes.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, earlier)) => *earlier = value,
+            None => attributes.push((name, value)),
+        }
+    }
+    Ok(attributes)
 }
 
 fn other_attribute(index: usize, item: &Value) -> Result<(String, String), Invalid> {
@@ -484,14 +492,15 @@ mod tests {
         let r = parse(
             with(
                 "otherAttributes",
-                r#"[{"name":"a","value":"","extra":1},{"name":"a","value":"2"}]"#,
+                r#"[{"name":"a","value":"","extra":1},{"name":"b","value":"x"},{"name":"a","value":"2"}]"#,
             )
             .as_bytes(),
         )
         .unwrap();
+        // A name given twice: the last value, in the first place.
         assert_eq!(
             r.other_attributes,
-            vec![("a".into(), "".into()), ("a".into(), "2".into())]
+            vec![("a".into(), "2".into()), ("b".into(), "x".into())]
         );
         assert!(parse(with("somethingElse", "[1,2]").as_bytes()).is_ok());
     }

@@ -79,11 +79,17 @@ def main(requests, out, destination="object-store"):
                         w.pop(f, None)
                     elif v is not None:
                         w[f] = v
+                # A name given twice: the last value wins, in the place the
+                # name first took (so applying the request twice gives the
+                # same result).
+                named = {}
                 for a in r.get("otherAttributes", []):
-                    if a["value"] == "":
-                        w["attrs"].pop(a["name"], None)
+                    named[a["name"]] = a["value"]
+                for name, value in named.items():
+                    if value == "":
+                        w["attrs"].pop(name, None)
                     else:
-                        w["attrs"][a["name"]] = a["value"]
+                        w["attrs"][name] = value
     for skey, w in store.items():
         doc = {"id": w["id"], "owner": w["owner"]}
         for f in ("label", "description"):
