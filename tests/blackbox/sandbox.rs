@@ -286,3 +286,79 @@ fn a_stop_cancels_a_long_handler_call_and_leaves_its_request() {
     assert_eq!(std::fs::read_to_string(requests.join("1")).unwrap(), "loop");
     assert!(!requests.join("dead-letter").exists());
 }
+
+#[test]
+fn request_values_cannot_forge_log_lines() {
+    let scratch = tempfile::tempdir().unwrap();
+    let forged = "\\n2026-01-01T00:00:00.000000Z ERROR forged line \\u001b[2J";
+    let dir = write_requests(
+        scratch.path(),
+        &[
+            // Rejected by the built-in handler (its reason quotes the id),
+            // and a valid request whose warning names the widget.
+            (
+                "1",
+                &format!(r#"{{"type":"create","requestId":"r","widgetId":"w{forged}","owner":"Sue 7"}}"#),
+            ),
+            (
+                "2",
+                &format!(
+                    r#"{{"type":"delete","requestId":"r{forged}","widgetId":"w{forged}","owner":"Sue Smith"}}"#
+                ),
+            ),
+        ],
+    );
+    let log = scratch.path().join("host.log");
+    let run = run_measured(
+        host()
+            .args(["run", "--until-empty", "--requests-dir"])
+            .arg(&dir)
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("widgets"))
+            .arg("--log-file")
+            .arg(&log),
+    );
+    assert!(run.success, "{}", run.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("forged line"), "{text}");
+    for line in text.lines().chain(run.stderr.lines()) {
+        assert!(!line.starts_with("2026-01-01"), "forged: {line}");
+        assert!(!line.contains('\x1b'), "terminal escape: {line:?}");
+    }
+}
+
+#[test]
+fn links_and_odd_names_in_the_request_folder_are_dead_lettered_once_and_never_followed() {
+    use std::os::unix::ffi::OsStrExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = write_requests(scratch.path(), &[("2", "fine")]);
+    let secret = scratch.path().join("secret");
+    std::fs::write(&secret, "outside the folder").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("1")).unwrap();
+    std::fs::write(dir.join(std::ffi::OsStr::from_bytes(b"3\xff")), "odd name").unwrap();
+    let log = scratch.path().join("host.log");
+    let run = run_measured(
+        host()
+            .args(["run", "--until-empty", "--handler"])
+            .arg(test_guest("hostile_guest"))
+            .arg("--requests-dir")
+            .arg(&dir)
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("widgets"))
+            .arg("--log-file")
+            .arg(&log),
+    );
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stdout.contains("dead-lettered: 2"), "{}", run.stdout);
+    assert!(reason(&dir, "1").contains("symbolic link"));
+    assert!(reason(&dir, "3\\xff").contains("not UTF-8"));
+    assert_eq!(
+        std::fs::read(dir.join("dead-letter/3\\xff")).unwrap(),
+        b"odd name"
+    );
+    // Nothing outside the folder was read or stored.
+    let widgets = files(&scratch.path().join("widgets"));
+    assert_eq!(widgets.keys().collect::<Vec<_>>(), ["echo/2"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("Request dead-lettered.").count(), 2, "{text}");
+}
