@@ -1,7 +1,7 @@
 //! A local folder as an object store: the document at key `a/b/c` is the
 //! file `DIR/a/b/c`.
 
-use super::Sink;
+use super::{MAX_DOCUMENT_BYTES, Sink, too_large};
 use crate::contract::Destination;
 use crate::error::StorageError;
 use crate::folder::{key_path, sweep_stale_temp_files, write_atomically};
@@ -51,6 +51,11 @@ impl Sink for DirSink {
 
     async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         let path = self.path("get", key)?;
+        if let Ok(meta) = tokio::fs::metadata(&path).await
+            && meta.len() > MAX_DOCUMENT_BYTES
+        {
+            return Err(too_large(format!("read {}", path.display()), meta.len()));
+        }
         match tokio::fs::read(&path).await {
             Ok(bytes) => String::from_utf8(bytes)
                 .map(Some)
@@ -80,6 +85,24 @@ impl Sink for DirSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_document_too_large_for_a_handler_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = DirSink::open(dir.path()).unwrap();
+        sink.put("widgets/a/1", "{}").await.unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("widgets/a/1"))
+            .unwrap();
+        file.set_len(MAX_DOCUMENT_BYTES + 1).unwrap();
+        let error = sink.get("widgets/a/1").await.unwrap_err();
+        assert_eq!(error.class, crate::error::Class::Request, "{error}");
+        assert!(
+            error.to_string().contains("more than a handler may be given"),
+            "{error}"
+        );
+    }
 
     #[tokio::test]
     async fn put_get_delete_round_trip() {

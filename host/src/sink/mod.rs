@@ -10,6 +10,21 @@ pub(crate) mod s3;
 use crate::contract::Destination;
 use crate::error::StorageError;
 
+/// The largest document `get` reads (64 MiB): a handler could not take in a
+/// larger one under its default memory limit, and the host holds each
+/// document read once per call in flight. A larger one is the request's
+/// problem (`Class::Request`): its handler is told the document cannot be
+/// read. (DynamoDB items are at most 400 KB anyway.)
+pub(crate) const MAX_DOCUMENT_BYTES: u64 = 64 << 20;
+
+/// The error for a document over [`MAX_DOCUMENT_BYTES`].
+pub(crate) fn too_large(action: String, size: u64) -> StorageError {
+    StorageError::request(
+        action,
+        format!("{size} bytes, more than a handler may be given ({MAX_DOCUMENT_BYTES})"),
+    )
+}
+
 /// A key-value store of JSON documents. Keys and documents are the
 /// handler's; a sink only stores them (see `wit/handler.wit`).
 #[async_trait::async_trait]

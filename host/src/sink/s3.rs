@@ -1,15 +1,10 @@
 //! An S3 bucket as the widget store: one object per key, JSON bodies.
 
-use super::Sink;
+use super::{MAX_DOCUMENT_BYTES, Sink, too_large};
 use crate::aws::s3::{BucketRole, Got, ObjectMeta, check_bucket, delete_object, get_object, put_object};
 use crate::contract::Destination;
 use crate::error::StorageError;
 use aws_sdk_s3::Client;
-
-/// The largest document `get` reads: a handler could not hold a larger one
-/// (its memory is limited), and the host would hold it once per request in
-/// flight.
-const MAX_DOCUMENT_BYTES: u64 = 64 << 20;
 
 /// Documents in an S3 bucket: widgets, or the requests `produce` writes.
 pub(crate) struct S3Sink {
@@ -45,10 +40,7 @@ impl Sink for S3Sink {
             Got::Object(body, _) => String::from_utf8(body)
                 .map(Some)
                 .map_err(|e| StorageError::request(format!("read s3://{}/{key} as text", self.bucket), e)),
-            Got::TooLarge(size, _) => Err(StorageError::request(
-                format!("read s3://{}/{key}", self.bucket),
-                format!("{size} bytes, more than a handler may be given ({MAX_DOCUMENT_BYTES})"),
-            )),
+            Got::TooLarge(size, _) => Err(too_large(format!("read s3://{}/{key}", self.bucket), size)),
         }
     }
 
