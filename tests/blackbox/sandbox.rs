@@ -96,6 +96,7 @@ fn every_hostile_handler_costs_its_request_only_within_memory_and_log_bounds() {
         "also fine"
     );
     assert!(listener.accept().is_err(), "the handler reached the network");
+    eprintln!("peak RSS of the host: {} MB", run.peak_rss >> 20);
     assert!(
         run.peak_rss < PEAK_RSS_BOUND,
         "peak RSS {} MB",
