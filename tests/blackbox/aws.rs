@@ -435,7 +435,7 @@ fn empty_large_and_too_large_requests_are_handled() {
         )
         .unwrap();
     }
-    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args([
+    let output = run_ok(host().env("AWS_ENDPOINT_URL", moto()).args([
         "-rb",
         &requests,
         "-wb",
@@ -444,6 +444,9 @@ fn empty_large_and_too_large_requests_are_handled() {
         "--max-request-bytes",
         "4194304",
     ]));
+    // Two requests read; the third dead-lettered from its listed size.
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("S3.GetObject 2,"), "{summary}");
     let stored = objects(&client, &widgets);
     let big: Value = serde_json::from_slice(&stored["widgets/sue-smith/big"].body).unwrap();
     assert_eq!(big["description"].as_str().unwrap().len(), 3 << 20);

@@ -367,7 +367,12 @@ fn a_full_disk_keeps_room_for_the_requests_that_fit() {
         "x".repeat(3 << 20)
     );
     std::fs::write(requests.join("1700000000000"), big).unwrap();
-    let running = Running::start(run_folder(&requests, &widgets).args(["-mrt", "60000"]));
+    let running = Running::start(run_folder(&requests, &widgets).args([
+        "-mrt",
+        "60000",
+        "--max-request-bytes",
+        "4194304",
+    ]));
     running.wait_for("No space left on device", Duration::from_secs(30));
     // The disk has been found full; the small ones come now.
     for i in 1..=20 {

@@ -23,6 +23,32 @@ fn write_requests(root: &Path, requests: &[(&str, &str)]) -> std::path::PathBuf 
     dir
 }
 
+/// Fails if a log line was forged by what a handler or request said, or
+/// carries a terminal escape.
+fn assert_no_forged_lines(log: &str, stderr: &str) {
+    assert!(
+        log.contains("forged line"),
+        "the forged text is not in the log at all: {log}"
+    );
+    for line in log.lines().chain(stderr.lines()) {
+        assert!(!line.starts_with("2026-01-01"), "forged: {line}");
+        assert!(!line.contains('\x1b'), "terminal escape: {line:?}");
+    }
+}
+
+/// `run --until-empty` with `handler` from `requests` into `scratch/widgets`.
+fn run_until_empty(handler: &Path, requests: &Path, scratch: &Path) -> std::process::Command {
+    let mut command = host();
+    command
+        .args(["run", "--until-empty", "--handler"])
+        .arg(handler)
+        .arg("--requests-dir")
+        .arg(requests)
+        .arg("--widgets-dir")
+        .arg(scratch.join("widgets"));
+    command
+}
+
 /// The reason beside a dead letter in a request folder.
 fn reason(requests: &Path, key: &str) -> String {
     std::fs::read_to_string(requests.join(format!("dead-letter/{key}.reason")))
@@ -67,15 +93,10 @@ fn every_hostile_handler_costs_its_request_only_within_memory_and_log_bounds() {
     let widgets = scratch.path().join("widgets");
     let log = scratch.path().join("host.log");
 
+    // The default limits; 8 workers, as the README's bound says.
     let run = run_measured(
-        host()
-            .args(["run", "--until-empty", "--concurrency", "8", "--handler"])
-            .arg(test_guest("hostile_guest"))
-            .arg("--requests-dir")
-            .arg(&dir)
-            .arg("--widgets-dir")
-            .arg(&widgets)
-            .arg("--log-file")
+        run_until_empty(&test_guest("hostile_guest"), &dir, scratch.path())
+            .args(["--concurrency", "8", "--log-file"])
             .arg(&log),
     );
     assert!(run.success, "{}", run.stderr);
@@ -112,26 +133,18 @@ fn every_hostile_handler_costs_its_request_only_within_memory_and_log_bounds() {
         text.len()
     );
     assert!(text.contains("reached its log limit"), "{text}");
-    assert!(text.contains("forged line"), "{text}");
-    for line in text.lines().chain(run.stderr.lines()) {
-        assert!(!line.starts_with("2026-01-01"), "forged: {line}");
-        assert!(!line.contains('\x1b'), "terminal escape: {line:?}");
-    }
+    assert_no_forged_lines(&text, &run.stderr);
 }
 
 #[test]
 fn table_and_many_memory_bombs_are_stopped_by_one_limit_on_the_whole_call() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = write_requests(scratch.path(), &[("1", "t"), ("2", "m"), ("3", "calm")]);
-    let run = run_measured(
-        host()
-            .args(["run", "--until-empty", "--handler"])
-            .arg(tests_dir().join("guests/bombs/bombs.wat"))
-            .arg("--requests-dir")
-            .arg(&dir)
-            .arg("--widgets-dir")
-            .arg(scratch.path().join("widgets")),
-    );
+    let run = run_measured(&mut run_until_empty(
+        &tests_dir().join("guests/bombs/bombs.wat"),
+        &dir,
+        scratch.path(),
+    ));
     assert!(run.success, "{}", run.stderr);
     assert!(run.stdout.contains("dead-lettered: 2"), "{}", run.stdout);
     for key in ["1", "2"] {
@@ -157,15 +170,11 @@ fn requests_over_the_size_limit_are_dead_lettered_unread() {
     let huge = std::fs::File::create(dir.join("1")).unwrap();
     huge.set_len(1 << 30).unwrap();
     std::fs::write(dir.join("3"), vec![b' '; (1 << 20) + 1]).unwrap();
-    let run = run_measured(
-        host()
-            .args(["run", "--until-empty", "--handler"])
-            .arg(test_guest("hostile_guest"))
-            .arg("--requests-dir")
-            .arg(&dir)
-            .arg("--widgets-dir")
-            .arg(scratch.path().join("widgets")),
-    );
+    let run = run_measured(&mut run_until_empty(
+        &test_guest("hostile_guest"),
+        &dir,
+        scratch.path(),
+    ));
     assert!(run.success, "{}", run.stderr);
     assert!(run.stdout.contains("dead-lettered: 2"), "{}", run.stdout);
     assert_eq!(
@@ -321,11 +330,7 @@ fn request_values_cannot_forge_log_lines() {
     );
     assert!(run.success, "{}", run.stderr);
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("forged line"), "{text}");
-    for line in text.lines().chain(run.stderr.lines()) {
-        assert!(!line.starts_with("2026-01-01"), "forged: {line}");
-        assert!(!line.contains('\x1b'), "terminal escape: {line:?}");
-    }
+    assert_no_forged_lines(&text, &run.stderr);
 }
 
 #[test]
@@ -339,13 +344,7 @@ fn links_and_odd_names_in_the_request_folder_are_dead_lettered_once_and_never_fo
     std::fs::write(dir.join(std::ffi::OsStr::from_bytes(b"3\xff")), "odd name").unwrap();
     let log = scratch.path().join("host.log");
     let run = run_measured(
-        host()
-            .args(["run", "--until-empty", "--handler"])
-            .arg(test_guest("hostile_guest"))
-            .arg("--requests-dir")
-            .arg(&dir)
-            .arg("--widgets-dir")
-            .arg(scratch.path().join("widgets"))
+        run_until_empty(&test_guest("hostile_guest"), &dir, scratch.path())
             .arg("--log-file")
             .arg(&log),
     );
