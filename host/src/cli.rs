@@ -37,6 +37,11 @@ pub struct Cli {
     /// Also write the log to this file (without colours).
     #[arg(long, global = true, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// How log lines are written: `text`, or `json` (one object per line,
+    /// for log shippers), on stderr and in the log file alike.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
 }
 
 impl Cli {

@@ -22,16 +22,50 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// since the binary prints it on stderr itself.
 const FATAL: &str = "widget_host::fatal";
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: time, level, message, then `name=value` fields.
+    #[default]
+    Text,
+    /// For log shippers: one JSON object per line, with the same fields
+    /// (`timestamp`, `level`, `target`, `message`, then the event's own).
+    Json,
+}
+
+/// One destination of the log, filtered.
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// A layer writing `format` to `writer`; colours only where asked.
+fn layer<W>(format: LogFormat, ansi: bool, writer: W) -> BoxedLayer
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .fmt_fields(escaped_fields())
+            .with_writer(writer)
+            .boxed(),
+        // JSON escapes control characters itself.
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    }
+}
+
 /// Installs the global subscriber. `stderr_level` is the default for the
 /// terminal; the file always gets `info` and above.
-pub fn init(stderr_level: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
+pub fn init(stderr_level: &str, log_file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     let filter = |level: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .fmt_fields(escaped_fields())
-        .with_writer(std::io::stderr)
+    let stderr = layer(format, std::io::stderr().is_terminal(), std::io::stderr)
         .with_filter(filter(stderr_level))
-        .with_filter(filter_fn(|meta| meta.target() != FATAL));
+        .with_filter(filter_fn(|meta| meta.target() != FATAL))
+        .boxed();
     let file = match log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -40,18 +74,15 @@ pub fn init(stderr_level: &str, log_file: Option<&Path>) -> anyhow::Result<()> {
                 .open(path)
                 .map_err(|e| anyhow::anyhow!("cannot open log file {}: {e}", path.display()))?;
             Some(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .fmt_fields(escaped_fields())
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_filter(filter("info")),
+                layer(format, false, std::sync::Mutex::new(file))
+                    .with_filter(filter("info"))
+                    .boxed(),
             )
         }
         None => None,
     };
     tracing_subscriber::registry()
-        .with(stderr)
-        .with(file)
+        .with(vec![Some(stderr), file].into_iter().flatten().collect::<Vec<_>>())
         .try_init()?;
     Ok(())
 }

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         Ok(log) => log,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = widget_host::logging::init(log.stderr_level, log.file.as_deref()) {
+    if let Err(e) = widget_host::logging::init(log.stderr_level, log.file.as_deref(), cli.log_format) {
         return fail(&e);
     }
     let result = runtime.block_on(async {

@@ -137,3 +137,49 @@ fn a_sighup_at_start_does_not_kill_the_host() {
     assert!(output.status.success(), "{}: {stderr}", output.status);
     assert!(stderr.contains("Handler loaded."), "{stderr}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_text_logs_fields() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    run_ok(
+        host()
+            .args(["produce", "-mwr", "20", "--seed", "4", "--requests-dir"])
+            .arg(&requests),
+    );
+    // One request the built-in handler rejects, with a newline in its key.
+    std::fs::write(requests.join("bad\nkey"), "{").unwrap();
+    let log = scratch.path().join("host.log");
+    let output = run_ok(
+        host()
+            .args(["run", "--until-empty", "--log-format", "json", "--requests-dir"])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("widgets"))
+            .arg("--log-file")
+            .arg(&log),
+    );
+    let file = std::fs::read_to_string(&log).unwrap();
+    for text in [file.as_str(), &String::from_utf8_lossy(&output.stderr)] {
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        let done: Vec<_> = events
+            .iter()
+            .filter(|e| e["message"] == "Request done.")
+            .collect();
+        assert_eq!(done.len(), 20, "{text}");
+        for event in done {
+            for field in ["timestamp", "level", "request_key", "kind", "widget", "outcome"] {
+                assert!(event.get(field).is_some(), "no {field} in {event}");
+            }
+        }
+        let dead = events
+            .iter()
+            .find(|e| e["message"] == "Request dead-lettered.")
+            .expect("the bad request is logged");
+        assert_eq!(dead["request_key"], "bad\nkey");
+        assert_eq!(dead["outcome"], "dead-lettered");
+    }
+}
