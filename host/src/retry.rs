@@ -68,17 +68,26 @@ impl Backoff {
     }
 }
 
-/// Retries made so far, shared by every retry loop of a run.
+/// Retries made so far, shared by every retry loop of a run: all of them,
+/// and those after throttling.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RetryCount(Arc<AtomicU64>);
+pub(crate) struct RetryCount(Arc<(AtomicU64, AtomicU64)>);
 
 impl RetryCount {
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.0.load(Ordering::Relaxed)
     }
 
-    fn add_one(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    /// The retries after the service asked to slow down.
+    pub(crate) fn throttling(&self) -> u64 {
+        self.0.1.load(Ordering::Relaxed)
+    }
+
+    fn add_one(&self, throttling: bool) {
+        self.0.0.fetch_add(1, Ordering::Relaxed);
+        if throttling {
+            self.0.1.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -137,7 +146,7 @@ impl Retry {
                 }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, attempt, "Transient failure; retrying.");
-                    self.count.add_one();
+                    self.count.add_one(e.is_throttling());
                     if e.is_throttling() {
                         held.throttled();
                     }

@@ -6,6 +6,7 @@ mod aws;
 mod cli;
 mod handlers;
 mod local;
+mod operability;
 mod proxy;
 mod sandbox;
 mod setup;

@@ -185,6 +185,11 @@ impl Running {
         }
     }
 
+    /// The host's stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
     /// Sends a signal (`-TERM`, `-HUP`) to the host.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();

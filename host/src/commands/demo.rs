@@ -105,6 +105,7 @@ pub(super) async fn execute(args: &DemoArgs, controls: Controls, out: &mut dyn W
             ..Options::default()
         },
         max_runtime: None,
+        metrics_addr: None,
         shutdown_timeout: Duration::from_secs(30),
         watch: false,
         aws: AwsSettings::default(),

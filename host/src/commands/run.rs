@@ -8,7 +8,7 @@ use crate::aws::s3::BucketRole;
 use crate::aws::{Aws, AwsSettings};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{self, Handler};
-use crate::metrics::Summary;
+use crate::metrics::{Metrics, Summary, exporter};
 use crate::pipeline::{self, DEFAULT_CONCURRENCY, DEFAULT_MAX_REQUEST_BYTES, Options};
 use crate::sink::{Sink, dir::DirSink, dynamodb::DynamoDbSink, s3::S3Sink};
 use crate::source::{Source, dir::DirSource, s3::S3Source};
@@ -18,6 +18,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
@@ -68,6 +69,11 @@ pub struct RunArgs {
     /// processed at once, nor out of order.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) concurrency: u16,
+
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9898`; any
+    /// path answers) while the run lasts.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<String>,
 
     /// Requests larger than this many bytes are dead-lettered unread (the
     /// listing's size is checked before reading). Memory then stays bounded
@@ -168,6 +174,8 @@ pub(crate) struct RunConfig {
     pub(crate) options: Options,
     /// Stop after this long (`-mrt`).
     pub(crate) max_runtime: Option<Duration>,
+    /// Where to serve Prometheus metrics.
+    pub(crate) metrics_addr: Option<String>,
     /// Reload the handler when its file changes.
     pub(crate) watch: bool,
     /// How long a stop waits for the stores in flight.
@@ -198,6 +206,7 @@ impl RunConfig {
                 ..Options::default()
             },
             max_runtime: flags::max_runtime(args.max_runtime_ms),
+            metrics_addr: args.metrics_addr.clone(),
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
         })
     }
@@ -260,7 +269,16 @@ pub(super) async fn run(config: RunConfig, controls: Controls) -> anyhow::Result
     if config.watch {
         handlers.watch(stop.clone());
     }
-    let pipeline = pipeline::run(source, sink, handlers, config.options, stop.clone());
+    let metrics = Arc::new(Metrics::default());
+    // Scrapes are answered until the run has ended, shutdown included.
+    let exporter_stop = CancellationToken::new();
+    let _exporter_stopped = exporter_stop.clone().drop_guard();
+    if let Some(address) = &config.metrics_addr {
+        let listener = exporter::bind(address).await?;
+        let registry = metrics.registry(aws.as_ref().map(|aws| aws.calls.clone()));
+        tokio::spawn(exporter::serve(listener, registry, exporter_stop.clone()));
+    }
+    let pipeline = pipeline::run(source, sink, handlers, config.options, metrics, stop.clone());
     let shutdown_timeout = config.shutdown_timeout;
     let late = async {
         stop.cancelled().await;

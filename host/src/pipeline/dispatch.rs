@@ -11,6 +11,7 @@ use crate::retry::Attempt;
 use crate::source::{Fetched, Listed, Version};
 use futures::StreamExt;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
@@ -21,6 +22,8 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
     // Requests found, and taken, during the current pass over the source.
     let mut found_this_pass = 0;
     let mut taken_this_pass = 0;
+    // The oldest request this pass has seen, for the source-lag metric.
+    let mut oldest_this_pass: Option<SystemTime> = None;
     while !shared.stop.is_cancelled() {
         let page = match shared.retry.run(|| shared.source.list()).await {
             Attempt::Done(page) => page,
@@ -30,7 +33,13 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
         if page.from_start {
             found_this_pass = 0;
             taken_this_pass = 0;
+            oldest_this_pass = None;
             shared.keys.new_pass();
+        }
+        let oldest_on_page = page.requests.iter().filter_map(|r| r.modified).min();
+        oldest_this_pass = oldest_this_pass.into_iter().chain(oldest_on_page).min();
+        if page.reached_end {
+            shared.metrics.set_oldest_waiting(oldest_this_pass);
         }
         for odd in &page.set_aside {
             dead_lettered(shared, &odd.name, "-", &odd.reason);
@@ -67,8 +76,13 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
             let job = match next.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
                 Prepared::Ready(job) => job,
                 Prepared::Gone => continue,
-                Prepared::Refused { key, version, reason } => {
-                    refuse(shared, &key, &version, reason).await;
+                Prepared::Refused {
+                    key,
+                    version,
+                    listed,
+                    reason,
+                } => {
+                    refuse(shared, &key, &version, listed, reason).await;
                     continue;
                 }
                 Prepared::Unreadable(key, e) if e.class == Class::Request => {
@@ -116,6 +130,7 @@ enum Prepared {
     Refused {
         key: String,
         version: Version,
+        listed: Instant,
         reason: String,
     },
     /// It cannot be read; it stays in the source.
@@ -129,18 +144,31 @@ async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
     let too_large = |size: u64| {
         format!("request too large: {size} bytes, over the limit of {limit} (--max-request-bytes); not read")
     };
-    let Listed { key, size, version } = listed;
+    let Listed {
+        key, size, version, ..
+    } = listed;
+    let listed = Instant::now();
     // Known too large from the listing: not even read.
     if size > limit {
         let reason = too_large(size);
-        return Prepared::Refused { key, version, reason };
+        return Prepared::Refused {
+            key,
+            version,
+            listed,
+            reason,
+        };
     }
     let (body, version) = match shared.retry.run(|| shared.source.read(&key, limit)).await {
         Attempt::Done(Fetched::Request(body, version)) => (body, version),
         Attempt::Done(Fetched::Gone) => return Prepared::Gone,
         Attempt::Done(Fetched::TooLarge(size, version)) => {
             let reason = too_large(size);
-            return Prepared::Refused { key, version, reason };
+            return Prepared::Refused {
+                key,
+                version,
+                listed,
+                reason,
+            };
         }
         Attempt::Failed(e) => return Prepared::Unreadable(key, e),
         Attempt::Stopped => return Prepared::Stopped,
@@ -151,7 +179,12 @@ async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
         // request's key will do so again: the request is its own fault.
         Err(CallError::Handler(reason)) => {
             let reason = format!("handler failed in ordering-key: {reason}");
-            return Prepared::Refused { key, version, reason };
+            return Prepared::Refused {
+                key,
+                version,
+                listed,
+                reason,
+            };
         }
         Err(CallError::Store(e)) => {
             warn!(request_key = %key, error = %e, "Handler gave no ordering key.");
@@ -164,5 +197,6 @@ async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
         version,
         widget,
         seq: 0,
+        listed,
     })
 }

@@ -91,14 +91,14 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
             return Admission::Deferred;
         }
         Some(_) => {
-            shared.tracker.lock().unwrap().in_flight.insert(job.key.clone());
+            shared.take_in(&job.key);
             keys.waiting
                 .get_mut(&widget)
                 .expect("checked above")
                 .push_back(job);
         }
         None => {
-            shared.tracker.lock().unwrap().in_flight.insert(job.key.clone());
+            shared.take_in(&job.key);
             keys.waiting.insert(widget.clone(), VecDeque::new());
             drop(keys);
             running.spawn(run_key(shared.clone(), Some(widget), job));
@@ -112,7 +112,7 @@ async fn alone(shared: &Arc<Shared>, running: &mut JoinSet<()>, job: Job) -> Adm
     if !shared.wait_until(|tracker| tracker.in_flight.is_empty()).await {
         return Admission::Stopped;
     }
-    shared.tracker.lock().unwrap().in_flight.insert(job.key.clone());
+    shared.take_in(&job.key);
     running.spawn(run_key(shared.clone(), None, job));
     match shared.wait_until(|tracker| tracker.in_flight.is_empty()).await {
         true => Admission::Taken,
@@ -146,7 +146,7 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
             }
             next
         });
-        shared.tracker.lock().unwrap().in_flight.remove(&job.key);
+        shared.let_go(&job.key);
         shared.done.notify_waiters();
         match next {
             Some(next) => {

@@ -87,6 +87,8 @@ struct Job {
     /// Its place in the order requests were admitted in: who gets a slot
     /// first.
     seq: u64,
+    /// When the listing found it, for the latency metric.
+    listed: std::time::Instant,
 }
 
 /// What the run is doing with the source's requests.
@@ -104,7 +106,7 @@ struct Shared {
     sink: Arc<dyn Sink>,
     handlers: Arc<HandlerSlot>,
     options: Options,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     retry: Retry,
     tracker: Mutex<Tracker>,
     /// Per ordering key, the requests waiting behind the one in progress.
@@ -119,6 +121,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// Counts a request as in flight.
+    fn take_in(&self, key: &str) {
+        let mut tracker = self.tracker.lock().unwrap();
+        tracker.in_flight.insert(key.to_owned());
+        self.metrics.set_in_flight(tracker.in_flight.len());
+    }
+
+    /// A request is done with (or given up on this run).
+    fn let_go(&self, key: &str) {
+        let mut tracker = self.tracker.lock().unwrap();
+        tracker.in_flight.remove(key);
+        self.metrics.set_in_flight(tracker.in_flight.len());
+    }
+
     /// Stops the run because of a failure every request would meet: nothing
     /// new is started, and what is not done stays in the source.
     fn fail(&self, error: StorageError) {
@@ -153,10 +169,10 @@ pub(crate) async fn run(
     sink: Arc<dyn Sink>,
     handlers: Arc<HandlerSlot>,
     options: Options,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<Summary> {
     info!(source = %source.describe(), sink = %sink.describe(), concurrency = options.concurrency, "Starting.");
-    let metrics = Metrics::default();
     let retry = Retry {
         backoff: options.backoff,
         stop: stop.clone(),

@@ -11,6 +11,7 @@ use crate::handler::CallError;
 use crate::metrics;
 use crate::retry::Attempt;
 use crate::source::Version;
+use std::time::Instant;
 use tracing::{error, info, warn};
 
 /// What the handler and the sink made of a request.
@@ -91,22 +92,25 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
             Fate::dead_lettered(moved, reason)
         }
     };
-    settle(shared, key, widget, fate);
+    settle(shared, key, widget, job.listed, fate);
 }
 
 /// Dead-letters a request the pipeline refused before its turn: too large
 /// to read, or its ordering key could not be had. It changes nothing in
 /// the store, so it needs no place in its key's order.
-pub(super) async fn refuse(shared: &Shared, key: &str, version: &Version, reason: String) {
+pub(super) async fn refuse(shared: &Shared, key: &str, version: &Version, listed: Instant, reason: String) {
     let moved = shared
         .retry
         .run(|| shared.source.dead_letter(key, version, &reason))
         .await;
-    settle(shared, key, "-", Fate::dead_lettered(moved, reason));
+    settle(shared, key, "-", listed, Fate::dead_lettered(moved, reason));
 }
 
 /// Counts and logs what a request came to.
-fn settle(shared: &Shared, key: &str, widget: &str, fate: Fate) {
+fn settle(shared: &Shared, key: &str, widget: &str, listed: Instant, fate: Fate) {
+    if matches!(fate, Fate::Applied { .. } | Fate::DeadLettered(_)) {
+        shared.metrics.request_done(listed);
+    }
     match fate {
         Fate::Stopped => {}
         Fate::Fatal(e) => shared.fail(e),
@@ -146,8 +150,12 @@ async fn decide_and_store(shared: &Shared, job: &Job, slot: &mut Slot<'_>) -> De
         .retry
         .run_holding(slot, || async {
             let handler = shared.handlers.current();
+            let started = std::time::Instant::now();
             tokio::select! {
-                handled = handler.handle(&job.body, &context, shared.sink.clone()) => handled.map(Some),
+                handled = handler.handle(&job.body, &context, shared.sink.clone()) => {
+                    shared.metrics.handler_call(started.elapsed());
+                    handled.map(Some)
+                }
                 _ = shared.stop.cancelled() => Ok(None),
             }
         })

@@ -157,9 +157,16 @@ async fn a_store_refusing_one_requests_data_dead_letters_that_request_only() {
         Duration::ZERO,
     );
     let source = Arc::new(DirSource::open(dir.path()).unwrap());
-    let summary = run(source, sink.clone(), builtin(), quick(), CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = run(
+        source,
+        sink.clone(),
+        builtin(),
+        quick(),
+        Arc::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!((summary.processed(), summary.dead_lettered), (10, 4));
     let reason = std::fs::read_to_string(dir.path().join("dead-letter/0000.reason")).unwrap();
     assert!(
@@ -189,9 +196,16 @@ async fn a_failing_environment_stops_the_run_and_dead_letters_nothing() {
         concurrency: 1,
         ..quick()
     };
-    let error = run(source, sink.clone(), builtin(), options, CancellationToken::new())
-        .await
-        .unwrap_err();
+    let error = run(
+        source,
+        sink.clone(),
+        builtin(),
+        options,
+        Arc::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(error.to_string().contains("scripted failure"), "{error}");
     assert!(!dir.path().join("dead-letter").exists());
     let left = std::fs::read_dir(dir.path())
@@ -227,6 +241,7 @@ async fn a_request_without_an_ordering_key_runs_alone() {
         sink.clone(),
         HandlerSlot::new(handler, Choice::Builtin),
         quick(),
+        Arc::default(),
         CancellationToken::new(),
     )
     .await
@@ -266,6 +281,7 @@ async fn every_retried_store_write_is_counted_in_the_summary() {
         sink.clone(),
         HandlerSlot::new(handler, Choice::Builtin),
         options,
+        Arc::default(),
         CancellationToken::new(),
     )
     .await
@@ -295,7 +311,14 @@ async fn a_key_that_keeps_failing_holds_up_only_its_own_requests() {
     );
     let source = Arc::new(DirSource::open(dir.path()).unwrap());
     let stop = CancellationToken::new();
-    let running = tokio::spawn(run(source, sink.clone(), builtin(), quick(), stop.clone()));
+    let running = tokio::spawn(run(
+        source,
+        sink.clone(),
+        builtin(),
+        quick(),
+        Arc::default(),
+        stop.clone(),
+    ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while sink.inner.contents().len() < 300 {
         assert!(
@@ -336,9 +359,16 @@ async fn a_key_that_recovers_takes_its_held_back_requests_in_order() {
         only: Some("/w0"),
     });
     let source = Arc::new(DirSource::open(dir.path()).unwrap());
-    let summary = run(source, sink.clone(), builtin(), quick(), CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = run(
+        source,
+        sink.clone(),
+        builtin(),
+        quick(),
+        Arc::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!((summary.processed(), summary.dead_lettered), (109, 0));
     let w0: serde_json::Value = serde_json::from_str(&sink.inner.contents()["widgets/sue-smith/w0"]).unwrap();
     assert_eq!(w0["label"], "u8", "the updates ran in order: {w0}");
@@ -405,9 +435,16 @@ async fn a_throttling_backend_gets_fewer_requests_at_once_until_it_stops() {
         attempts: Mutex::default(),
     });
     let source = Arc::new(DirSource::open(dir.path()).unwrap());
-    let summary = run(source, sink.clone(), builtin(), quick(), CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = run(
+        source,
+        sink.clone(),
+        builtin(),
+        quick(),
+        Arc::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (summary.processed(), summary.dead_lettered),
         (400, 0),

@@ -151,6 +151,7 @@ fn scan(root: &Path, after: Option<&str>) -> std::io::Result<(Vec<Listed>, Vec<O
                     key,
                     size: meta.len(),
                     version: file_version(&meta),
+                    modified: meta.modified().ok(),
                 });
             }
             continue;

@@ -39,6 +39,8 @@ pub(crate) struct Listed {
     pub(crate) size: u64,
     /// The version listed; a read may find a newer one.
     pub(crate) version: Version,
+    /// When it was last written, if the source says.
+    pub(crate) modified: Option<std::time::SystemTime>,
 }
 
 /// Something the listing met that can never be a request (a symbolic

@@ -84,6 +84,9 @@ impl Source for S3Source {
                     key,
                     size: object.size.unwrap_or(0).max(0) as u64,
                     version: Version(object.e_tag.clone()),
+                    modified: object
+                        .last_modified
+                        .and_then(|t| std::time::SystemTime::try_from(t).ok()),
                 })
             })
             .collect();

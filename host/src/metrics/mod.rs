@@ -1,0 +1,337 @@
+//! What a run counts: the end-of-run summary, and the same counts with
+//! histograms and gauges for Prometheus ([`exporter`] serves them on
+//! `--metrics-addr`).
+
+pub(crate) mod exporter;
+
+use crate::aws::ApiCalls;
+use crate::retry::RetryCount;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Distinct request kinds counted under their own label; the kind is the
+/// handler's word, and a handler could make up a new one per request.
+const MAX_KINDS: usize = 32;
+
+/// The kind label of requests past [`MAX_KINDS`], and of dead letters
+/// (no plan, no kind).
+const OTHER_KIND: &str = "other";
+
+/// What happened to the requests of one run.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    started: Instant,
+    counts: Mutex<Counts>,
+    /// Every retry loop of the run adds to this.
+    pub(crate) retries: RetryCount,
+    /// Requests done, by kind and outcome.
+    requests: Family<RequestLabels, Counter>,
+    /// Seconds per handler call (`handle`).
+    handler_seconds: Histogram,
+    /// Seconds from a request's listing to its removal from the source.
+    latency_seconds: Histogram,
+    /// Requests admitted and not yet done.
+    in_flight: Gauge,
+    /// Age of the oldest request the last full pass over the source saw.
+    source_lag_seconds: Gauge<f64, AtomicU64>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    kind: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Counts {
+    /// Applied requests by the kind the handler named.
+    applied: BTreeMap<String, u64>,
+    warnings: u64,
+    dead_lettered: u64,
+    operations: u64,
+}
+
+/// Outcome label of a request whose operations are stored, for logs.
+pub(crate) const APPLIED: &str = "applied";
+/// Outcome label of a request moved to the dead-letter place.
+pub(crate) const DEAD_LETTERED: &str = "dead-lettered";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        // 1 ms to about 65 s, doubling.
+        let seconds = || Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        Metrics {
+            started: Instant::now(),
+            counts: Mutex::default(),
+            retries: RetryCount::default(),
+            requests: Family::default(),
+            handler_seconds: seconds(),
+            latency_seconds: seconds(),
+            in_flight: Gauge::default(),
+            source_lag_seconds: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a request whose operations are stored.
+    pub(crate) fn applied(&self, kind: &str, operations: usize, warnings: u32) {
+        let mut c = self.counts.lock().unwrap();
+        let known = c.applied.contains_key(kind) || c.applied.len() < MAX_KINDS;
+        *c.applied.entry(kind.to_owned()).or_default() += 1;
+        c.operations += operations as u64;
+        c.warnings += u64::from(warnings);
+        drop(c);
+        let kind = if known { kind } else { OTHER_KIND };
+        self.requests
+            .get_or_create(&RequestLabels {
+                kind: kind.to_owned(),
+                outcome: APPLIED,
+            })
+            .inc();
+    }
+
+    /// Counts a request moved to the dead-letter place.
+    pub(crate) fn dead_lettered(&self) {
+        self.counts.lock().unwrap().dead_lettered += 1;
+        self.requests
+            .get_or_create(&RequestLabels {
+                kind: OTHER_KIND.to_owned(),
+                outcome: DEAD_LETTERED,
+            })
+            .inc();
+    }
+
+    /// Records how long one handler call took.
+    pub(crate) fn handler_call(&self, took: Duration) {
+        self.handler_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Records how long a request took from its listing to its removal.
+    pub(crate) fn request_done(&self, listed: Instant) {
+        self.latency_seconds.observe(listed.elapsed().as_secs_f64());
+    }
+
+    /// Records how many requests are in flight.
+    pub(crate) fn set_in_flight(&self, requests: usize) {
+        self.in_flight.set(requests as i64);
+    }
+
+    /// Records the oldest request a full pass over the source saw (`None`:
+    /// the pass found none).
+    pub(crate) fn set_oldest_waiting(&self, oldest: Option<SystemTime>) {
+        let age = oldest.and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        self.source_lag_seconds.set(age.as_secs_f64());
+    }
+
+    /// A registry of this run's metrics for the exporter, with the AWS
+    /// clients' call counts when the run talks to AWS.
+    pub(crate) fn registry(self: &std::sync::Arc<Self>, api_calls: Option<ApiCalls>) -> Registry {
+        let mut registry = Registry::with_prefix("widget_host");
+        registry.register(
+            "requests",
+            "Requests taken out of the source, by the kind the handler named and outcome",
+            self.requests.clone(),
+        );
+        registry.register(
+            "handler_seconds",
+            "Time of one handler call (handle), in seconds",
+            self.handler_seconds.clone(),
+        );
+        registry.register(
+            "request_latency_seconds",
+            "Time from a request's listing to its removal from the source, in seconds",
+            self.latency_seconds.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests admitted and not yet done",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "source_lag_seconds",
+            "Age of the oldest request the last full pass over the source saw, in seconds",
+            self.source_lag_seconds.clone(),
+        );
+        registry.register_collector(Box::new(Snapshot {
+            metrics: self.clone(),
+            api_calls,
+        }));
+        registry
+    }
+
+    /// The counts so far, as the end-of-run report.
+    pub(crate) fn summary(&self, dead_letter_place: String) -> Summary {
+        let c = self.counts.lock().unwrap().clone();
+        Summary {
+            elapsed: self.started.elapsed(),
+            applied: c.applied,
+            warnings: c.warnings,
+            dead_lettered: c.dead_lettered,
+            retries: self.retries.get(),
+            operations: c.operations,
+            dead_letter_place,
+            left_in_source: 0,
+            api_calls: BTreeMap::new(),
+        }
+    }
+}
+
+/// The end-of-run report.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// How long the run took.
+    pub elapsed: Duration,
+    /// Applied requests by the kind the handler named.
+    pub applied: BTreeMap<String, u64>,
+    /// Warnings the handler logged.
+    pub warnings: u64,
+    /// Requests moved to the dead-letter place.
+    pub dead_lettered: u64,
+    /// Calls made again after a transient failure: listing, reading,
+    /// handling, storing, removing.
+    pub retries: u64,
+    /// Store operations carried out.
+    pub operations: u64,
+    /// Where dead-lettered requests are.
+    pub dead_letter_place: String,
+    /// Requests that could be neither processed nor dead-lettered (each is
+    /// logged with why); they stay in the source for the next run.
+    pub left_in_source: u64,
+    /// HTTP requests sent to AWS, by operation (`S3.GetObject`).
+    pub api_calls: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// Requests taken out of the source: applied or dead-lettered.
+    pub fn processed(&self) -> u64 {
+        self.applied.values().sum::<u64>() + self.dead_lettered
+    }
+
+    /// Requests taken out of the source per second.
+    pub fn requests_per_second(&self) -> f64 {
+        self.processed() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Processed {} requests in {:.2} s ({:.1} requests/s)",
+            self.processed(),
+            self.elapsed.as_secs_f64(),
+            self.requests_per_second()
+        )?;
+        let by_kind: Vec<String> = self.applied.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(
+            f,
+            "  applied:       {} ({})",
+            self.applied.values().sum::<u64>(),
+            if by_kind.is_empty() {
+                "none".into()
+            } else {
+                by_kind.join(", ")
+            }
+        )?;
+        writeln!(f, "  store writes:  {}", self.operations)?;
+        writeln!(f, "  warnings:      {}", self.warnings)?;
+        write!(f, "  dead-lettered: {}", self.dead_lettered)?;
+        if self.dead_lettered > 0 {
+            write!(f, " (in {})", self.dead_letter_place)?;
+        }
+        writeln!(f)?;
+        write!(f, "  retries:       {}", self.retries)?;
+        if self.left_in_source > 0 {
+            write!(f, "\n  left in source: {} (see the log)", self.left_in_source)?;
+        }
+        if !self.api_calls.is_empty() {
+            let total: u64 = self.api_calls.values().sum();
+            let calls: Vec<String> = self.api_calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
+            write!(f, "\n  AWS calls:     {total} ({})", calls.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The counters kept for the summary, read when Prometheus scrapes.
+#[derive(Debug)]
+struct Snapshot {
+    metrics: std::sync::Arc<Metrics>,
+    api_calls: Option<ApiCalls>,
+}
+
+impl Snapshot {
+    /// Encodes one counter family from (labels, value) pairs.
+    fn counters(
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        values: impl IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
+    ) -> Result<(), fmt::Error> {
+        let family = Family::<Vec<(&'static str, String)>, Counter>::default();
+        for (labels, value) in values {
+            family.get_or_create(&labels).inc_by(value);
+        }
+        family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let counts = self.metrics.counts.lock().unwrap().clone();
+        Self::counters(
+            &mut encoder,
+            "dead_letters",
+            "Requests moved to the dead-letter place",
+            [(Vec::new(), counts.dead_lettered)],
+        )?;
+        Self::counters(
+            &mut encoder,
+            "handler_warnings",
+            "Warnings the handler logged",
+            [(Vec::new(), counts.warnings)],
+        )?;
+        Self::counters(
+            &mut encoder,
+            "store_operations",
+            "Store operations carried out",
+            [(Vec::new(), counts.operations)],
+        )?;
+        let retries = &self.metrics.retries;
+        Self::counters(
+            &mut encoder,
+            "retries",
+            "Calls made again after a transient failure, by class",
+            [
+                (vec![("class", "throttling".to_owned())], retries.throttling()),
+                (
+                    vec![("class", "transient".to_owned())],
+                    retries.get() - retries.throttling(),
+                ),
+            ],
+        )?;
+        if let Some(calls) = &self.api_calls {
+            Self::counters(
+                &mut encoder,
+                "aws_calls",
+                "HTTP requests sent to AWS, retries included, by operation",
+                calls
+                    .snapshot()
+                    .into_iter()
+                    .map(|(operation, n)| (vec![("operation", operation)], n)),
+            )?;
+        }
+        Ok(())
+    }
+}

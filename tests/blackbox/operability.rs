@@ -1,0 +1,191 @@
+//! Operability: Prometheus metrics that count what was processed, JSON
+//! logs a shipper can parse, progress on a terminal and off it.
+
+use crate::util::*;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+/// Writes `count` produced requests (seeded) into `dir`.
+fn produce(dir: &Path, count: u32, seed: u32) {
+    run_ok(
+        host()
+            .args([
+                "produce",
+                "-mwr",
+                &count.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--requests-dir",
+            ])
+            .arg(dir),
+    );
+}
+
+/// GET `path` from `address` over plain HTTP/1.1: the body.
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// The value of the sample `name` (with its labels, exactly as written) in
+/// a scrape.
+fn sample(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{scrape}"))
+}
+
+#[test]
+fn metrics_count_exactly_what_was_processed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    produce(&requests, 40, 9);
+    std::fs::write(requests.join("9999999999999"), "not json").unwrap();
+    let running = Running::start(
+        host()
+            .args(["run", "--metrics-addr", "127.0.0.1:0", "--requests-dir"])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("widgets")),
+    );
+    running.wait_for("Serving metrics.", Duration::from_secs(20));
+    let address = running
+        .log()
+        .lines()
+        .find_map(|line| line.split("address=").nth(1).map(str::to_owned))
+        .unwrap();
+    // Everything done: no request file left in the folder.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let waiting = || {
+        std::fs::read_dir(&requests)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+            .count()
+    };
+    while waiting() > 0 {
+        assert!(std::time::Instant::now() < deadline, "requests left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let scrape = http_get(&address, "/metrics");
+    running.signal("-TERM");
+    let (status, stdout, _) = running.finish();
+    assert!(status.success());
+
+    // The summary's counts, by kind, equal the scrape's.
+    let applied = stdout.lines().find(|l| l.contains("applied:")).unwrap();
+    let mut total = 0.0;
+    for kind in ["create", "update", "delete"] {
+        let n: f64 = applied.split(&format!("{kind} ")).nth(1).map_or(0.0, |rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        });
+        let label = format!(r#"widget_host_requests_total{{kind="{kind}",outcome="applied"}}"#);
+        if n > 0.0 {
+            assert_eq!(sample(&scrape, &label), n, "{kind}");
+        }
+        total += n;
+    }
+    assert_eq!(total, 40.0, "{stdout}");
+    assert_eq!(sample(&scrape, "widget_host_dead_letters_total"), 1.0);
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"widget_host_requests_total{kind="other",outcome="dead-lettered"}"#
+        ),
+        1.0
+    );
+    assert_eq!(sample(&scrape, "widget_host_handler_seconds_count"), 41.0);
+    assert_eq!(sample(&scrape, "widget_host_request_latency_seconds_count"), 41.0);
+    assert_eq!(sample(&scrape, "widget_host_requests_in_flight"), 0.0);
+    assert_eq!(
+        sample(&scrape, r#"widget_host_retries_total{class="transient"}"#),
+        0.0
+    );
+    assert!(sample(&scrape, "widget_host_source_lag_seconds") >= 0.0);
+    assert!(scrape.ends_with("# EOF\n"), "{scrape}");
+}
+
+#[test]
+fn a_metrics_address_that_is_taken_is_a_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(scratch.path().join("r")).unwrap();
+    let stderr = run_fails(
+        host()
+            .args([
+                "run",
+                "--until-empty",
+                "--metrics-addr",
+                &address,
+                "--requests-dir",
+            ])
+            .arg(scratch.path().join("r"))
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("w")),
+    );
+    assert!(
+        stderr.contains(&format!("cannot serve metrics on {address}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_text_logs_fields() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    run_ok(
+        host()
+            .args(["produce", "-mwr", "20", "--seed", "4", "--requests-dir"])
+            .arg(&requests),
+    );
+    // One request the built-in handler rejects, with a newline in its key.
+    std::fs::write(requests.join("bad\nkey"), "{").unwrap();
+    let log = scratch.path().join("host.log");
+    let output = run_ok(
+        host()
+            .args(["run", "--until-empty", "--log-format", "json", "--requests-dir"])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("widgets"))
+            .arg("--log-file")
+            .arg(&log),
+    );
+    let file = std::fs::read_to_string(&log).unwrap();
+    for text in [file.as_str(), &String::from_utf8_lossy(&output.stderr)] {
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        let done: Vec<_> = events
+            .iter()
+            .filter(|e| e["message"] == "Request done.")
+            .collect();
+        assert_eq!(done.len(), 20, "{text}");
+        for event in done {
+            for field in ["timestamp", "level", "request_key", "kind", "widget", "outcome"] {
+                assert!(event.get(field).is_some(), "no {field} in {event}");
+            }
+        }
+        let dead = events
+            .iter()
+            .find(|e| e["message"] == "Request dead-lettered.")
+            .expect("the bad request is logged");
+        assert_eq!(dead["request_key"], "bad\nkey");
+        assert_eq!(dead["outcome"], "dead-lettered");
+    }
+}
