@@ -35,6 +35,7 @@ pub mod logging;
 mod metrics;
 mod pipeline;
 mod producer;
+mod progress;
 mod retry;
 pub mod sink;
 mod source;

@@ -62,10 +62,15 @@ where
 /// terminal; the file always gets `info` and above.
 pub fn init(stderr_level: &str, log_file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
     let filter = |level: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let stderr = layer(format, std::io::stderr().is_terminal(), std::io::stderr)
-        .with_filter(filter(stderr_level))
-        .with_filter(filter_fn(|meta| meta.target() != FATAL))
-        .boxed();
+    // Through the progress display, which lifts its bar out of the way.
+    let stderr = layer(
+        format,
+        std::io::stderr().is_terminal(),
+        crate::progress::terminal_writer(),
+    )
+    .with_filter(filter(stderr_level))
+    .with_filter(filter_fn(|meta| meta.target() != FATAL))
+    .boxed();
     let file = match log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()

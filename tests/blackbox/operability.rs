@@ -189,3 +189,83 @@ fn json_logs_are_one_object_per_line_with_the_text_logs_fields() {
         assert_eq!(dead["outcome"], "dead-lettered");
     }
 }
+
+/// Runs `command` with its stderr on a new pseudo-terminal (120 columns)
+/// and returns everything written there.
+fn on_a_terminal(mut command: std::process::Command) -> String {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: 24,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty fills two fds we then own; the name may be null.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(opened, 0, "openpty failed");
+    // SAFETY: both fds are open and ours alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    // Our copy of the terminal's far end goes with the command, so reading
+    // ends when the child's does.
+    drop(command);
+    let reader = std::thread::spawn(move || {
+        let mut master = std::fs::File::from(master);
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Linux answers EIO once every far end is closed.
+        while let Ok(n @ 1..) = master.read(&mut chunk) {
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap()
+}
+
+#[test]
+fn progress_is_a_bar_on_a_terminal_and_a_line_every_few_seconds_elsewhere() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut produce = host();
+    produce
+        .args(["produce", "-mwr", "100", "-ird", "10", "--requests-dir"])
+        .arg(scratch.path().join("a"));
+    let screen = on_a_terminal(produce);
+    assert!(screen.contains("/100 requests written"), "{screen:?}");
+    assert!(screen.contains("left)") && screen.contains("/s,"), "{screen:?}");
+    // Drawn in place: the cursor is moved back over the bar.
+    assert!(screen.contains("\x1b[2K"), "{screen:?}");
+
+    // The same run into a pipe: no bar, a log line every 3 s.
+    let output = run_ok(
+        host()
+            .args(["produce", "-mwr", "200", "-ird", "20", "--requests-dir"])
+            .arg(scratch.path().join("b")),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(" of 200 requests written."), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "{stderr}");
+
+    // A run that ends shows its progress too.
+    let mut run = host();
+    run.args(["run", "--until-empty", "--requests-dir"])
+        .arg(scratch.path().join("b"))
+        .arg("--widgets-dir")
+        .arg(scratch.path().join("w"));
+    let screen = on_a_terminal(run);
+    assert!(screen.contains("/200 requests"), "{screen:?}");
+}

@@ -78,7 +78,15 @@ pub(super) async fn execute(args: &DemoArgs, controls: Controls, out: &mut dyn W
         max_runtime: None,
     };
     let target = DirSink::open(&requests)?;
-    produce_into(&target, args.seed, start_ms, &pacing, &controls.stop).await?;
+    produce_into(
+        &target,
+        args.seed,
+        start_ms,
+        &pacing,
+        &Default::default(),
+        &controls.stop,
+    )
+    .await?;
     for (i, body) in BAD_REQUESTS.iter().enumerate() {
         // Keys just after the first produced request, so they sort among them.
         target

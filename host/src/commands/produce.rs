@@ -9,6 +9,7 @@ use super::flags::{self, AwsArgs, RequestPlace, RequestPlaceArgs};
 use crate::aws::Aws;
 use crate::aws::s3::BucketRole;
 use crate::producer::Producer;
+use crate::progress;
 use crate::sink::{Sink, dir::DirSink, s3::S3Sink};
 use clap::Args;
 use std::io::Write;
@@ -83,7 +84,20 @@ pub(super) async fn execute(
         max_runtime: flags::max_runtime(args.max_runtime_ms),
     };
     let start_ms = args.start_ms.unwrap_or_else(now_ms);
-    let written = produce_into(target.as_ref(), seed, start_ms, &pacing, &controls.stop).await?;
+    let progress = progress::Counts::default();
+    progress.known_at_least(pacing.count);
+    let shown = progress::show("requests written", progress.clone());
+    let written = produce_into(
+        target.as_ref(),
+        seed,
+        start_ms,
+        &pacing,
+        &progress,
+        &controls.stop,
+    )
+    .await;
+    shown.finish().await;
+    let written = written?;
     writeln!(
         out,
         "Wrote {written} requests to {} (seed {seed}).",
@@ -99,6 +113,7 @@ pub(super) async fn produce_into(
     seed: u64,
     start_ms: u64,
     pacing: &Pacing,
+    progress: &progress::Counts,
     stop: &CancellationToken,
 ) -> anyhow::Result<u64> {
     // Tokio's clock, so that tests can run it paused.
@@ -117,6 +132,7 @@ pub(super) async fn produce_into(
         }
         let request = producer.next_request();
         target.put(&request.key, &request.body).await?;
+        progress.add_done(1);
     }
     Ok(pacing.count)
 }
@@ -141,9 +157,16 @@ mod tests {
             max_runtime: Some(Duration::from_secs(1)),
         };
         let target = DirSink::open(dir.path()).unwrap();
-        let written = produce_into(&target, 1, 1_700_000_000_000, &pacing, &CancellationToken::new())
-            .await
-            .unwrap();
+        let written = produce_into(
+            &target,
+            1,
+            1_700_000_000_000,
+            &pacing,
+            &progress::Counts::default(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(written, 10);
         let files = std::fs::read_dir(dir.path())
             .unwrap()
@@ -168,7 +191,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(450)).await;
             cancel.cancel();
         });
-        let written = produce_into(&target, 1, 1_700_000_000_000, &pacing, &stop)
+        let written = produce_into(&target, 1, 1_700_000_000_000, &pacing, &Default::default(), &stop)
             .await
             .unwrap();
         assert_eq!(written, 5);

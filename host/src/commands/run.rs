@@ -10,6 +10,7 @@ use crate::handler::swap::HandlerSlot;
 use crate::handler::{self, Handler};
 use crate::metrics::{Metrics, Summary, exporter};
 use crate::pipeline::{self, DEFAULT_CONCURRENCY, DEFAULT_MAX_REQUEST_BYTES, Options};
+use crate::progress;
 use crate::sink::{Sink, dir::DirSink, dynamodb::DynamoDbSink, s3::S3Sink};
 use crate::source::{Source, dir::DirSource, s3::S3Source};
 use anyhow::Context as _;
@@ -278,6 +279,12 @@ pub(super) async fn run(config: RunConfig, controls: Controls) -> anyhow::Result
         let registry = metrics.registry(aws.as_ref().map(|aws| aws.calls.clone()));
         tokio::spawn(exporter::serve(listener, registry, exporter_stop.clone()));
     }
+    // Progress is for a run that ends: one that polls forever has no end to
+    // show.
+    let shown = config
+        .options
+        .until_empty
+        .then(|| progress::show("requests", metrics.progress.clone()));
     let pipeline = pipeline::run(source, sink, handlers, config.options, metrics, stop.clone());
     let shutdown_timeout = config.shutdown_timeout;
     let late = async {
@@ -293,6 +300,9 @@ pub(super) async fn run(config: RunConfig, controls: Controls) -> anyhow::Result
     };
     // Ends the timer and the reload tasks.
     stop.cancel();
+    if let Some(shown) = shown {
+        shown.finish().await;
+    }
     let mut summary = summary?;
     if let Some(aws) = aws {
         summary.api_calls = aws.calls.snapshot();

@@ -44,6 +44,8 @@ pub(crate) struct Metrics {
     in_flight: Gauge,
     /// Age of the oldest request the last full pass over the source saw.
     source_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Requests done, and known of, for the progress display.
+    pub(crate) progress: crate::progress::Counts,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +81,7 @@ impl Default for Metrics {
             latency_seconds: seconds(),
             in_flight: Gauge::default(),
             source_lag_seconds: Gauge::default(),
+            progress: Default::default(),
         }
     }
 }
@@ -92,6 +95,7 @@ impl Metrics {
         c.operations += operations as u64;
         c.warnings += u64::from(warnings);
         drop(c);
+        self.progress.add_done(1);
         let kind = if known { kind } else { OTHER_KIND };
         self.requests
             .get_or_create(&RequestLabels {
@@ -104,12 +108,19 @@ impl Metrics {
     /// Counts a request moved to the dead-letter place.
     pub(crate) fn dead_lettered(&self) {
         self.counts.lock().unwrap().dead_lettered += 1;
+        self.progress.add_done(1);
         self.requests
             .get_or_create(&RequestLabels {
                 kind: OTHER_KIND.to_owned(),
                 outcome: DEAD_LETTERED,
             })
             .inc();
+    }
+
+    /// Requests taken out of the source so far.
+    pub(crate) fn summary_counts_done(&self) -> u64 {
+        let c = self.counts.lock().unwrap();
+        c.applied.values().sum::<u64>() + c.dead_lettered
     }
 
     /// Records how long one handler call took.

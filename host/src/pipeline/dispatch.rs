@@ -24,6 +24,8 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
     let mut taken_this_pass = 0;
     // The oldest request this pass has seen, for the source-lag metric.
     let mut oldest_this_pass: Option<SystemTime> = None;
+    // Requests done when this pass began, for the progress display.
+    let mut done_before_pass = 0;
     while !shared.stop.is_cancelled() {
         let page = match shared.retry.run(|| shared.source.list()).await {
             Attempt::Done(page) => page,
@@ -34,6 +36,7 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
             found_this_pass = 0;
             taken_this_pass = 0;
             oldest_this_pass = None;
+            done_before_pass = shared.metrics.summary_counts_done();
             shared.keys.new_pass();
         }
         let oldest_on_page = page.requests.iter().filter_map(|r| r.modified).min();
@@ -52,6 +55,10 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
                 .collect()
         };
         found_this_pass += fresh.len();
+        shared
+            .metrics
+            .progress
+            .known_at_least(done_before_pass + found_this_pass as u64);
         if fresh.is_empty() {
             if page.reached_end {
                 // A whole pass found nothing new and nothing is in flight:
