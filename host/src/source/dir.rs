@@ -16,6 +16,7 @@ use std::ffi::OsString;
 use std::io::{ErrorKind, Read as _};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -28,8 +29,11 @@ const PAGE_SIZE: usize = 1000;
 /// Requests in a local folder.
 pub(crate) struct DirSource {
     root: PathBuf,
-    /// The last key of the previous page; `None` starts a new pass.
-    watermark: Mutex<Option<String>>,
+    /// The names the current pass has yet to list, in order; empty starts
+    /// a new pass. A pass reads the folder once and then hands out a page
+    /// at a time: a page costs its own 1,000 entries, not the whole folder.
+    /// Files written meanwhile are seen by the next pass.
+    pass: Mutex<VecDeque<Box<str>>>,
 }
 
 /// A folder entry that can never be a request, and why.
@@ -51,7 +55,7 @@ impl DirSource {
         sweep_stale_temp_files(&root);
         Ok(DirSource {
             root,
-            watermark: Mutex::new(None),
+            pass: Mutex::default(),
         })
     }
 
@@ -118,10 +122,24 @@ impl DirSource {
     }
 }
 
-/// Lists the requests in `root` after `after`, and the entries that can
-/// never be requests, wherever they sort.
-fn scan(root: &Path, after: Option<&str>) -> std::io::Result<(Vec<Listed>, Vec<Odd>)> {
-    let mut requests = Vec::new();
+/// Why a folder entry of this type can never be a request, if it cannot.
+fn unusable(name: &std::ffi::OsStr, kind: std::fs::FileType) -> Option<&'static str> {
+    if kind.is_symlink() {
+        Some("a symbolic link: only files inside the request folder are read")
+    } else if !kind.is_file() {
+        Some("not a regular file (a FIFO, socket or device)")
+    } else if name.to_str().is_none() {
+        Some("a file name that is not UTF-8 text")
+    } else {
+        None
+    }
+}
+
+/// The names of the requests in `root`, sorted, and the entries that can
+/// never be requests. Only names and types are read (the directory entry's
+/// own type, no `stat` per file where the file system gives it).
+fn scan(root: &Path) -> std::io::Result<(VecDeque<Box<str>>, Vec<Odd>)> {
+    let mut names = Vec::new();
     let mut odd = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
@@ -129,8 +147,31 @@ fn scan(root: &Path, after: Option<&str>) -> std::io::Result<(Vec<Listed>, Vec<O
         if name.as_bytes().starts_with(b".") {
             continue;
         }
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if kind.is_dir() {
+            continue;
+        }
+        match unusable(&name, kind) {
+            Some(reason) => odd.push(Odd { name, reason }),
+            None => names.push(name.into_string().expect("checked as text").into_boxed_str()),
+        }
+    }
+    names.sort_unstable();
+    Ok((names.into(), odd))
+}
+
+/// Looks at the files `names` name, as they are now: each a request, or
+/// odd, or gone since the scan (left out).
+fn look_at(root: &Path, names: Vec<Box<str>>) -> std::io::Result<(Vec<Listed>, Vec<Odd>)> {
+    let mut requests = Vec::with_capacity(names.len());
+    let mut odd = Vec::new();
+    for name in names {
         // The entry itself, not what a link points at.
-        let meta = match entry.metadata() {
+        let meta = match std::fs::symlink_metadata(root.join(&*name)) {
             Ok(meta) => meta,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -138,25 +179,18 @@ fn scan(root: &Path, after: Option<&str>) -> std::io::Result<(Vec<Listed>, Vec<O
         if meta.is_dir() {
             continue;
         }
-        let reason = if meta.file_type().is_symlink() {
-            "a symbolic link: only files inside the request folder are read"
-        } else if !meta.is_file() {
-            "not a regular file (a FIFO, socket or device)"
-        } else if name.to_str().is_none() {
-            "a file name that is not UTF-8 text"
-        } else {
-            let key = name.into_string().expect("checked above");
-            if after.is_none_or(|after| key.as_str() > after) {
-                requests.push(Listed {
-                    key,
-                    size: meta.len(),
-                    version: file_version(&meta),
-                    modified: meta.modified().ok(),
-                });
-            }
-            continue;
-        };
-        odd.push(Odd { name, reason });
+        match unusable(std::ffi::OsStr::new(&*name), meta.file_type()) {
+            Some(reason) => odd.push(Odd {
+                name: OsString::from(&*name),
+                reason,
+            }),
+            None => requests.push(Listed {
+                key: name.into(),
+                size: meta.len(),
+                version: file_version(&meta),
+                modified: meta.modified().ok(),
+            }),
+        }
     }
     Ok((requests, odd))
 }
@@ -172,31 +206,38 @@ impl Source for DirSource {
     }
 
     async fn list(&self) -> Result<Page, StorageError> {
-        let after = self.watermark.lock().unwrap().clone();
+        let listing_error = |e| StorageError::io(format!("list {}", self.root.display()), e);
         let root = self.root.clone();
-        let scanned = {
-            let after = after.clone();
-            tokio::task::spawn_blocking(move || scan(&root, after.as_deref())).await
+        let mut odd = Vec::new();
+        let from_start = self.pass.lock().unwrap().is_empty();
+        if from_start {
+            let scanned = tokio::task::spawn_blocking(move || scan(&root))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|scanned| scanned)
+                .map_err(listing_error)?;
+            *self.pass.lock().unwrap() = scanned.0;
+            odd = scanned.1;
+        }
+        let (names, reached_end) = {
+            let mut pass = self.pass.lock().unwrap();
+            let take = pass.len().min(PAGE_SIZE);
+            let names: Vec<Box<str>> = pass.drain(..take).collect();
+            (names, pass.is_empty())
         };
-        let (mut requests, odd) = scanned
+        let root = self.root.clone();
+        let (requests, odd_now) = tokio::task::spawn_blocking(move || look_at(&root, names))
+            .await
             .map_err(std::io::Error::other)
-            .and_then(|scanned| scanned)
-            .map_err(|e| StorageError::io(format!("list {}", self.root.display()), e))?;
+            .and_then(|looked| looked)
+            .map_err(listing_error)?;
         let mut set_aside = Vec::new();
-        for odd in odd {
+        for odd in odd.into_iter().chain(odd_now) {
             set_aside.push(self.set_aside(odd).await?);
         }
-        requests.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let reached_end = requests.len() <= PAGE_SIZE;
-        requests.truncate(PAGE_SIZE);
-        *self.watermark.lock().unwrap() = if reached_end {
-            None
-        } else {
-            requests.last().map(|r| r.key.clone())
-        };
         Ok(Page {
             requests,
-            from_start: after.is_none(),
+            from_start,
             reached_end,
             set_aside,
         })
