@@ -45,7 +45,7 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
             shared.metrics.set_oldest_waiting(oldest_this_pass);
         }
         for odd in &page.set_aside {
-            dead_lettered(shared, &odd.name, "-", &odd.reason);
+            dead_lettered(shared, &odd.name, "-", None, &odd.reason);
         }
         let fresh: Vec<Listed> = {
             let tracker = shared.tracker.lock().unwrap();

@@ -108,6 +108,7 @@ pub(super) async fn refuse(shared: &Shared, key: &str, version: &Version, listed
 
 /// Counts and logs what a request came to.
 fn settle(shared: &Shared, key: &str, widget: &str, listed: Instant, fate: Fate) {
+    let latency_ms = listed.elapsed().as_millis() as u64;
     if matches!(fate, Fate::Applied { .. } | Fate::DeadLettered(_)) {
         shared.metrics.request_done(listed);
     }
@@ -124,16 +125,17 @@ fn settle(shared: &Shared, key: &str, widget: &str, listed: Instant, fate: Fate)
             warnings,
         } => {
             shared.metrics.applied(&kind, operations, warnings);
-            info!(request_key = %key, kind = %kind, widget = %widget, operations, warnings, outcome = metrics::APPLIED, "Request done.");
+            info!(request_key = %key, kind = %kind, widget = %widget, operations, warnings, latency_ms, outcome = metrics::APPLIED, "Request done.");
         }
-        Fate::DeadLettered(reason) => dead_lettered(shared, key, widget, &reason),
+        Fate::DeadLettered(reason) => dead_lettered(shared, key, widget, Some(latency_ms), &reason),
     }
 }
 
-/// Counts and logs a request moved to the dead-letter place.
-pub(super) fn dead_lettered(shared: &Shared, key: &str, widget: &str, reason: &str) {
+/// Counts and logs a request moved to the dead-letter place; `latency_ms`
+/// from its listing, when it was listed as a request.
+pub(super) fn dead_lettered(shared: &Shared, key: &str, widget: &str, latency_ms: Option<u64>, reason: &str) {
     shared.metrics.dead_lettered();
-    warn!(request_key = %key, widget = %widget, reason = %reason, outcome = metrics::DEAD_LETTERED, "Request dead-lettered.");
+    warn!(request_key = %key, widget = %widget, reason = %reason, latency_ms, outcome = metrics::DEAD_LETTERED, "Request dead-lettered.");
 }
 
 /// Asks the handler, then carries out its operations. Transient failures

@@ -12,11 +12,11 @@
 use super::{Fetched, Listed, Page, SetAside, Source, Version};
 use crate::error::StorageError;
 use crate::folder::{sweep_stale_temp_files, sync_dir, write_atomically};
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read as _};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""The side-by-side benchmark; bench/run.sh installs what it needs and runs
+it inside tests/servers.sh (which starts DynamoDB Local and exports
+WIDGET_HOST_TEST_DYNAMODB_LOCAL). This script starts a single-node Garage
+(S3) itself.
+
+    bench.py N [SEED_SECONDS]
+
+For each backend (folder -> folder, S3 -> S3, S3 -> DynamoDB) it produces
+the same N requests (`widget-host produce --seed 7 --start-ms ...`: mixed
+creates, updates and deletes) into a fresh place for each contender, runs
+the contender until the source is empty, and records requests/s, calls per
+request, p50/p99 latency (from a request's listing to its removal) and
+peak RSS (the process's VmHWM, polled). Contenders:
+
+- widget-host with its defaults (target/release/widget-host);
+- the floor (target/release/widget-bench-floor: fewest calls, batched, no
+  Wasm, no logic), at the same concurrency;
+- the seed-style consumer (bench/seed_consumer.py: Python, boto3, one at a
+  time) at a 400 backlog, and at the full backlog for SEED_SECONDS (30).
+
+Then a concurrency sweep (widget-host and the floor, S3 -> DynamoDB,
+concurrency 1 to 32). Results go to target/bench/results.jsonl;
+bench/report.py turns them into the table and the chart.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = os.path.join(ROOT, "target/release/widget-host")
+FLOOR = os.path.join(ROOT, "target/release/widget-bench-floor")
+GARAGE = os.path.join(ROOT, "target/bench-tools/bin/garage")
+OUT = os.path.join(ROOT, "target/bench")
+SEED, START_MS = 7, 1_700_000_000_000
+
+
+def log(*words):
+    print("[bench]", *words, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measured(command, env):
+    """Runs `command` to its end: (stdout, seconds, peak RSS in MB)."""
+    started = time.monotonic()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = 0
+    while child.poll() is None:
+        try:
+            with open(f"/proc/{child.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.01)
+    out = child.stdout.read()
+    if child.returncode != 0:
+        raise SystemExit(f"{command[0]} failed ({child.returncode}): {out}")
+    return out, time.monotonic() - started, peak // 1024
+
+
+class Garage:
+    """A single-node Garage in a scratch folder, with one key."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="garage-")
+        self.s3_port, rpc = free_port(), free_port()
+        self.config = os.path.join(self.dir, "garage.toml")
+        with open(self.config, "w") as f:
+            f.write(f"""metadata_dir = "{self.dir}/meta"
+data_dir = "{self.dir}/data"
+db_engine = "lmdb"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{uuid.uuid4().hex}{uuid.uuid4().hex}"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{self.s3_port}"
+""")
+        self.server = subprocess.Popen([GARAGE, "-c", self.config, "server"],
+                                       stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "log"), "w"))
+        for _ in range(100):
+            try:
+                node = self.cli("node", "id", "-q").split("@")[0]
+                break
+            except subprocess.CalledProcessError:
+                time.sleep(0.2)
+        self.cli("layout", "assign", "-z", "dc1", "-c", "10G", node)
+        self.cli("layout", "apply", "--version", "1")
+        key = self.cli("key", "create", "bench")
+        self.key_id = next(l.split(":")[1].strip() for l in key.splitlines() if "Key ID" in l)
+        self.secret = next(l.split(":")[1].strip() for l in key.splitlines() if "Secret key" in l)
+        self.cli("key", "allow", "--create-bucket", self.key_id)
+        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
+        log("Garage on", self.endpoint)
+
+    def cli(self, *args):
+        return subprocess.run([GARAGE, "-c", self.config, *args], check=True, capture_output=True, text=True).stdout
+
+    def stop(self):
+        self.server.terminate()
+        self.server.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    seed_seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30
+    os.makedirs(OUT, exist_ok=True)
+    results = open(os.path.join(OUT, "results.jsonl"), "w")
+    garage = Garage()
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=garage.key_id, AWS_SECRET_ACCESS_KEY=garage.secret,
+               AWS_REGION="garage", AWS_ENDPOINT_URL_S3=garage.endpoint,
+               AWS_ENDPOINT_URL_DYNAMODB=os.environ["WIDGET_HOST_TEST_DYNAMODB_LOCAL"], RUST_LOG="warn")
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=garage.endpoint, region_name="garage",
+                      aws_access_key_id=garage.key_id, aws_secret_access_key=garage.secret)
+    ddb = boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"], region_name="garage",
+                       aws_access_key_id="x", aws_secret_access_key="x")
+
+    def bucket():
+        name = f"b{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=name)
+        return name
+
+    def table():
+        name = f"t{uuid.uuid4().hex[:12]}"
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])
+        return name
+
+    def produce(place, count):
+        subprocess.run([HOST, "produce", *place, "-mwr", str(count), "--seed", str(SEED), "--start-ms", str(START_MS)],
+                       env=env, check=True, capture_output=True)
+
+    def record(backend, contender, backlog, concurrency, out, seconds, rss, requests=None, calls=None, p50=None, p99=None):
+        row = dict(backend=backend, contender=contender, backlog=backlog, concurrency=concurrency,
+                   requests=requests, seconds=round(seconds, 3), rate=round(requests / seconds, 1),
+                   calls_per_request=round(calls / requests, 3) if calls is not None else None,
+                   p50_ms=p50, p99_ms=p99, peak_rss_mb=rss)
+        log(json.dumps(row))
+        results.write(json.dumps(row) + "\n")
+        results.flush()
+
+    def run_host(backend, source, sink, count, concurrency=8):
+        logfile = tempfile.mktemp(suffix=".log")
+        out, seconds, rss = measured([HOST, "run", "--until-empty", "--concurrency", str(concurrency),
+                                      "--log-format", "json", "--log-file", logfile, *source, *sink], env)
+        latencies = sorted(json.loads(l).get("latency_ms", 0) for l in open(logfile)
+                           if '"Request done."' in l or '"Request dead-lettered."' in l)
+        os.unlink(logfile)
+        calls = None
+        for line in out.splitlines():
+            if "AWS calls:" in line:
+                calls = int(line.split("AWS calls:")[1].split()[0])
+        q = lambda p: latencies[round((len(latencies) - 1) * p)] if latencies else 0
+        record(backend, "widget-host", count, concurrency, out, seconds, rss, len(latencies), calls, q(0.5), q(0.99))
+
+    def run_floor(backend, args, count, concurrency=8):
+        out, seconds, rss = measured([FLOOR, "--concurrency", str(concurrency), *args], env)
+        r = json.loads(out.strip().splitlines()[-1])
+        calls = r["calls"] if backend != "folder" else None
+        record(backend, "floor", count, concurrency, out, seconds, rss, r["requests"], calls,
+               round(r["p50_ms"]), round(r["p99_ms"]))
+
+    def run_seed(backend, requests, kind, dest, count, limit):
+        out, seconds, rss = measured([sys.executable, os.path.join(ROOT, "bench/seed_consumer.py"),
+                                      requests, kind, dest, str(limit)], env)
+        r = json.loads(out.strip().splitlines()[-1])
+        record(backend, "seed-style", count, 1, out, r["seconds"], rss, r["requests"], r["calls"],
+               round(r["p50_ms"]), round(r["p99_ms"]))
+
+    scratch = tempfile.mkdtemp(prefix="bench-")
+    try:
+        # folder -> folder
+        for contender in ["widget-host", "floor"]:
+            src, dst = os.path.join(scratch, f"{contender}-r"), os.path.join(scratch, f"{contender}-w")
+            produce(["--requests-dir", src], n)
+            if contender == "widget-host":
+                run_host("folder", ["--requests-dir", src], ["--widgets-dir", dst], n)
+            else:
+                run_floor("folder", ["--requests-dir", src, "--widgets-dir", dst], n)
+        # S3 -> S3 and S3 -> DynamoDB
+        for backend in ["s3-s3", "s3-dynamodb"]:
+            dest = (lambda: ["--widget-bucket", bucket()]) if backend == "s3-s3" else (lambda: ["--dynamodb-widget-table", table()])
+            requests = bucket()
+            produce(["-rb", requests], n)
+            run_host(backend, ["--request-bucket", requests], dest(), n)
+            requests = bucket()
+            produce(["-rb", requests], n)
+            d = dest()
+            run_floor(backend, ["--requests-bucket", requests,
+                                "--widget-bucket" if backend == "s3-s3" else "--table", d[1]], n)
+            for backlog, limit in [(400, float("inf")), (n, seed_seconds)]:
+                requests = bucket()
+                produce(["-rb", requests], backlog)
+                d = dest()
+                run_seed(backend, requests, "s3" if backend == "s3-s3" else "dynamodb", d[1], backlog, limit)
+        # Concurrency sweep, S3 -> DynamoDB.
+        sweep_n = max(n // 5, 1000)
+        for concurrency in [1, 2, 4, 8, 16, 32]:
+            requests = bucket()
+            produce(["-rb", requests], sweep_n)
+            run_host("sweep-s3-dynamodb", ["--request-bucket", requests], ["--dynamodb-widget-table", table()],
+                     sweep_n, concurrency)
+            requests = bucket()
+            produce(["-rb", requests], sweep_n)
+            run_floor("sweep-s3-dynamodb", ["--requests-bucket", requests, "--table", table()], sweep_n, concurrency)
+    finally:
+        garage.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    machine = dict(cores=os.cpu_count(), garage=garage_version(), n=n)
+    with open(os.path.join(OUT, "machine.json"), "w") as f:
+        json.dump(machine, f)
+
+
+def garage_version():
+    try:
+        return subprocess.run([GARAGE, "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+if __name__ == "__main__":
+    main()
