@@ -54,7 +54,8 @@ def free_port():
 def measured(command, env):
     """Runs `command` to its end: (stdout, seconds, peak RSS in MB)."""
     started = time.monotonic()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    errors = tempfile.TemporaryFile(mode="w+")
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
     peak = 0
     while child.poll() is None:
         try:
@@ -67,7 +68,8 @@ def measured(command, env):
         time.sleep(0.01)
     out = child.stdout.read()
     if child.returncode != 0:
-        raise SystemExit(f"{command[0]} failed ({child.returncode}): {out}")
+        errors.seek(0)
+        raise SystemExit(f"{command[0]} failed ({child.returncode}): {out}{errors.read()[-3000:]}")
     return out, time.monotonic() - started, peak // 1024
 
 
@@ -123,13 +125,16 @@ def main():
     results = open(os.path.join(OUT, "results.jsonl"), "w")
     garage = Garage()
     env = dict(os.environ, AWS_ACCESS_KEY_ID=garage.key_id, AWS_SECRET_ACCESS_KEY=garage.secret,
-               AWS_REGION="garage", AWS_ENDPOINT_URL_S3=garage.endpoint,
-               AWS_ENDPOINT_URL_DYNAMODB=os.environ["WIDGET_HOST_TEST_DYNAMODB_LOCAL"], RUST_LOG="warn")
+               AWS_REGION="garage", AWS_DEFAULT_REGION="garage", AWS_ENDPOINT_URL_S3=garage.endpoint,
+               AWS_ENDPOINT_URL_DYNAMODB=os.environ["WIDGET_HOST_TEST_DYNAMODB_LOCAL"],
+               # The log file gets each request's line (with its latency); stderr is not kept.
+               RUST_LOG="info")
     import boto3
     s3 = boto3.client("s3", endpoint_url=garage.endpoint, region_name="garage",
                       aws_access_key_id=garage.key_id, aws_secret_access_key=garage.secret)
+    # DynamoDB Local keeps tables per access key and region: the same as the contenders'.
     ddb = boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"], region_name="garage",
-                       aws_access_key_id="x", aws_secret_access_key="x")
+                       aws_access_key_id=garage.key_id, aws_secret_access_key=garage.secret)
 
     def bucket():
         name = f"b{uuid.uuid4().hex[:12]}"

@@ -4,7 +4,6 @@
 use crate::util::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -139,17 +138,17 @@ fn swapping_handlers_under_load_loses_and_repeats_no_request() {
     let echo_handler = std::fs::read(test_guest("hostile_guest")).unwrap();
     std::fs::write(&handler, &widget_handler).unwrap();
 
-    let child = host()
-        .args(["run", "--watch", "--requests-dir"])
-        .arg(&requests)
-        .arg("--widgets-dir")
-        .arg(&widgets)
-        .arg("--handler")
-        .arg(&handler)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Its log is read as it comes: a pipe nobody reads would fill and
+    // block the host.
+    let running = Running::start(
+        host()
+            .args(["run", "--watch", "--requests-dir"])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(&widgets)
+            .arg("--handler")
+            .arg(&handler),
+    );
 
     // Requests flow in for about three seconds while the handler is
     // replaced: by the echo handler, by a broken file (refused), and by the
@@ -180,8 +179,9 @@ fn swapping_handlers_under_load_loses_and_repeats_no_request() {
         assert!(Instant::now() < deadline, "requests were left unprocessed");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let output = terminate(child);
-    let log = String::from_utf8_lossy(&output.stderr);
+    running.signal("-TERM");
+    let (status, _, log) = running.finish();
+    assert!(status.success(), "SIGTERM exits 0: {status}");
 
     assert_eq!(
         log.matches("Handler reloaded.").count(),

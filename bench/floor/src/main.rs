@@ -285,7 +285,9 @@ async fn folder(args: &Args, dir: &std::path::Path) -> anyhow::Result<Vec<Durati
                                 let _ = std::fs::remove_file(&target);
                             } else {
                                 // Durable, as widget-host writes: synced, renamed, folder synced.
-                                let temp = target.with_extension("tmp");
+                                // Named for the request: two requests about one widget may
+                                // be written at once (the floor keeps no order).
+                                let temp = target.with_file_name(format!(".{name}.tmp"));
                                 let mut file = std::fs::File::create(&temp)?;
                                 file.write_all(&body)?;
                                 file.sync_all()?;
