@@ -39,6 +39,7 @@ FLOOR = os.path.join(ROOT, "target/release/widget-bench-floor")
 GARAGE = os.path.join(ROOT, "target/bench-tools/bin/garage")
 OUT = os.path.join(ROOT, "target/bench")
 SEED, START_MS = 7, 1_700_000_000_000
+CPU = []
 
 
 def log(*words):
@@ -52,12 +53,13 @@ def free_port():
 
 
 def measured(command, env):
-    """Runs `command` to its end: (stdout, seconds, peak RSS in MB)."""
+    """Runs `command` to its end: (stdout, seconds, peak RSS in MB); its CPU
+    time goes to the last CPU list."""
     started = time.monotonic()
     errors = tempfile.TemporaryFile(mode="w+")
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
     peak = 0
-    while child.poll() is None:
+    while True:
         try:
             with open(f"/proc/{child.pid}/status") as status:
                 for line in status:
@@ -65,6 +67,13 @@ def measured(command, env):
                         peak = max(peak, int(line.split()[1]))
         except OSError:
             pass
+        # wait4 also gives the child's own CPU time (its ru_maxrss would
+        # not do: it starts from this script's peak).
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            CPU.append(usage.ru_utime + usage.ru_stime)
+            break
         time.sleep(0.01)
     out = child.stdout.read()
     if child.returncode != 0:
@@ -156,7 +165,9 @@ def main():
         row = dict(backend=backend, contender=contender, backlog=backlog, concurrency=concurrency,
                    requests=requests, seconds=round(seconds, 3), rate=round(requests / seconds, 1),
                    calls_per_request=round(calls / requests, 3) if calls is not None else None,
-                   p50_ms=p50, p99_ms=p99, peak_rss_mb=rss)
+                   p50_ms=p50, p99_ms=p99, peak_rss_mb=rss,
+                   # Cores the contender kept busy on average (the machine has os.cpu_count()).
+                   cpu_cores=round(CPU[-1] / seconds, 2))
         log(json.dumps(row))
         results.write(json.dumps(row) + "\n")
         results.flush()

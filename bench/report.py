@@ -20,12 +20,12 @@ def main():
     machine = json.load(open(os.path.join(OUT, "machine.json")))
     main_rows = [r for r in rows if not r["backend"].startswith("sweep")]
     print(f"{machine['n']} requests, {machine['cores']} cores, {machine['garage']}, DynamoDB Local\n")
-    print("| backend | contender | backlog | requests/s | calls/request | p50 ms | p99 ms | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| backend | contender | backlog | requests/s | calls/request | p50 ms | p99 ms | peak RSS MB | CPU cores |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in main_rows:
         calls = "-" if r["calls_per_request"] is None else r["calls_per_request"]
         print(f"| {r['backend']} | {r['contender']} | {r['backlog']} | {r['rate']} | {calls} | "
-              f"{r['p50_ms']} | {r['p99_ms']} | {r['peak_rss_mb']} |")
+              f"{r['p50_ms']} | {r['p99_ms']} | {r['peak_rss_mb']} | {r.get('cpu_cores', '-')} |")
     print()
     for backend in sorted({r["backend"] for r in main_rows}):
         by = {(r["contender"], r["backlog"]): r["rate"] for r in main_rows if r["backend"] == backend}

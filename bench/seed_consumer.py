@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed-style consumer, for the benchmark (bench/run.sh): requests
-taken one at a time, as the course's consumer.py described it: LIST (the
-smallest key), GET it, store the widget (an update or delete reads it
+taken one at a time, as the course's consumer.py described it: LIST the
+bucket and take the smallest key, GET it, store the widget (an update or delete reads it
 first), DELETE the request. Python and boto3, no concurrency.
 
     seed_consumer.py REQUEST_BUCKET (s3 WIDGET_BUCKET | dynamodb TABLE) [SECONDS]
@@ -43,7 +43,9 @@ def item(doc):
 
 while time.monotonic() - started < limit:
     t0 = time.monotonic()
-    listed = s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
+    # As the seed did: list the bucket (a page of up to 1,000 keys) and take
+    # the smallest key, once per request.
+    listed = s3.list_objects_v2(Bucket=bucket)
     calls += 1
     if not listed.get("Contents"):
         break

@@ -281,6 +281,10 @@ async fn folder(args: &Args, dir: &std::path::Path) -> anyhow::Result<Vec<Durati
                         if let Some(r) = read_request(&body) {
                             let target = widgets.join(&r.key);
                             std::fs::create_dir_all(target.parent().unwrap())?;
+                            // The widget an update or a delete needs, as widget-host reads it.
+                            if r.kind != "create" {
+                                let _ = std::fs::read(&target);
+                            }
                             if r.kind == "delete" {
                                 let _ = std::fs::remove_file(&target);
                             } else {
