@@ -33,6 +33,9 @@ import tempfile
 import time
 import uuid
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "bench"))
+from measure import wait_measured  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = os.path.join(ROOT, "target/release/widget-host")
 FLOOR = os.path.join(ROOT, "target/release/widget-bench-floor")
@@ -58,23 +61,8 @@ def measured(command, env):
     started = time.monotonic()
     errors = tempfile.TemporaryFile(mode="w+")
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
-    peak = 0
-    while True:
-        try:
-            with open(f"/proc/{child.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]))
-        except OSError:
-            pass
-        # wait4 also gives the child's own CPU time (its ru_maxrss would
-        # not do: it starts from this script's peak).
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            child.returncode = os.waitstatus_to_exitcode(status)
-            CPU.append(usage.ru_utime + usage.ru_stime)
-            break
-        time.sleep(0.01)
+    _, peak, cpu = wait_measured(child)
+    CPU.append(cpu)
     out = child.stdout.read()
     if child.returncode != 0:
         errors.seek(0)

@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from measure import wait_measured
+
 binary, n, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 scratch = tempfile.mkdtemp(prefix="backlog-")
 requests = os.path.join(scratch, "requests")
@@ -30,16 +32,7 @@ child = subprocess.Popen([binary, "run", "--max-runtime", str(seconds * 1000), "
                           "--widgets-dir", os.path.join(scratch, "widgets"), "--log-format", "json",
                           "--log-file", log], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                          env=dict(os.environ, RUST_LOG="info"))
-peak = 0
-while child.poll() is None:
-    try:
-        with open(f"/proc/{child.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-    except OSError:
-        pass
-    time.sleep(0.05)
+_, peak, _ = wait_measured(child, every=0.05)
 summary = child.stdout.read().splitlines()[0]
 times = [datetime.datetime.fromisoformat(json.loads(l)["timestamp"].replace("Z", "+00:00"))
          for l in open(log) if '"Request done."' in l]

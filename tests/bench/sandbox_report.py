@@ -14,7 +14,8 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
+
+from measure import wait_measured
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOSTILE = os.path.join(ROOT, "target/guests/wasm32-wasip2/guest/hostile_guest.wasm")
@@ -56,17 +57,7 @@ def run_case(binary, handler, body):
                  "--requests-dir", requests, "--widgets-dir", os.path.join(scratch, "widgets"),
                  "--log-file", log],
                 stdout=out, stderr=err, env={**os.environ, "RUST_LOG": "info"})
-            peak_kib = 0
-            while child.poll() is None:
-                try:
-                    with open(f"/proc/{child.pid}/status") as status_file:
-                        for line in status_file:
-                            if line.startswith("VmHWM:"):
-                                peak_kib = max(peak_kib, int(line.split()[1]))
-                except (FileNotFoundError, ProcessLookupError):
-                    pass
-                time.sleep(0.002)
-            status = child.returncode
+            status, peak_kib, _ = wait_measured(child, every=0.002)
         logged = os.path.getsize(log) + os.path.getsize(stderr) if os.path.exists(log) else 0
         reason_file = os.path.join(requests, "dead-letter", "1.reason")
         if os.path.exists(reason_file):

@@ -122,6 +122,20 @@ fn quick() -> Options {
     }
 }
 
+/// Runs the built-in handler over the folder `dir` into `sink`, to the end.
+async fn run_dir(dir: &std::path::Path, sink: Arc<dyn Sink>) -> anyhow::Result<crate::metrics::Summary> {
+    let source = Arc::new(DirSource::open(dir).unwrap());
+    run(
+        source,
+        sink,
+        builtin(),
+        quick(),
+        Arc::default(),
+        CancellationToken::new(),
+    )
+    .await
+}
+
 fn create(widget: &str, owner: &str) -> String {
     format!(r#"{{"type":"create","requestId":"r","widgetId":"{widget}","owner":"{owner}","label":"L"}}"#)
 }
@@ -156,17 +170,7 @@ async fn a_store_refusing_one_requests_data_dead_letters_that_request_only() {
         |key| key.contains("sue-smith").then_some(Class::Request),
         Duration::ZERO,
     );
-    let source = Arc::new(DirSource::open(dir.path()).unwrap());
-    let summary = run(
-        source,
-        sink.clone(),
-        builtin(),
-        quick(),
-        Arc::default(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = run_dir(dir.path(), sink.clone()).await.unwrap();
     assert_eq!((summary.processed(), summary.dead_lettered), (10, 4));
     let reason = std::fs::read_to_string(dir.path().join("dead-letter/0000.reason")).unwrap();
     assert!(
@@ -358,17 +362,7 @@ async fn a_key_that_recovers_takes_its_held_back_requests_in_order() {
         failures: AtomicU32::new(200),
         only: Some("/w0"),
     });
-    let source = Arc::new(DirSource::open(dir.path()).unwrap());
-    let summary = run(
-        source,
-        sink.clone(),
-        builtin(),
-        quick(),
-        Arc::default(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = run_dir(dir.path(), sink.clone()).await.unwrap();
     assert_eq!((summary.processed(), summary.dead_lettered), (109, 0));
     let w0: serde_json::Value = serde_json::from_str(&sink.inner.contents()["widgets/sue-smith/w0"]).unwrap();
     assert_eq!(w0["label"], "u8", "the updates ran in order: {w0}");
@@ -434,17 +428,7 @@ async fn a_throttling_backend_gets_fewer_requests_at_once_until_it_stops() {
         active: AtomicU32::new(0),
         attempts: Mutex::default(),
     });
-    let source = Arc::new(DirSource::open(dir.path()).unwrap());
-    let summary = run(
-        source,
-        sink.clone(),
-        builtin(),
-        quick(),
-        Arc::default(),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = run_dir(dir.path(), sink.clone()).await.unwrap();
     assert_eq!(
         (summary.processed(), summary.dead_lettered),
         (400, 0),
