@@ -118,7 +118,7 @@ impl Metrics {
     }
 
     /// Requests taken out of the source so far.
-    pub(crate) fn summary_counts_done(&self) -> u64 {
+    pub(crate) fn processed(&self) -> u64 {
         let c = self.counts.lock().unwrap();
         c.applied.values().sum::<u64>() + c.dead_lettered
     }

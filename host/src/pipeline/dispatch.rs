@@ -36,7 +36,7 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
             found_this_pass = 0;
             taken_this_pass = 0;
             oldest_this_pass = None;
-            done_before_pass = shared.metrics.summary_counts_done();
+            done_before_pass = shared.metrics.processed();
             shared.keys.new_pass();
         }
         let oldest_on_page = page.requests.iter().filter_map(|r| r.modified).min();
