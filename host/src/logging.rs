@@ -1,8 +1,10 @@
-//! Log set-up: human-readable lines on stderr and, with `--log-file`, the
-//! same lines in a file. `RUST_LOG` overrides the default level.
+//! Log set-up: lines on stderr and, with `--log-file`, the same lines in a
+//! file, as text for people or JSON for log shippers (`--log-format`).
+//! `RUST_LOG` overrides the default level. Stderr is written through the
+//! progress display, which lifts its bar out of the way of each line.
 //!
-//! Every value in a line is escaped of control characters (a newline is
-//! written `\n`): log lines carry what requests and handlers say, and
+//! Every value in a text line is escaped of control characters (a newline
+//! is written `\n`): log lines carry what requests and handlers say, and
 //! neither may forge a line or send a terminal escape.
 
 use std::borrow::Cow;
