@@ -114,18 +114,23 @@ fn create_table_named(client: &aws_sdk_dynamodb::Client, table: &str, key: &str)
     .unwrap();
 }
 
+/// Writes one request object.
+fn put_request(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: impl AsRef<[u8]>) {
+    block_on(
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body.as_ref().to_vec()))
+            .send(),
+    )
+    .unwrap();
+}
+
 /// Uploads the files of a folder as objects, keyed by file name.
 fn upload(client: &aws_sdk_s3::Client, bucket: &str, dir: &Path) {
     for (key, bytes) in files(dir) {
-        block_on(
-            client
-                .put_object()
-                .bucket(bucket)
-                .key(&key)
-                .body(ByteStream::from(bytes))
-                .send(),
-        )
-        .unwrap();
+        put_request(client, bucket, &key, bytes);
     }
 }
 
@@ -372,17 +377,7 @@ fn requests_added_while_running_are_picked_up_even_with_smaller_keys() {
     let widgets = create_bucket(&client, "widgets");
     let create =
         |id: &str| format!(r#"{{"type":"create","requestId":"r","widgetId":"{id}","owner":"Sue Smith"}}"#);
-    let put = |key: &str, id: &str| {
-        block_on(
-            client
-                .put_object()
-                .bucket(&requests)
-                .key(key)
-                .body(ByteStream::from(create(id).into_bytes()))
-                .send(),
-        )
-        .unwrap();
-    };
+    let put = |key: &str, id: &str| put_request(&client, &requests, key, create(id));
     put("1500000000000", "first");
     let child = host()
         .env("AWS_ENDPOINT_URL", moto())
@@ -425,15 +420,7 @@ fn empty_large_and_too_large_requests_are_handled() {
         ("2", large.into_bytes()),
         (too_large_key, too_large.clone()),
     ] {
-        block_on(
-            client
-                .put_object()
-                .bucket(&requests)
-                .key(key)
-                .body(ByteStream::from(body))
-                .send(),
-        )
-        .unwrap();
+        put_request(&client, &requests, key, body);
     }
     let output = run_ok(host().env("AWS_ENDPOINT_URL", moto()).args([
         "-rb",
@@ -781,19 +768,6 @@ fn wait_until_empty(client: &aws_sdk_s3::Client, bucket: &str, otherwise: &str) 
         assert!(Instant::now() < deadline, "{otherwise}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Writes one request object.
-fn put_request(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &str) {
-    block_on(
-        client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body.as_bytes().to_vec()))
-            .send(),
-    )
-    .unwrap();
 }
 
 #[test]

@@ -95,24 +95,23 @@ impl Metrics {
         c.operations += operations as u64;
         c.warnings += u64::from(warnings);
         drop(c);
-        self.progress.add_done(1);
-        let kind = if known { kind } else { OTHER_KIND };
-        self.requests
-            .get_or_create(&RequestLabels {
-                kind: kind.to_owned(),
-                outcome: APPLIED,
-            })
-            .inc();
+        self.finished(if known { kind } else { OTHER_KIND }, APPLIED);
     }
 
     /// Counts a request moved to the dead-letter place.
     pub(crate) fn dead_lettered(&self) {
         self.counts.lock().unwrap().dead_lettered += 1;
+        self.finished(OTHER_KIND, DEAD_LETTERED);
+    }
+
+    /// A request is out of the source: for the progress display, and by
+    /// kind and outcome for Prometheus.
+    fn finished(&self, kind: &str, outcome: &'static str) {
         self.progress.add_done(1);
         self.requests
             .get_or_create(&RequestLabels {
-                kind: OTHER_KIND.to_owned(),
-                outcome: DEAD_LETTERED,
+                kind: kind.to_owned(),
+                outcome,
             })
             .inc();
     }

@@ -148,28 +148,23 @@ enum Prepared {
 
 async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
     let limit = shared.options.max_request_bytes;
-    let too_large = |size: u64| {
-        format!("request too large: {size} bytes, over the limit of {limit} (--max-request-bytes); not read")
-    };
     let Listed {
         key, size, version, ..
     } = listed;
     let listed = Instant::now();
-    // Known too large from the listing: not even read.
-    if size > limit {
-        let reason = too_large(size);
-        return Prepared::Refused {
-            key,
-            version,
-            listed,
-            reason,
-        };
-    }
-    let (body, version) = match shared.retry.run(|| shared.source.read(&key, limit)).await {
+    let fetched = if size > limit {
+        // Known too large from the listing: not even read.
+        Attempt::Done(Fetched::TooLarge(size, version))
+    } else {
+        shared.retry.run(|| shared.source.read(&key, limit)).await
+    };
+    let (body, version) = match fetched {
         Attempt::Done(Fetched::Request(body, version)) => (body, version),
         Attempt::Done(Fetched::Gone) => return Prepared::Gone,
         Attempt::Done(Fetched::TooLarge(size, version)) => {
-            let reason = too_large(size);
+            let reason = format!(
+                "request too large: {size} bytes, over the limit of {limit} (--max-request-bytes); not read"
+            );
             return Prepared::Refused {
                 key,
                 version,
