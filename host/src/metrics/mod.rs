@@ -19,8 +19,9 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Distinct request kinds counted under their own label; the kind is the
-/// handler's word, and a handler could make up a new one per request.
+/// Distinct request kinds counted under their own name, in the summary and
+/// the metrics; the kind is the handler's word, and a handler could make up
+/// a new one per request.
 const MAX_KINDS: usize = 32;
 
 /// The kind label of requests past [`MAX_KINDS`], and of dead letters
@@ -90,12 +91,18 @@ impl Metrics {
     /// Counts a request whose operations are stored.
     pub(crate) fn applied(&self, kind: &str, operations: usize, warnings: u32) {
         let mut c = self.counts.lock().unwrap();
-        let known = c.applied.contains_key(kind) || c.applied.len() < MAX_KINDS;
+        // The summary and the metrics alike keep at most MAX_KINDS kinds:
+        // a handler naming a new kind per request must not grow the host.
+        let kind = if c.applied.contains_key(kind) || c.applied.len() < MAX_KINDS {
+            kind
+        } else {
+            OTHER_KIND
+        };
         *c.applied.entry(kind.to_owned()).or_default() += 1;
         c.operations += operations as u64;
         c.warnings += u64::from(warnings);
         drop(c);
-        self.finished(if known { kind } else { OTHER_KIND }, APPLIED);
+        self.finished(kind, APPLIED);
     }
 
     /// Counts a request moved to the dead-letter place.
@@ -343,5 +350,24 @@ impl Collector for Snapshot {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_past_the_limit_are_counted_as_other() {
+        let metrics = Metrics::default();
+        for i in 0..MAX_KINDS + 10 {
+            metrics.applied(&format!("kind{i}"), 1, 0);
+        }
+        metrics.applied("kind0", 1, 0);
+        let summary = metrics.summary(String::new());
+        assert_eq!(summary.applied.len(), MAX_KINDS + 1);
+        assert_eq!(summary.applied[OTHER_KIND], 10);
+        assert_eq!(summary.applied["kind0"], 2);
+        assert_eq!(summary.processed(), MAX_KINDS as u64 + 11);
     }
 }
