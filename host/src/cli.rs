@@ -66,11 +66,12 @@ impl Cli {
 /// The original consumer.py and producer.jar used several-letter short
 /// flags (`-mrt`), which clap does not parse: they are rewritten to their
 /// long forms first.
-const LEGACY_FLAGS: [(&str, &str); 6] = [
+const LEGACY_FLAGS: [(&str, &str); 7] = [
     ("-mrt", "--max-runtime"),
     ("-mwr", "--max-widget-requests"),
     ("-ird", "--inter-request-delay"),
     ("-rb", "--request-bucket"),
+    ("-rq", "--request-queue"),
     ("-wb", "--widget-bucket"),
     ("-dwt", "--dynamodb-widget-table"),
 ];

@@ -71,6 +71,14 @@ impl StorageError {
         StorageError::new(action, io_class(&error), error)
     }
 
+    /// The same failure, told to a second waiter: one batch call fails for
+    /// every entry in it.
+    pub(crate) fn duplicate(&self) -> StorageError {
+        let mut copy = StorageError::new(self.action.clone(), self.class, self.cause.to_string());
+        copy.throttling = self.throttling;
+        copy
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         self.class == Class::Transient

@@ -43,6 +43,17 @@ pub(crate) struct Produced {
     pub(crate) key: String,
     /// The request's JSON text.
     pub(crate) body: String,
+    /// The widget it is about: a queue's message group.
+    pub(crate) widget_id: String,
+    /// Its `requestId`: a queue's deduplication id.
+    pub(crate) request_id: String,
+}
+
+/// A request body and the ids in it.
+struct Drawn {
+    widget_id: String,
+    request_id: String,
+    body: String,
 }
 
 /// The request body, fields in producer.jar's order.
@@ -68,6 +79,16 @@ struct Attribute {
     value: String,
 }
 
+impl Drawn {
+    fn of(body: &Body<'_>) -> Drawn {
+        Drawn {
+            widget_id: body.widget_id.to_owned(),
+            request_id: body.request_id.clone(),
+            body: serde_json::to_string(body).unwrap(),
+        }
+    }
+}
+
 /// A stream of requests.
 pub(crate) struct Producer {
     rng: ChaCha8Rng,
@@ -91,17 +112,22 @@ impl Producer {
         self.clock_ms += self.rng.random_range(1..=400);
         let key = format!("{:013}", self.clock_ms);
         let roll = self.rng.random_range(0..100);
-        let body = if self.live.is_empty() || roll < 55 {
+        let drawn = if self.live.is_empty() || roll < 55 {
             self.create()
         } else if roll < 85 {
             self.update()
         } else {
             self.delete()
         };
-        Produced { key, body }
+        Produced {
+            key,
+            body: drawn.body,
+            widget_id: drawn.widget_id,
+            request_id: drawn.request_id,
+        }
     }
 
-    fn create(&mut self) -> String {
+    fn create(&mut self) -> Drawn {
         let widget_id = self.uuid();
         let owner = *OWNERS.choose(&mut self.rng).unwrap();
         let label = Some(self.letters(1, 10));
@@ -121,12 +147,12 @@ impl Producer {
             description,
             other_attributes,
         };
-        let json = serde_json::to_string(&body).unwrap();
+        let drawn = Drawn::of(&body);
         self.live.push((widget_id, owner));
-        json
+        drawn
     }
 
-    fn update(&mut self) -> String {
+    fn update(&mut self) -> Drawn {
         let (widget_id, owner) = self.live.choose(&mut self.rng).cloned().unwrap();
         let label = match self.rng.random_range(0..10) {
             0..=5 => None,
@@ -144,10 +170,10 @@ impl Producer {
             description,
             other_attributes,
         };
-        serde_json::to_string(&body).unwrap()
+        Drawn::of(&body)
     }
 
-    fn delete(&mut self) -> String {
+    fn delete(&mut self) -> Drawn {
         let index = self.rng.random_range(0..self.live.len());
         let (widget_id, owner) = self.live.swap_remove(index);
         let body = Body {
@@ -159,7 +185,7 @@ impl Producer {
             description: None,
             other_attributes: Vec::new(),
         };
-        serde_json::to_string(&body).unwrap()
+        Drawn::of(&body)
     }
 
     /// A random subset of the attribute names, in their usual order. In an

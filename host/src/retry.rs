@@ -62,7 +62,7 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The wait before retry number `attempt` (0-based).
-    fn delay(&self, attempt: u32) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let ceiling = self.base.saturating_mul(1 << attempt.min(20)).min(self.cap);
         rand::rng().random_range(Duration::ZERO..=ceiling)
     }

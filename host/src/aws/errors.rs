@@ -32,9 +32,11 @@ const ENVIRONMENT_ERRORS: &[&str] = &[
     // Clock skew.
     "RequestTimeTooSkewed",
     "RequestExpired",
-    // The bucket or table is gone.
+    // The bucket, table or queue is gone.
     "NoSuchBucket",
     "ResourceNotFoundException",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
 ];
 
 /// `error`, met while doing `action`, as a [`StorageError`]:

@@ -6,10 +6,12 @@
 //! path-style S3 addressing whenever an endpoint is overridden (local
 //! servers need it), and a count of the HTTP requests sent. [`errors`]
 //! classifies SDK errors, once; [`s3`] holds the S3 calls that both the S3
-//! source and the S3 sink make.
+//! source and the S3 sink make, [`sqs`] the SQS calls of the queue source
+//! and of `produce`.
 
 pub(crate) mod errors;
 pub(crate) mod s3;
+pub(crate) mod sqs;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
@@ -46,7 +48,9 @@ pub(crate) struct Aws {
     pub(crate) s3: aws_sdk_s3::Client,
     /// The DynamoDB client.
     pub(crate) dynamodb: aws_sdk_dynamodb::Client,
-    /// The HTTP requests both have sent.
+    /// The SQS client.
+    pub(crate) sqs: aws_sdk_sqs::Client,
+    /// The HTTP requests they have sent.
     pub(crate) calls: ApiCalls,
 }
 
@@ -83,9 +87,13 @@ impl Aws {
         let dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared)
             .interceptor(calls.clone())
             .build();
+        let sqs = aws_sdk_sqs::config::Builder::from(&shared)
+            .interceptor(calls.clone())
+            .build();
         Aws {
             s3: aws_sdk_s3::Client::from_conf(s3),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
             calls,
         }
     }
@@ -98,6 +106,7 @@ fn endpoint_overridden(settings: &AwsSettings) -> bool {
             "AWS_ENDPOINT_URL",
             "AWS_ENDPOINT_URL_S3",
             "AWS_ENDPOINT_URL_DYNAMODB",
+            "AWS_ENDPOINT_URL_SQS",
         ]
         .iter()
         .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))

@@ -4,7 +4,7 @@
 
 use super::Controls;
 use super::flags::RequestPlace;
-use super::produce::{Pacing, now_ms, produce_into};
+use super::produce::{Pacing, Target, now_ms, produce_into};
 use super::run::{RunConfig, SinkSpec, run};
 use crate::aws::AwsSettings;
 use crate::handler;
@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) const EXAMPLES: &str = "\
@@ -77,9 +78,9 @@ pub(super) async fn execute(args: &DemoArgs, controls: Controls, out: &mut dyn W
         delay: Duration::ZERO,
         max_runtime: None,
     };
-    let target = DirSink::open(&requests)?;
+    let target = Arc::new(DirSink::open(&requests)?);
     produce_into(
-        &target,
+        &mut Target::Store(target.clone()),
         args.seed,
         start_ms,
         &pacing,
@@ -102,6 +103,7 @@ pub(super) async fn execute(args: &DemoArgs, controls: Controls, out: &mut dyn W
     )?;
     let config = RunConfig {
         source: RequestPlace::Dir(requests.clone()),
+        queue: Default::default(),
         sink: SinkSpec::Dir(widgets.clone()),
         handler: handler::Spec {
             choice: handler::Choice::Builtin,

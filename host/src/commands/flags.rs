@@ -24,28 +24,42 @@ pub struct RequestPlaceArgs {
         alias = "requests-bucket"
     )]
     pub request_bucket: Option<String>,
+
+    /// Requests in this SQS queue (a name or a queue URL), one message
+    /// each; a FIFO queue keeps each widget's requests in order. Also `-rq`.
+    #[arg(long, value_name = "URL_OR_NAME", visible_alias = "request_queue")]
+    pub request_queue: Option<String>,
 }
 
-/// A folder or a bucket of requests.
+/// A folder, a bucket or a queue of requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RequestPlace {
     /// A local folder.
     Dir(PathBuf),
     /// An S3 bucket.
     Bucket(String),
+    /// An SQS queue, by name or URL.
+    Queue(String),
 }
 
 impl RequestPlaceArgs {
     /// The one place given; `role` names it in errors ("request source").
     pub(crate) fn place(&self, role: &str) -> Result<RequestPlace, UsageError> {
-        match (&self.requests_dir, &self.request_bucket) {
-            (Some(dir), None) => Ok(RequestPlace::Dir(dir.clone())),
-            (None, Some(bucket)) => Ok(RequestPlace::Bucket(bucket.clone())),
-            (None, None) => Err(UsageError(format!(
-                "no {role}: give --requests-dir DIR or --request-bucket BUCKET"
+        let mut places: Vec<RequestPlace> = [
+            self.requests_dir.clone().map(RequestPlace::Dir),
+            self.request_bucket.clone().map(RequestPlace::Bucket),
+            self.request_queue.clone().map(RequestPlace::Queue),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match places.len() {
+            1 => Ok(places.remove(0)),
+            0 => Err(UsageError(format!(
+                "no {role}: give --requests-dir DIR, --request-bucket BUCKET or --request-queue QUEUE"
             ))),
-            (Some(_), Some(_)) => Err(UsageError(format!(
-                "give one {role}: --requests-dir or --request-bucket, not both"
+            _ => Err(UsageError(format!(
+                "give one {role}: --requests-dir, --request-bucket or --request-queue, not more"
             ))),
         }
     }

@@ -1,15 +1,21 @@
-//! `produce`: write realistic widget requests into a folder or a bucket,
-//! with the flags of the original `producer.jar` (`-mwr`, `-ird`, `-mrt`).
-//! Requests are written through the same sinks that store widgets, so a
-//! file appears whole (written aside, then renamed) and an object carries
-//! `Content-Type: application/json`.
+//! `produce`: write realistic widget requests into a folder, a bucket or a
+//! queue, with the flags of the original `producer.jar` (`-mwr`, `-ird`,
+//! `-mrt`). Files and objects are written through the same sinks that store
+//! widgets, so a file appears whole (written aside, then renamed) and an
+//! object carries `Content-Type: application/json`. Messages are sent ten
+//! at a time (SendMessageBatch) unless paced; to a FIFO queue with the
+//! widget id as the message group and the request id as the deduplication
+//! id.
 
 use super::Controls;
 use super::flags::{self, AwsArgs, RequestPlace, RequestPlaceArgs};
 use crate::aws::Aws;
 use crate::aws::s3::BucketRole;
-use crate::producer::Producer;
+use crate::aws::sqs::{BATCH, Outgoing, Queue, send_batch};
+use crate::error::Class;
+use crate::producer::{Produced, Producer};
 use crate::progress;
+use crate::retry::Backoff;
 use crate::sink::{Sink, dir::DirSink, s3::S3Sink};
 use clap::Args;
 use std::io::Write;
@@ -20,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const EXAMPLES: &str = "\
 Examples:
   widget-host produce --requests-dir requests/ -mwr 500 --seed 7
-  widget-host produce -rb requests -mwr 1000 -ird 100 -mrt 30000";
+  widget-host produce -rb requests -mwr 1000 -ird 100 -mrt 30000
+  widget-host produce -rq requests.fifo -mwr 2000 --seed 7";
 
 /// `produce`'s flags.
 #[derive(Debug, Clone, Args)]
@@ -70,11 +77,20 @@ pub(super) async fn execute(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let place = args.requests.place("place to write requests to")?;
-    let target: Arc<dyn Sink> = match &place {
-        RequestPlace::Dir(dir) => Arc::new(DirSink::open(dir)?),
+    let mut target = match &place {
+        RequestPlace::Dir(dir) => Target::Store(Arc::new(DirSink::open(dir)?)),
         RequestPlace::Bucket(bucket) => {
             let aws = Aws::connect(&args.aws.settings()).await;
-            Arc::new(S3Sink::open(aws.s3, bucket, BucketRole::Request).await?)
+            Target::Store(Arc::new(S3Sink::open(aws.s3, bucket, BucketRole::Request).await?))
+        }
+        RequestPlace::Queue(queue) => {
+            let aws = Aws::connect(&args.aws.settings()).await;
+            let queue = Queue::open(&aws.sqs, queue).await?;
+            Target::Queue(QueueWriter {
+                client: aws.sqs,
+                queue,
+                pending: Vec::new(),
+            })
         }
     };
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -87,15 +103,7 @@ pub(super) async fn execute(
     let progress = progress::Counts::default();
     progress.known_at_least(pacing.count);
     let shown = progress::show("requests written", progress.clone());
-    let written = produce_into(
-        target.as_ref(),
-        seed,
-        start_ms,
-        &pacing,
-        &progress,
-        &controls.stop,
-    )
-    .await;
+    let written = produce_into(&mut target, seed, start_ms, &pacing, &progress, &controls.stop).await;
     shown.finish().await;
     let written = written?;
     writeln!(
@@ -106,10 +114,108 @@ pub(super) async fn execute(
     Ok(())
 }
 
+/// Where produced requests go.
+pub(super) enum Target {
+    /// A folder or a bucket: a file or object per request, named by its key.
+    Store(Arc<dyn Sink>),
+    /// A queue: a message per request.
+    Queue(QueueWriter),
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Store(sink) => sink.describe(),
+            Target::Queue(writer) => format!("sqs:{}", writer.queue.name),
+        }
+    }
+
+    /// Writes `request`; a queue may hold it for the next batch unless
+    /// `now`.
+    async fn write(&mut self, request: Produced, now: bool) -> anyhow::Result<()> {
+        match self {
+            Target::Store(sink) => Ok(sink.put(&request.key, &request.body).await?),
+            Target::Queue(writer) => {
+                writer.pending.push(writer.message(request));
+                if now || writer.pending.len() == BATCH {
+                    writer.flush().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes whatever is held.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        match self {
+            Target::Store(_) => Ok(()),
+            Target::Queue(writer) => writer.flush().await,
+        }
+    }
+}
+
+/// Sends requests to a queue, [`BATCH`] at a time.
+pub(super) struct QueueWriter {
+    client: aws_sdk_sqs::Client,
+    queue: Queue,
+    pending: Vec<Outgoing>,
+}
+
+/// Times a batch's entries that failed on the service's side are sent
+/// again before `produce` gives up.
+const SEND_ATTEMPTS: u32 = 5;
+
+impl QueueWriter {
+    fn message(&self, request: Produced) -> Outgoing {
+        Outgoing {
+            body: request.body,
+            group: self.queue.fifo.then_some(request.widget_id),
+            deduplication: self.queue.fifo.then_some(request.request_id),
+        }
+    }
+
+    /// Sends the pending messages; entries that fail transiently are sent
+    /// again with backoff.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let backoff = Backoff::default();
+        for attempt in 1..=SEND_ATTEMPTS {
+            if self.pending.is_empty() {
+                return Ok(());
+            }
+            let outcomes = send_batch(&self.client, &self.queue, &self.pending).await;
+            let failed: Vec<(Outgoing, crate::error::StorageError)> = match outcomes {
+                Ok(outcomes) => std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .zip(outcomes)
+                    .filter_map(|(message, outcome)| outcome.err().map(|e| (message, e)))
+                    .collect(),
+                Err(e) if e.class == Class::Transient => std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .map(|m| (m, e.duplicate()))
+                    .collect(),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some((_, e)) = failed.iter().find(|(_, e)| e.class != Class::Transient) {
+                return Err(e.duplicate().into());
+            }
+            if let Some((_, e)) = failed.first()
+                && attempt == SEND_ATTEMPTS
+            {
+                return Err(e.duplicate().into());
+            }
+            self.pending = failed.into_iter().map(|(message, _)| message).collect();
+            if !self.pending.is_empty() {
+                tokio::time::sleep(backoff.delay(attempt)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes requests to `target` as `pacing` says, until done or `stop`;
 /// returns how many.
 pub(super) async fn produce_into(
-    target: &dyn Sink,
+    target: &mut Target,
     seed: u64,
     start_ms: u64,
     pacing: &Pacing,
@@ -119,22 +225,26 @@ pub(super) async fn produce_into(
     // Tokio's clock, so that tests can run it paused.
     let started = tokio::time::Instant::now();
     let mut producer = Producer::new(seed, start_ms);
-    for written in 0..pacing.count {
-        if written > 0 && !pacing.delay.is_zero() {
+    // Paced requests go out one by one, each when its time comes.
+    let paced = !pacing.delay.is_zero();
+    let mut written = 0;
+    while written < pacing.count {
+        if written > 0 && paced {
             tokio::select! {
                 _ = tokio::time::sleep(pacing.delay) => {}
-                _ = stop.cancelled() => return Ok(written),
+                _ = stop.cancelled() => break,
             }
         }
         let out_of_time = pacing.max_runtime.is_some_and(|max| started.elapsed() >= max);
         if out_of_time || stop.is_cancelled() {
-            return Ok(written);
+            break;
         }
-        let request = producer.next_request();
-        target.put(&request.key, &request.body).await?;
+        target.write(producer.next_request(), paced).await?;
+        written += 1;
         progress.add_done(1);
     }
-    Ok(pacing.count)
+    target.flush().await?;
+    Ok(written)
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -156,9 +266,9 @@ mod tests {
             delay: Duration::from_millis(100),
             max_runtime: Some(Duration::from_secs(1)),
         };
-        let target = DirSink::open(dir.path()).unwrap();
+        let mut target = Target::Store(Arc::new(DirSink::open(dir.path()).unwrap()));
         let written = produce_into(
-            &target,
+            &mut target,
             1,
             1_700_000_000_000,
             &pacing,
@@ -184,16 +294,23 @@ mod tests {
             delay: Duration::from_millis(100),
             max_runtime: None,
         };
-        let target = DirSink::open(dir.path()).unwrap();
+        let mut target = Target::Store(Arc::new(DirSink::open(dir.path()).unwrap()));
         let stop = CancellationToken::new();
         let cancel = stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(450)).await;
             cancel.cancel();
         });
-        let written = produce_into(&target, 1, 1_700_000_000_000, &pacing, &Default::default(), &stop)
-            .await
-            .unwrap();
+        let written = produce_into(
+            &mut target,
+            1,
+            1_700_000_000_000,
+            &pacing,
+            &Default::default(),
+            &stop,
+        )
+        .await
+        .unwrap();
         assert_eq!(written, 5);
     }
 }

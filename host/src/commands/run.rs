@@ -12,6 +12,7 @@ use crate::metrics::{Metrics, Summary, exporter};
 use crate::pipeline::{self, DEFAULT_CONCURRENCY, DEFAULT_MAX_REQUEST_BYTES, Options};
 use crate::progress;
 use crate::sink::{Sink, dir::DirSink, dynamodb::DynamoDbSink, s3::S3Sink};
+use crate::source::sqs::{MAX_WAIT_SECONDS, QueueOptions, SqsSource};
 use crate::source::{Source, dir::DirSource, s3::S3Source};
 use anyhow::Context as _;
 use clap::Args;
@@ -25,13 +26,17 @@ pub(crate) const EXAMPLES: &str = "\
 Examples:
   widget-host run --requests-dir requests/ --widgets-dir widgets/ --until-empty
   widget-host run -rb requests -dwt widgets --handler my-handler.wasm
-  widget-host --requests_bucket requests --destination_flag wb --destination_name widgets";
+  widget-host --requests_bucket requests --destination_flag wb --destination_name widgets
+  widget-host run -rq requests.fifo -dwt widgets --dead-letter-queue rejected.fifo";
 
 /// `run`'s flags (also the flags of a bare `widget-host`).
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub(crate) requests: RequestPlaceArgs,
+
+    #[command(flatten)]
+    pub(crate) queue: QueueArgs,
 
     #[command(flatten)]
     pub(crate) destination: DestinationArgs,
@@ -82,6 +87,41 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_request_bytes: u64,
+}
+
+/// How a queue of requests (`--request-queue`) is consumed.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct QueueArgs {
+    /// How long one receive waits for messages (SQS long polling), 0 to 20.
+    /// With --until-empty, the run ends after a receive that waited this
+    /// long and found nothing, with nothing in flight.
+    #[arg(long, value_name = "SECS", default_value_t = MAX_WAIT_SECONDS,
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_WAIT_SECONDS)))]
+    queue_wait_seconds: u8,
+
+    /// The visibility timeout to receive messages with (default: the
+    /// queue's). The host extends it while it holds a message, so this is
+    /// how soon another host takes over the messages of one that died.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=43_200))]
+    queue_visibility_seconds: Option<u32>,
+
+    /// Send rejected requests to this queue (a name or URL), body unchanged,
+    /// the reason in the message attribute `reason`. Without it they are
+    /// left in the request queue for its own redrive policy.
+    #[arg(long, value_name = "URL_OR_NAME")]
+    dead_letter_queue: Option<String>,
+}
+
+impl QueueArgs {
+    fn options(&self) -> QueueOptions {
+        QueueOptions {
+            wait: Duration::from_secs(self.queue_wait_seconds.into()),
+            visibility: self
+                .queue_visibility_seconds
+                .map(|s| Duration::from_secs(s.into())),
+            dead_letters: self.dead_letter_queue.clone(),
+        }
+    }
 }
 
 /// Where widgets go.
@@ -170,6 +210,8 @@ impl DestinationArgs {
 #[derive(Debug, Clone)]
 pub(crate) struct RunConfig {
     pub(crate) source: RequestPlace,
+    /// How a queue source is consumed.
+    pub(crate) queue: QueueOptions,
     pub(crate) sink: SinkSpec,
     pub(crate) handler: handler::Spec,
     pub(crate) options: Options,
@@ -196,6 +238,7 @@ impl RunConfig {
         }
         Ok(RunConfig {
             source,
+            queue: args.queue.options(),
             sink,
             aws: args.aws.settings(),
             watch: args.watch,
@@ -214,7 +257,7 @@ impl RunConfig {
 
     /// Whether any part of the run talks to AWS.
     fn uses_aws(&self) -> bool {
-        matches!(self.source, RequestPlace::Bucket(_)) || !matches!(self.sink, SinkSpec::Dir(_))
+        !matches!(self.source, RequestPlace::Dir(_)) || !matches!(self.sink, SinkSpec::Dir(_))
     }
 }
 
@@ -243,17 +286,20 @@ pub(super) async fn run(config: RunConfig, controls: Controls) -> anyhow::Result
         false => None,
     };
     let client = || aws.clone().context("AWS clients are not set up");
+    // The run's own stop: the binary's signal, or the maximum run time.
+    let stop = controls.stop.child_token();
     let source: Arc<dyn Source> = match &config.source {
         RequestPlace::Dir(path) => Arc::new(DirSource::open(path)?),
         RequestPlace::Bucket(bucket) => Arc::new(S3Source::open(client()?.s3, bucket).await?),
+        RequestPlace::Queue(queue) => {
+            Arc::new(SqsSource::open(client()?.sqs, queue, config.queue.clone(), stop.clone()).await?)
+        }
     };
     let sink: Arc<dyn Sink> = match &config.sink {
         SinkSpec::Dir(path) => Arc::new(DirSink::open(path)?),
         SinkSpec::S3Bucket(bucket) => Arc::new(S3Sink::open(client()?.s3, bucket, BucketRole::Widget).await?),
         SinkSpec::DynamoDbTable(table) => Arc::new(DynamoDbSink::open(client()?.dynamodb, table).await?),
     };
-    // The run's own stop: the binary's signal, or the maximum run time.
-    let stop = controls.stop.child_token();
     if let Some(max_runtime) = config.max_runtime {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -383,7 +429,7 @@ mod tests {
                 "--widgets-dir",
                 "w"
             ])
-            .contains("not both")
+            .contains("not more")
         );
     }
 

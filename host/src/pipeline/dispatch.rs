@@ -51,7 +51,13 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
             let tracker = shared.tracker.lock().unwrap();
             page.requests
                 .into_iter()
-                .filter(|r| !tracker.in_flight.contains(&r.key) && !tracker.stuck.contains(&r.key))
+                .filter(|r| {
+                    if tracker.stuck.contains(&r.key) {
+                        shared.source.pass_over(&r.key);
+                        return false;
+                    }
+                    !tracker.in_flight.contains(&r.key)
+                })
                 .collect()
         };
         found_this_pass += fresh.len();

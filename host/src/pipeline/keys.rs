@@ -6,7 +6,9 @@
 //! its own later requests. Few of those are held in memory
 //! ([`WAITING_PER_KEY`]); past that, the key's later requests are left in
 //! the source for this pass (and so, to keep their order, are all its
-//! requests after them) and read again on the next pass. Requests held in
+//! requests after them) and read again on the next pass (a source that
+//! cannot list them again, a queue, has them all held instead; the
+//! in-flight cap still bounds them). Requests held in
 //! all are bounded by [`HELD_PER_SLOT`] times the concurrency. A request
 //! without an ordering key may touch any widget: it runs alone, after what
 //! is in flight and before what follows.
@@ -84,8 +86,11 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
         return Admission::Deferred;
     }
     job.seq = keys.next_seq();
+    // A source that does not list again what is left (a queue) has all
+    // its requests held, however many wait behind one key.
+    let relists = shared.source.relists();
     match keys.waiting.get(&widget).map(VecDeque::len) {
-        Some(held) if held >= WAITING_PER_KEY => {
+        Some(held) if held >= WAITING_PER_KEY && relists => {
             debug!(widget = %widget, "Key busy; its later requests wait for the next pass.");
             keys.deferred.insert(widget);
             return Admission::Deferred;

@@ -203,6 +203,7 @@ pub(crate) async fn run(
     if let Err(e) = dispatched {
         shared.fail(e);
     }
+    shared.source.finish().await;
     if let Some(fatal) = shared.fatal.lock().unwrap().take() {
         return Err(fatal.into());
     }

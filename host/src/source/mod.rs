@@ -13,6 +13,7 @@
 
 pub(crate) mod dir;
 pub(crate) mod s3;
+pub(crate) mod sqs;
 
 use crate::error::StorageError;
 
@@ -93,4 +94,21 @@ pub(crate) trait Source: Send + Sync {
     /// place, bytes unchanged, with the reason beside it. A request written
     /// under the key meanwhile is left in place.
     async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError>;
+
+    /// Whether a listed request the pipeline does not take now is listed
+    /// again by a later pass, as a folder's or a bucket's is. A queue's
+    /// message comes back only after its visibility timeout, maybe to
+    /// another consumer: the pipeline holds everything such a source hands
+    /// it.
+    fn relists(&self) -> bool {
+        true
+    }
+
+    /// The pipeline leaves the listed request `key` alone this run (it
+    /// could not be removed earlier): a queue stops holding it.
+    fn pass_over(&self, _key: &str) {}
+
+    /// The run is over: whatever was listed and not done is handed back (a
+    /// queue makes such messages visible again at once).
+    async fn finish(&self) {}
 }

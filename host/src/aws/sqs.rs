@@ -1,0 +1,229 @@
+//! The SQS calls the queue source and `produce` share: a queue found by
+//! name or URL, and the batch calls, which SQS answers entry by entry.
+
+use super::errors::storage_error;
+use crate::error::{Class, StorageError};
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use std::time::Duration;
+
+/// Entries per batch call: SQS's maximum.
+pub(crate) const BATCH: usize = 10;
+
+/// A queue, as found at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Queue {
+    pub(crate) url: String,
+    /// Its name: the last part of the URL.
+    pub(crate) name: String,
+    /// A FIFO queue (`.fifo`): messages of one group are delivered in
+    /// order, and never while another of the group is in flight.
+    pub(crate) fifo: bool,
+    /// It has a redrive policy: messages received too often go to the
+    /// queue's own dead-letter queue.
+    pub(crate) redrive: bool,
+    /// The queue's default visibility timeout.
+    pub(crate) visibility: Duration,
+}
+
+impl Queue {
+    /// Finds the queue `name_or_url` (a name is looked up with GetQueueUrl)
+    /// and reads its attributes. A missing queue is a fatal error.
+    pub(crate) async fn open(client: &Client, name_or_url: &str) -> Result<Queue, StorageError> {
+        let url = if name_or_url.starts_with("http://") || name_or_url.starts_with("https://") {
+            name_or_url.to_owned()
+        } else {
+            let found = client
+                .get_queue_url()
+                .queue_name(name_or_url)
+                .send()
+                .await
+                .map_err(|e| storage_error(format!("find queue {name_or_url}"), e))?;
+            found.queue_url.ok_or_else(|| {
+                StorageError::fatal(format!("find queue {name_or_url}"), "no URL in the answer")
+            })?
+        };
+        let attributes = client
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("read the attributes of queue {url}"), e))?;
+        let attribute =
+            |name: QueueAttributeName| attributes.attributes().and_then(|all| all.get(&name).cloned());
+        let name = url.rsplit('/').next().unwrap_or(&url).to_owned();
+        Ok(Queue {
+            fifo: attribute(QueueAttributeName::FifoQueue).as_deref() == Some("true")
+                || name.ends_with(".fifo"),
+            redrive: attribute(QueueAttributeName::RedrivePolicy).is_some_and(|p| !p.is_empty()),
+            visibility: Duration::from_secs(
+                attribute(QueueAttributeName::VisibilityTimeout)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(30),
+            ),
+            name,
+            url,
+        })
+    }
+}
+
+/// What became of each entry of a batch call, in the order given.
+pub(crate) type Outcomes = Vec<Result<(), StorageError>>;
+
+/// Deletes the messages received with `receipts`.
+pub(crate) async fn delete_batch(
+    client: &Client,
+    queue: &Queue,
+    receipts: &[String],
+) -> Result<Outcomes, StorageError> {
+    let action = format!("delete messages from queue {}", queue.name);
+    let entries = receipts.iter().enumerate().map(|(i, receipt)| {
+        DeleteMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .receipt_handle(receipt)
+            .build()
+            .expect("id and receipt handle are set")
+    });
+    let answer = client
+        .delete_message_batch()
+        .queue_url(&queue.url)
+        .set_entries(Some(entries.collect()))
+        .send()
+        .await
+        .map_err(|e| storage_error(&action, e))?;
+    Ok(outcomes(receipts.len(), answer.failed(), &action))
+}
+
+/// Sets the visibility timeout of the messages received with `receipts`:
+/// 0 makes them visible again at once.
+pub(crate) async fn change_visibility_batch(
+    client: &Client,
+    queue: &Queue,
+    receipts: &[String],
+    visibility: Duration,
+) -> Result<Outcomes, StorageError> {
+    let action = format!("change the visibility of messages in queue {}", queue.name);
+    let seconds = i32::try_from(visibility.as_secs()).unwrap_or(i32::MAX);
+    let entries = receipts.iter().enumerate().map(|(i, receipt)| {
+        ChangeMessageVisibilityBatchRequestEntry::builder()
+            .id(i.to_string())
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .build()
+            .expect("id and receipt handle are set")
+    });
+    let answer = client
+        .change_message_visibility_batch()
+        .queue_url(&queue.url)
+        .set_entries(Some(entries.collect()))
+        .send()
+        .await
+        .map_err(|e| storage_error(&action, e))?;
+    Ok(outcomes(receipts.len(), answer.failed(), &action))
+}
+
+/// One message to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) body: String,
+    /// FIFO queues only: the group it is delivered in order within.
+    pub(crate) group: Option<String>,
+    /// FIFO queues only: a second message with this id within five minutes
+    /// is dropped by SQS.
+    pub(crate) deduplication: Option<String>,
+}
+
+/// Sends up to [`BATCH`] messages.
+pub(crate) async fn send_batch(
+    client: &Client,
+    queue: &Queue,
+    messages: &[Outgoing],
+) -> Result<Outcomes, StorageError> {
+    let action = format!("send messages to queue {}", queue.name);
+    let entries = messages.iter().enumerate().map(|(i, message)| {
+        SendMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message_body(&message.body)
+            .set_message_group_id(message.group.clone())
+            .set_message_deduplication_id(message.deduplication.clone())
+            .build()
+            .expect("id and body are set")
+    });
+    let answer = client
+        .send_message_batch()
+        .queue_url(&queue.url)
+        .set_entries(Some(entries.collect()))
+        .send()
+        .await
+        .map_err(|e| storage_error(&action, e))?;
+    Ok(outcomes(messages.len(), answer.failed(), &action))
+}
+
+/// Each of `count` entries' outcome, from the failures SQS reported (by
+/// the entry ids the calls above give: their index).
+fn outcomes(count: usize, failed: &[BatchResultErrorEntry], action: &str) -> Outcomes {
+    let mut outcomes: Outcomes = (0..count).map(|_| Ok(())).collect();
+    for failure in failed {
+        if let Some(slot) = failure.id.parse::<usize>().ok().and_then(|i| outcomes.get_mut(i)) {
+            *slot = Err(entry_error(failure, action));
+        }
+    }
+    outcomes
+}
+
+/// A failed entry: SQS says whether the sender is at fault; if not, the
+/// entry may succeed when sent again.
+fn entry_error(failure: &BatchResultErrorEntry, action: &str) -> StorageError {
+    let class = if !failure.sender_fault {
+        Class::Transient
+    } else {
+        Class::Request
+    };
+    let cause = format!(
+        "{}: {}",
+        failure.code,
+        failure.message.as_deref().unwrap_or("no message")
+    );
+    let mut error = StorageError::new(action, class, cause);
+    error.throttling = failure.code.contains("Throttl") || failure.code == "RequestThrottled";
+    if error.throttling {
+        error.class = Class::Transient;
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(id: &str, code: &str, sender_fault: bool) -> BatchResultErrorEntry {
+        BatchResultErrorEntry::builder()
+            .id(id)
+            .code(code)
+            .sender_fault(sender_fault)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn each_entry_gets_its_own_outcome_and_class() {
+        let got = outcomes(
+            4,
+            &[
+                failure("1", "ReceiptHandleIsInvalid", true),
+                failure("3", "InternalError", false),
+                failure("9", "ignored: no such entry", true),
+            ],
+            "delete",
+        );
+        assert!(got[0].is_ok() && got[2].is_ok());
+        assert_eq!(got[1].as_ref().unwrap_err().class, Class::Request);
+        assert_eq!(got[3].as_ref().unwrap_err().class, Class::Transient);
+        let throttled = entry_error(&failure("0", "RequestThrottled", true), "send");
+        assert!(throttled.throttling && throttled.class == Class::Transient);
+    }
+}

@@ -1,0 +1,477 @@
+//! An SQS queue as a request source: each message is a request. A receive
+//! (up to 10 messages, long polling) is a page; a message's id is its key,
+//! the receipt handle of its latest receive its version.
+//!
+//! A received message is invisible to other consumers for the visibility
+//! timeout; while the host holds it (read ahead, waiting for its turn, in
+//! progress) a heartbeat extends that timeout well before it runs out, so
+//! slow work is never handed to a second consumer. Messages are deleted in
+//! batches (DeleteMessageBatch), each only after its request's effects are
+//! stored. When the run ends, messages received and not done are made
+//! visible again at once, for the next consumer.
+//!
+//! A queue cannot be listed again like a bucket: a message the host let go
+//! of comes back only after its visibility timeout, maybe to another host.
+//! So the pipeline holds every message it receives until it is done
+//! ([`Source::relists`]) rather than deferring some to a later pass.
+//!
+//! Order: a FIFO queue hands out a message group's messages in order, and
+//! none while one of the group is in flight (received and not deleted);
+//! with the widget id as the group, one widget's requests are applied one
+//! at a time, in order, across any number of hosts.
+
+use super::{Fetched, Listed, Page, Source, Version};
+use crate::aws::errors::storage_error;
+use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch};
+use crate::error::{Class, StorageError};
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{info, warn};
+
+/// The longest long poll SQS allows, and the default.
+pub(crate) const MAX_WAIT_SECONDS: u8 = 20;
+
+/// The message attribute holding a dead letter's reason.
+const REASON_ATTRIBUTE: &str = "reason";
+
+/// The message attribute naming the queue a dead letter came from.
+const SOURCE_ATTRIBUTE: &str = "source-queue";
+
+/// A reason is cut to this many bytes (SQS allows 256 KiB per message).
+const MAX_REASON_BYTES: usize = 4096;
+
+/// How the queue is consumed.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueOptions {
+    /// How long a receive waits for messages (long polling), 0 to 20 s.
+    pub(crate) wait: Duration,
+    /// The visibility timeout the host asks for and keeps extending;
+    /// `None`: the queue's own.
+    pub(crate) visibility: Option<Duration>,
+    /// Where rejected requests go; `None`: left to the queue's redrive
+    /// policy.
+    pub(crate) dead_letters: Option<String>,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            wait: Duration::from_secs(MAX_WAIT_SECONDS.into()),
+            visibility: None,
+            dead_letters: None,
+        }
+    }
+}
+
+/// Requests in an SQS queue.
+pub(crate) struct SqsSource {
+    client: Client,
+    queue: Arc<Queue>,
+    dead_letters: Option<Queue>,
+    wait: Duration,
+    visibility: Duration,
+    /// Messages received and not yet done with, by message id.
+    held: Arc<Mutex<HashMap<String, Held>>>,
+    /// Deletions, for the task that batches them.
+    deletions: mpsc::UnboundedSender<Deletion>,
+    /// The run's stop: it ends a long poll at once.
+    stop: CancellationToken,
+    /// Ends the heartbeat when the source is dropped.
+    _heartbeat: DropGuard,
+}
+
+/// A message the host holds.
+struct Held {
+    receipt: String,
+    body: String,
+    /// Its FIFO message group.
+    group: Option<String>,
+    /// When its visibility timeout runs out, as last set.
+    visible_at: Instant,
+}
+
+/// A message to delete, and who waits for the outcome.
+struct Deletion {
+    receipt: String,
+    done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+impl SqsSource {
+    /// A source reading the queue `name_or_url`, which must exist, as does
+    /// the dead-letter queue if one is named. `stop` ends a receive that
+    /// waits.
+    pub(crate) async fn open(
+        client: Client,
+        name_or_url: &str,
+        options: QueueOptions,
+        stop: CancellationToken,
+    ) -> Result<SqsSource, StorageError> {
+        let queue = Arc::new(Queue::open(&client, name_or_url).await?);
+        let dead_letters = match &options.dead_letters {
+            Some(name) => Some(Queue::open(&client, name).await?),
+            None => None,
+        };
+        if let Some(dead_letters) = &dead_letters
+            && queue.fifo != dead_letters.fifo
+        {
+            return Err(StorageError::fatal(
+                format!("use {} as the dead-letter queue", dead_letters.name),
+                format!(
+                    "the dead-letter queue of a {} queue must be {} too",
+                    if queue.fifo { "FIFO" } else { "standard" },
+                    if queue.fifo {
+                        "a FIFO queue"
+                    } else {
+                        "a standard queue"
+                    }
+                ),
+            ));
+        }
+        if dead_letters.is_none() && !queue.redrive {
+            warn!(queue = %queue.name, "No --dead-letter-queue and the queue has no redrive policy: a rejected request returns after each visibility timeout, for ever.");
+        }
+        let visibility = options
+            .visibility
+            .unwrap_or(queue.visibility)
+            .max(Duration::from_secs(1));
+        let held = Arc::new(Mutex::new(HashMap::new()));
+        let (deletions, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(delete_in_batches(client.clone(), queue.clone(), waiting));
+        let heartbeat = CancellationToken::new();
+        tokio::spawn(extend_visibility(
+            client.clone(),
+            queue.clone(),
+            held.clone(),
+            visibility,
+            heartbeat.clone(),
+        ));
+        Ok(SqsSource {
+            client,
+            queue,
+            dead_letters,
+            wait: options.wait,
+            visibility,
+            held,
+            deletions,
+            stop,
+            _heartbeat: heartbeat.drop_guard(),
+        })
+    }
+
+    /// The receipt handle to use for `key`: that of its latest receive.
+    fn receipt(&self, key: &str, version: &Version) -> Option<String> {
+        let held = self.held.lock().unwrap();
+        held.get(key)
+            .map(|held| held.receipt.clone())
+            .or_else(|| version.0.clone())
+    }
+
+    /// Sends the request `key` to the dead-letter queue with `reason`.
+    async fn send_to_dead_letters(&self, queue: &Queue, key: &str, reason: &str) -> Result<(), StorageError> {
+        let (body, group) = {
+            let held = self.held.lock().unwrap();
+            let held = held.get(key).ok_or_else(|| {
+                StorageError::request(
+                    format!("dead-letter message {key}"),
+                    "the message is no longer held",
+                )
+            })?;
+            (held.body.clone(), held.group.clone())
+        };
+        let attribute = |value: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .expect("data type is set")
+        };
+        self.client
+            .send_message()
+            .queue_url(&queue.url)
+            .message_body(body)
+            .message_attributes(REASON_ATTRIBUTE, attribute(&attribute_safe(reason)))
+            .message_attributes(SOURCE_ATTRIBUTE, attribute(&self.queue.name))
+            // A FIFO dead-letter queue keeps the group, and the message id
+            // makes a retried send a duplicate SQS drops.
+            .set_message_group_id(queue.fifo.then(|| group.unwrap_or_else(|| "dead-letters".into())))
+            .set_message_deduplication_id(queue.fifo.then(|| key.to_owned()))
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("send message {key} to queue {}", queue.name), e))?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for SqsSource {
+    fn describe(&self) -> String {
+        format!("sqs:{}", self.queue.name)
+    }
+
+    fn dead_letter_place(&self) -> String {
+        match (&self.dead_letters, self.queue.redrive) {
+            (Some(queue), _) => format!("queue {}", queue.name),
+            (None, true) => format!("queue {}'s redrive policy", self.queue.name),
+            (None, false) => format!("nowhere: they return to queue {}", self.queue.name),
+        }
+    }
+
+    fn relists(&self) -> bool {
+        false
+    }
+
+    async fn list(&self) -> Result<Page, StorageError> {
+        let receive = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue.url)
+            .max_number_of_messages(BATCH as i32)
+            .wait_time_seconds(self.wait.as_secs() as i32)
+            .visibility_timeout(self.visibility.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .send();
+        let received = tokio::select! {
+            received = receive => received.map_err(|e| storage_error(format!("receive from queue {}", self.queue.name), e))?,
+            // Messages this receive was about to hand out come back after
+            // their visibility timeout.
+            _ = self.stop.cancelled() => ReceiveMessageOutput::builder().build(),
+        };
+        let visible_at = Instant::now() + self.visibility;
+        let mut held = self.held.lock().unwrap();
+        let mut requests = Vec::new();
+        for message in received.messages() {
+            let (Some(id), Some(receipt)) = (message.message_id(), message.receipt_handle()) else {
+                continue;
+            };
+            let attribute = |name| message.attributes().and_then(|all| all.get(&name).cloned());
+            let body = message.body().unwrap_or_default().to_owned();
+            requests.push(Listed {
+                key: id.to_owned(),
+                size: body.len() as u64,
+                version: Version(Some(receipt.to_owned())),
+                modified: attribute(MessageSystemAttributeName::SentTimestamp)
+                    .and_then(|ms| ms.parse().ok())
+                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+            });
+            // A message received again (its visibility ran out) keeps its
+            // place; only the latest receipt handle can delete it.
+            held.insert(
+                id.to_owned(),
+                Held {
+                    receipt: receipt.to_owned(),
+                    body,
+                    group: attribute(MessageSystemAttributeName::MessageGroupId),
+                    visible_at,
+                },
+            );
+        }
+        Ok(Page {
+            requests,
+            from_start: true,
+            reached_end: true,
+            set_aside: Vec::new(),
+        })
+    }
+
+    async fn read(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
+        let held = self.held.lock().unwrap();
+        Ok(match held.get(key) {
+            None => Fetched::Gone,
+            Some(message) => {
+                let version = Version(Some(message.receipt.clone()));
+                match message.body.len() as u64 {
+                    size if size > max_bytes => Fetched::TooLarge(size, version),
+                    _ => Fetched::Request(message.body.clone().into_bytes(), version),
+                }
+            }
+        })
+    }
+
+    async fn ack(&self, key: &str, version: &Version) -> Result<(), StorageError> {
+        let Some(receipt) = self.receipt(key, version) else {
+            return Ok(());
+        };
+        let (done, outcome) = oneshot::channel();
+        self.deletions
+            .send(Deletion { receipt, done })
+            .map_err(|_| StorageError::fatal(format!("delete message {key}"), "the deleting task ended"))?;
+        let deleted = outcome.await.unwrap_or_else(|_| {
+            Err(StorageError::fatal(
+                format!("delete message {key}"),
+                "the deleting task ended",
+            ))
+        });
+        // Deleted, or refused for good (a receipt handle outdated by
+        // another receive): either way no longer this host's to extend.
+        if deleted.as_ref().is_ok() || deleted.as_ref().is_err_and(|e| e.class == Class::Request) {
+            self.held.lock().unwrap().remove(key);
+        }
+        deleted
+    }
+
+    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError> {
+        match &self.dead_letters {
+            Some(queue) => {
+                self.send_to_dead_letters(queue, key, reason).await?;
+                self.ack(key, version).await
+            }
+            None => {
+                // Left invisible until its timeout runs out: it comes back
+                // no sooner, and the queue's redrive policy counts it.
+                self.held.lock().unwrap().remove(key);
+                info!(request_key = %key, queue = %self.queue.name, "Left in the queue for its redrive policy.");
+                Ok(())
+            }
+        }
+    }
+
+    fn pass_over(&self, key: &str) {
+        self.held.lock().unwrap().remove(key);
+    }
+
+    async fn finish(&self) {
+        let receipts: Vec<String> = self
+            .held
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, held)| held.receipt)
+            .collect();
+        if receipts.is_empty() {
+            return;
+        }
+        let mut released = 0;
+        for chunk in receipts.chunks(BATCH) {
+            match change_visibility_batch(&self.client, &self.queue, chunk, Duration::ZERO).await {
+                Ok(outcomes) => released += outcomes.iter().filter(|o| o.is_ok()).count(),
+                Err(e) => {
+                    warn!(error = %e, "Could not make messages visible again; they return after their visibility timeout.")
+                }
+            }
+        }
+        info!(messages = released, queue = %self.queue.name, "Messages received and not done are visible again.");
+    }
+}
+
+/// Deletes messages as they are acknowledged, up to [`BATCH`] per call:
+/// those acknowledged while a call is under way go together in the next.
+async fn delete_in_batches(
+    client: Client,
+    queue: Arc<Queue>,
+    mut waiting: mpsc::UnboundedReceiver<Deletion>,
+) {
+    while let Some(first) = waiting.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let receipts: Vec<String> = batch.iter().map(|d| d.receipt.clone()).collect();
+        match delete_batch(&client, &queue, &receipts).await {
+            Ok(outcomes) => {
+                for (deletion, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = deletion.done.send(outcome);
+                }
+            }
+            Err(e) => {
+                for deletion in batch {
+                    let _ = deletion.done.send(Err(e.duplicate()));
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the messages the host holds invisible to other consumers: each
+/// quarter of the visibility timeout, the timeout of every message with
+/// less than half of it left is set to the whole again.
+async fn extend_visibility(
+    client: Client,
+    queue: Arc<Queue>,
+    held: Arc<Mutex<HashMap<String, Held>>>,
+    visibility: Duration,
+    stop: CancellationToken,
+) {
+    let beat = visibility / 4;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(beat) => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = Instant::now();
+        let due: Vec<(String, String)> = held
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, message)| message.visible_at < now + visibility / 2)
+            .map(|(id, message)| (id.clone(), message.receipt.clone()))
+            .collect();
+        for chunk in due.chunks(BATCH) {
+            let receipts: Vec<String> = chunk.iter().map(|(_, receipt)| receipt.clone()).collect();
+            match change_visibility_batch(&client, &queue, &receipts, visibility).await {
+                Ok(outcomes) => {
+                    let mut held = held.lock().unwrap();
+                    for ((id, receipt), outcome) in chunk.iter().zip(outcomes) {
+                        match outcome {
+                            Ok(()) => {
+                                if let Some(message) = held.get_mut(id).filter(|m| &m.receipt == receipt) {
+                                    message.visible_at = now + visibility;
+                                }
+                            }
+                            Err(e) => {
+                                warn!(request_key = %id, error = %e, "Could not extend a message's visibility: another consumer may receive it.");
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "Could not extend the visibility of messages in flight; trying again at the next beat.");
+                }
+            }
+        }
+    }
+}
+
+/// SQS message attributes are XML text: control characters other than
+/// tab and newlines are escaped, and the reason is cut to a few KiB.
+fn attribute_safe(reason: &str) -> String {
+    let mut safe = String::new();
+    for c in reason.chars() {
+        let piece = match c {
+            '\t' | '\n' | '\r' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        };
+        if safe.len() + piece.len() > MAX_REASON_BYTES {
+            safe.push_str("...");
+            break;
+        }
+        safe.push_str(&piece);
+    }
+    if safe.is_empty() {
+        safe.push_str("(no reason given)");
+    }
+    safe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_made_attribute_safe_and_short() {
+        assert_eq!(attribute_safe("bad\u{1b}[31m type\n"), "bad\\u{1b}[31m type\n");
+        assert_eq!(attribute_safe(""), "(no reason given)");
+        let long = attribute_safe(&"é".repeat(5000));
+        assert!(long.len() <= MAX_REASON_BYTES + 3 && long.ends_with("..."));
+    }
+}
