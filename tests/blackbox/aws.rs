@@ -25,12 +25,12 @@ fn moto() -> String {
     server("WIDGET_HOST_TEST_MOTO")
 }
 
-fn dynamodb_local() -> String {
+pub(crate) fn dynamodb_local() -> String {
     server("WIDGET_HOST_TEST_DYNAMODB_LOCAL")
 }
 
 /// A name no other test (or run) uses: lowercase, as S3 wants.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
@@ -44,7 +44,7 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-fn block_on<F: Future>(f: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,7 +52,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-async fn shared_config(endpoint: &str) -> aws_config::SdkConfig {
+pub(crate) async fn shared_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
@@ -72,7 +72,7 @@ fn s3(endpoint: &str) -> aws_sdk_s3::Client {
     })
 }
 
-fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
+pub(crate) fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
     block_on(async { aws_sdk_dynamodb::Client::new(&shared_config(endpoint).await) })
 }
 
@@ -82,7 +82,7 @@ fn create_bucket(client: &aws_sdk_s3::Client, prefix: &str) -> String {
     bucket
 }
 
-fn create_table(client: &aws_sdk_dynamodb::Client, key: &str) -> String {
+pub(crate) fn create_table(client: &aws_sdk_dynamodb::Client, key: &str) -> String {
     let table = unique("widgets");
     create_table_named(client, &table, key);
     table
@@ -177,7 +177,7 @@ fn bodies(client: &aws_sdk_s3::Client, bucket: &str) -> BTreeMap<String, Vec<u8>
 }
 
 /// Every item of a table, as JSON, by `id`.
-fn items(client: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, Value> {
+pub(crate) fn items(client: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, Value> {
     block_on(async {
         let mut out = BTreeMap::new();
         let mut pages = client.scan().table_name(table).into_paginator().send();

@@ -1,6 +1,6 @@
 //! Black-box tests: they run the built `widget-host` binary on folders,
 //! buckets and tables of requests and check what it leaves behind, file by
-//! file. The AWS tests need the servers tests/run.sh starts.
+//! file. The AWS and queue tests need the servers tests/run.sh starts.
 
 mod aws;
 mod cli;
@@ -8,6 +8,7 @@ mod handlers;
 mod local;
 mod operability;
 mod proxy;
+mod queue;
 mod sandbox;
 mod setup;
 mod util;

@@ -25,7 +25,6 @@ use crate::aws::errors::storage_error;
 use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch};
 use crate::error::{Class, StorageError};
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -237,12 +236,21 @@ impl Source for SqsSource {
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send();
+        // A stop lets the receive under way end (within the wait time)
+        // rather than drop it: SQS may already have handed it messages,
+        // which would stay invisible for the visibility timeout; received,
+        // they are held, and made visible again when the run ends.
+        let started = Instant::now();
+        let mut receive = std::pin::pin!(receive);
         let received = tokio::select! {
-            received = receive => received.map_err(|e| storage_error(format!("receive from queue {}", self.queue.name), e))?,
-            // Messages this receive was about to hand out come back after
-            // their visibility timeout.
-            _ = self.stop.cancelled() => ReceiveMessageOutput::builder().build(),
+            received = &mut receive => received,
+            _ = self.stop.cancelled() => {
+                info!(wait = ?self.wait, "Stopping: letting the receive under way end, to hand back what it gets.");
+                receive.await
+            }
         };
+        let received =
+            received.map_err(|e| storage_error(format!("receive from queue {}", self.queue.name), e))?;
         let visible_at = Instant::now() + self.visibility;
         let mut held = self.held.lock().unwrap();
         let mut requests = Vec::new();
@@ -272,10 +280,15 @@ impl Source for SqsSource {
                 },
             );
         }
+        // An empty answer before the wait time is up proves nothing (a
+        // server may wake a poll for a message another consumer then
+        // takes): only one that waited its time counts as the queue found
+        // empty.
+        let waited = started.elapsed() + Duration::from_millis(100) >= self.wait;
         Ok(Page {
+            reached_end: !requests.is_empty() || waited || self.stop.is_cancelled(),
             requests,
             from_start: true,
-            reached_end: true,
             set_aside: Vec::new(),
         })
     }

@@ -1,0 +1,384 @@
+//! An SQS queue as the request source, against fauxqs (SQS) and DynamoDB
+//! Local, started by tests/run.sh. Every test makes its own queues.
+
+use crate::aws::{block_on, create_table, dynamodb, dynamodb_local, items, shared_config, unique};
+use crate::util::*;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn fauxqs() -> String {
+    std::env::var("WIDGET_HOST_TEST_FAUXQS").expect(
+        "WIDGET_HOST_TEST_FAUXQS is not set: run the tests with tests/run.sh, which starts the servers",
+    )
+}
+
+fn sqs() -> aws_sdk_sqs::Client {
+    block_on(async { aws_sdk_sqs::Client::new(&shared_config(&fauxqs()).await) })
+}
+
+/// Creates a queue (FIFO if `fifo`); returns its URL.
+fn create_queue(client: &aws_sdk_sqs::Client, prefix: &str, fifo: bool) -> String {
+    let name = match fifo {
+        true => format!("{}.fifo", unique(prefix)),
+        false => unique(prefix),
+    };
+    let mut create = client.create_queue().queue_name(name);
+    if fifo {
+        create = create.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    block_on(create.send()).unwrap().queue_url.unwrap()
+}
+
+fn send(client: &aws_sdk_sqs::Client, queue: &str, body: &str) {
+    block_on(client.send_message().queue_url(queue).message_body(body).send()).unwrap();
+}
+
+/// Messages (visible, in flight) in a queue, as SQS counts them.
+fn counts(client: &aws_sdk_sqs::Client, queue: &str) -> (u64, u64) {
+    let got = block_on(
+        client
+            .get_queue_attributes()
+            .queue_url(queue)
+            .attribute_names(QueueAttributeName::All)
+            .send(),
+    )
+    .unwrap();
+    let count = |name| {
+        got.attributes()
+            .and_then(|all| all.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        count(QueueAttributeName::ApproximateNumberOfMessages),
+        count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Receives every visible message: (body, `reason` attribute).
+fn drain(client: &aws_sdk_sqs::Client, queue: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    loop {
+        let got = block_on(
+            client
+                .receive_message()
+                .queue_url(queue)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send(),
+        )
+        .unwrap();
+        if got.messages().is_empty() {
+            return out;
+        }
+        for message in got.messages() {
+            let reason = message
+                .message_attributes()
+                .and_then(|a| a.get("reason"))
+                .and_then(|v| v.string_value().map(str::to_owned));
+            out.push((message.body().unwrap().to_owned(), reason));
+            block_on(
+                client
+                    .delete_message()
+                    .queue_url(queue)
+                    .receipt_handle(message.receipt_handle().unwrap())
+                    .send(),
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// The host, with SQS at fauxqs and DynamoDB at DynamoDB Local.
+fn queue_host() -> Command {
+    let mut command = host();
+    command
+        .env("AWS_ENDPOINT_URL_SQS", fauxqs())
+        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local());
+    command
+}
+
+/// Produces `count` requests drawn from `seed` into `queue`.
+fn produce(queue: &str, count: u32, seed: u32) {
+    run_ok(queue_host().args([
+        "produce",
+        "-rq",
+        queue,
+        "-mwr",
+        &count.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--start-ms",
+        "1700000000000",
+    ]));
+}
+
+/// The table one sequential consumer (one host, one request at a time)
+/// makes of the requests drawn from `seed`.
+fn sequential_end_state(count: u32, seed: u32) -> BTreeMap<String, Value> {
+    let queue = create_queue(&sqs(), "sequential", true);
+    produce(&queue, count, seed);
+    let db = dynamodb(&dynamodb_local());
+    let table = create_table(&db, "id");
+    run_ok(queue_host().args([
+        "-rq",
+        &queue,
+        "-dwt",
+        &table,
+        "--concurrency",
+        "1",
+        "--until-empty",
+        "--queue-wait-seconds",
+        "1",
+    ]));
+    items(&db, &table)
+}
+
+/// The number after `label` in a summary (`Processed 12 requests`).
+fn count_after(summary: &str, label: &str) -> u64 {
+    let rest = &summary[summary
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {summary}"))
+        + label.len()..];
+    rest.trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_fifo_queue_is_received_and_deleted_in_batches_to_the_sequential_end_state() {
+    let want = sequential_end_state(600, 51);
+    let client = sqs();
+    let queue = create_queue(&client, "requests", true);
+    produce(&queue, 600, 51);
+    let db = dynamodb(&dynamodb_local());
+    let table = create_table(&db, "id");
+    let output = run_ok(queue_host().args([
+        "-rq",
+        &queue,
+        "-dwt",
+        &table,
+        "--until-empty",
+        "--queue-wait-seconds",
+        "1",
+    ]));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(count_after(&summary, "Processed"), 600, "{summary}");
+    assert!(items(&db, &table) == want, "the queue's end state differs");
+    assert_eq!(counts(&client, &queue), (0, 0), "every message is deleted");
+    // Batches: ten messages per receive at most, several per delete.
+    let receives = count_after(&summary, "SQS.ReceiveMessage");
+    let deletes = count_after(&summary, "SQS.DeleteMessageBatch");
+    assert!(receives * 2 < 600, "{receives} receives for 600 messages");
+    assert!(deletes * 2 < 600, "{deletes} batch deletes for 600 messages");
+}
+
+#[test]
+fn a_message_whose_processing_outlives_its_visibility_timeout_is_not_handed_to_another_host() {
+    let client = sqs();
+    let queue = create_queue(&client, "requests", false);
+    let dead_letters = create_queue(&client, "rejected", false);
+    // Each spins until the handler's time limit, 6 s: three times the
+    // visibility timeout.
+    for _ in 0..3 {
+        send(&client, &queue, "loop");
+    }
+    let slow = Running::start(queue_host().args([
+        "-rq",
+        &queue,
+        "--widgets-dir",
+        tempfile::tempdir().unwrap().path().to_str().unwrap(),
+        "--handler",
+        test_guest("hostile_guest").to_str().unwrap(),
+        "--handler-timeout-ms",
+        "6000",
+        "--queue-visibility-seconds",
+        "2",
+        "--dead-letter-queue",
+        &dead_letters,
+        "--until-empty",
+        "--queue-wait-seconds",
+        "1",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts(&client, &queue) != (0, 3) {
+        assert!(Instant::now() < deadline, "the host never received the messages");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A second host polls the queue throughout: it would take the three
+    // messages 2 s in unless the first keeps them invisible.
+    let scratch = tempfile::tempdir().unwrap();
+    let other = run_ok(queue_host().args([
+        "-rq",
+        &queue,
+        "--widgets-dir",
+        scratch.path().to_str().unwrap(),
+        "--dead-letter-queue",
+        &dead_letters,
+        "--max-runtime",
+        "5000",
+        "--queue-wait-seconds",
+        "1",
+    ]));
+    let other = String::from_utf8_lossy(&other.stdout);
+    assert_eq!(count_after(&other, "Processed"), 0, "{other}");
+
+    let (status, summary, log) = slow.finish();
+    assert!(status.success(), "{log}");
+    assert_eq!(count_after(&summary, "dead-lettered:"), 3, "{summary}");
+    assert!(
+        summary.contains(&format!("queue {}", dead_letters.rsplit('/').next().unwrap())),
+        "{summary}"
+    );
+    assert_eq!(counts(&client, &queue), (0, 0));
+    // Each went to the dead-letter queue once, body unchanged, with why.
+    let letters = drain(&client, &dead_letters);
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    for (body, reason) in letters {
+        assert_eq!(body, "loop");
+        let reason = reason.expect("a reason attribute");
+        assert!(reason.contains("time limit exceeded"), "{reason}");
+    }
+}
+
+#[test]
+fn a_stop_makes_the_messages_not_done_visible_again_at_once() {
+    let client = sqs();
+    let queue = create_queue(&client, "requests", false);
+    for _ in 0..3 {
+        send(&client, &queue, "loop");
+    }
+    let running = Running::start(queue_host().args([
+        "-rq",
+        &queue,
+        "--widgets-dir",
+        tempfile::tempdir().unwrap().path().to_str().unwrap(),
+        "--handler",
+        test_guest("hostile_guest").to_str().unwrap(),
+        "--handler-timeout-ms",
+        "60000",
+        "--concurrency",
+        "1",
+        "--queue-visibility-seconds",
+        "300",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts(&client, &queue) != (0, 3) {
+        assert!(Instant::now() < deadline, "the host never received the messages");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    running.signal("-TERM");
+    let (status, _, log) = running.finish();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("Messages received and not done are visible again. messages=3"),
+        "{log}"
+    );
+    // Visible now, not in five minutes.
+    assert_eq!(counts(&client, &queue), (3, 0));
+}
+
+#[test]
+fn rejected_requests_without_a_dead_letter_queue_are_left_for_the_redrive_policy() {
+    let client = sqs();
+    let queue = create_queue(&client, "requests", false);
+    send(&client, &queue, "not json");
+    let scratch = tempfile::tempdir().unwrap();
+    let output = run_ok(queue_host().args([
+        "-rq",
+        &queue,
+        "--widgets-dir",
+        scratch.path().to_str().unwrap(),
+        "--until-empty",
+        "--queue-wait-seconds",
+        "1",
+        "--queue-visibility-seconds",
+        "60",
+    ]));
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("no redrive policy"),
+        "the missing policy is warned about: {log}"
+    );
+    assert!(log.contains("Left in the queue for its redrive policy."), "{log}");
+    // Still in the queue, in flight until its visibility timeout runs out.
+    assert_eq!(counts(&client, &queue), (0, 1));
+}
+
+#[test]
+fn three_hosts_on_one_fifo_queue_reach_the_sequential_end_state() {
+    let want = sequential_end_state(2000, 52);
+    let queue = create_queue(&sqs(), "requests", true);
+    produce(&queue, 2000, 52);
+    let db = dynamodb(&dynamodb_local());
+    let table = create_table(&db, "id");
+    let hosts: Vec<Running> = (0..3)
+        .map(|_| {
+            Running::start(queue_host().args([
+                "-rq",
+                &queue,
+                "-dwt",
+                &table,
+                "--until-empty",
+                "--queue-wait-seconds",
+                "2",
+            ]))
+        })
+        .collect();
+    let mut processed = Vec::new();
+    for host in hosts {
+        let (status, summary, log) = host.finish();
+        assert!(status.success(), "{log}");
+        processed.push(count_after(&summary, "Processed"));
+    }
+    assert_eq!(processed.iter().sum::<u64>(), 2000, "{processed:?}");
+    assert!(
+        processed.iter().all(|&n| n > 0),
+        "every host took a share: {processed:?}"
+    );
+    let got = items(&db, &table);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "three hosts reached another end state");
+}
+
+#[test]
+fn a_host_killed_mid_stream_loses_nothing() {
+    let want = sequential_end_state(1000, 53);
+    let client = sqs();
+    let queue = create_queue(&client, "requests", true);
+    produce(&queue, 1000, 53);
+    let db = dynamodb(&dynamodb_local());
+    let table = create_table(&db, "id");
+    let host_command = || {
+        let mut command = queue_host();
+        command.args([
+            "-rq",
+            &queue,
+            "-dwt",
+            &table,
+            "--until-empty",
+            "--queue-wait-seconds",
+            "4",
+            "--queue-visibility-seconds",
+            "2",
+        ]);
+        command
+    };
+    let kills = kill_repeatedly(host_command, &[700, 500, 900]);
+    assert!(
+        kills >= 2,
+        "the test must actually interrupt runs ({kills} kills)"
+    );
+    // The killed hosts' messages come back after their visibility timeout
+    // and are applied once more, harmlessly.
+    run_ok(&mut host_command());
+    assert_eq!(counts(&client, &queue), (0, 0));
+    assert!(items(&db, &table) == want, "the kills changed the end state");
+}
