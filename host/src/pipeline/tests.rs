@@ -7,6 +7,8 @@ use crate::handler::{BUILTIN, Choice, Handler, Limits};
 use crate::producer::Producer;
 use crate::sink::memory::MemorySink;
 use crate::source::dir::DirSource;
+use crate::source::{Fetched, Listed, Page, Version};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A store whose first `failures` writes (of keys ending in `only`, if
@@ -452,4 +454,88 @@ async fn a_throttling_backend_gets_fewer_requests_at_once_until_it_stops() {
         "{late_in_throttling} at once while throttled"
     );
     assert!(after >= 4, "{after} at once after the throttling stopped");
+}
+
+/// A source that hands out each request once, as a queue does: what the
+/// pipeline lets go of is not listed again.
+struct OneShot {
+    waiting: Mutex<Vec<Listed>>,
+    bodies: BTreeMap<String, Vec<u8>>,
+    acked: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Source for OneShot {
+    fn describe(&self) -> String {
+        "one-shot".into()
+    }
+    fn dead_letter_place(&self) -> String {
+        "nowhere".into()
+    }
+    fn relists(&self) -> bool {
+        false
+    }
+    async fn list(&self) -> Result<Page, StorageError> {
+        Ok(Page {
+            requests: std::mem::take(&mut *self.waiting.lock().unwrap()),
+            from_start: true,
+            reached_end: true,
+            set_aside: Vec::new(),
+        })
+    }
+    async fn read(&self, key: &str, _max_bytes: u64) -> Result<Fetched, StorageError> {
+        Ok(Fetched::Request(self.bodies[key].clone(), Version::default()))
+    }
+    async fn ack(&self, key: &str, _version: &Version) -> Result<(), StorageError> {
+        self.acked.lock().unwrap().push(key.to_owned());
+        Ok(())
+    }
+    async fn dead_letter(&self, key: &str, _version: &Version, reason: &str) -> Result<(), StorageError> {
+        panic!("{key} dead-lettered: {reason}")
+    }
+}
+
+#[tokio::test]
+async fn a_source_that_does_not_list_again_has_every_request_of_a_busy_key_held_in_order() {
+    // Far more requests on one widget than a key holds for a source that
+    // lists again; each store write is slow, so they pile up behind it.
+    let mut bodies = BTreeMap::new();
+    bodies.insert("00".to_owned(), create("w", "Ann").into_bytes());
+    for i in 1..=20 {
+        let update =
+            format!(r#"{{"type":"update","requestId":"r","widgetId":"w","owner":"Ann","label":"{i}"}}"#);
+        bodies.insert(format!("{i:02}"), update.into_bytes());
+    }
+    let listed = bodies
+        .keys()
+        .map(|key| Listed {
+            key: key.clone(),
+            size: 0,
+            version: Version::default(),
+            modified: None,
+        })
+        .collect();
+    let source = Arc::new(OneShot {
+        waiting: Mutex::new(listed),
+        bodies,
+        acked: Mutex::default(),
+    });
+    let sink = Scripted::new(|_| None, Duration::from_millis(2));
+    let summary = run(
+        source.clone(),
+        sink.clone(),
+        builtin(),
+        quick(),
+        Arc::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.processed(), 21);
+    let acked = source.acked.lock().unwrap().clone();
+    let in_order: Vec<String> = (0..=20).map(|i| format!("{i:02}")).collect();
+    assert_eq!(acked, in_order);
+    let stored = sink.inner.contents();
+    let document: serde_json::Value = serde_json::from_str(stored.values().next().unwrap()).unwrap();
+    assert_eq!(document["label"], "20");
 }
