@@ -6,7 +6,8 @@ WIDGET_HOST_TEST_DYNAMODB_LOCAL). This script starts a single-node Garage
 
     bench.py N [SEED_SECONDS]
 
-For each backend (folder -> folder, S3 -> S3, S3 -> DynamoDB) it produces
+For each backend (folder -> folder, S3 -> S3, S3 -> DynamoDB, SQS ->
+DynamoDB) it produces
 the same N requests (`widget-host produce --seed 7 --start-ms ...`: mixed
 creates, updates and deletes) into a fresh place for each contender, runs
 the contender until the source is empty, and records requests/s, calls per
@@ -19,9 +20,13 @@ peak RSS (the process's VmHWM, polled). Contenders:
 - the seed-style consumer (bench/seed_consumer.py: Python, boto3, one at a
   time) at a 400 backlog, and at the full backlog for SEED_SECONDS (30).
 
+SQS -> DynamoDB (a FIFO queue on fauxqs, which tests/servers.sh starts)
+runs one widget-host and then three on one queue, side by side.
+
 Then a concurrency sweep (widget-host and the floor, S3 -> DynamoDB,
 concurrency 1 to 32). Results go to target/bench/results.jsonl;
-bench/report.py turns them into the table and the chart.
+bench/report.py turns them into the table and the chart. BENCH_ONLY=a,b
+runs only those parts (folder, s3, sqs, sweep).
 """
 import json
 import os
@@ -124,6 +129,7 @@ def main():
     env = dict(os.environ, AWS_ACCESS_KEY_ID=garage.key_id, AWS_SECRET_ACCESS_KEY=garage.secret,
                AWS_REGION="garage", AWS_DEFAULT_REGION="garage", AWS_ENDPOINT_URL_S3=garage.endpoint,
                AWS_ENDPOINT_URL_DYNAMODB=os.environ["WIDGET_HOST_TEST_DYNAMODB_LOCAL"],
+               AWS_ENDPOINT_URL_SQS=os.environ["WIDGET_HOST_TEST_FAUXQS"],
                # The log file gets each request's line (with its latency); stderr is not kept.
                RUST_LOG="info")
     import boto3
@@ -132,6 +138,14 @@ def main():
     # DynamoDB Local keeps tables per access key and region: the same as the contenders'.
     ddb = boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"], region_name="garage",
                        aws_access_key_id=garage.key_id, aws_secret_access_key=garage.secret)
+
+    sqs = boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL_SQS"], region_name="garage",
+                       aws_access_key_id=garage.key_id, aws_secret_access_key=garage.secret)
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "folder,s3,sqs,sweep").split(",")))
+
+    def queue():
+        name = f"q{uuid.uuid4().hex[:12]}.fifo"
+        return sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true"})["QueueUrl"]
 
     def bucket():
         name = f"b{uuid.uuid4().hex[:12]}"
@@ -174,6 +188,43 @@ def main():
         q = lambda p: latencies[round((len(latencies) - 1) * p)] if latencies else 0
         record(backend, "widget-host", count, concurrency, out, seconds, rss, len(latencies), calls, q(0.5), q(0.99))
 
+    def run_hosts(backend, hosts, source, sink, count, concurrency=8):
+        """`hosts` widget-hosts on one source at once, measured together:
+        wall time to the last one's end, calls and CPU summed, the largest
+        peak RSS."""
+        import threading
+        logs = [tempfile.mktemp(suffix=".log") for _ in range(hosts)]
+        started = time.monotonic()
+        children = [subprocess.Popen([HOST, "run", "--until-empty", "--concurrency", str(concurrency),
+                                      "--log-format", "json", "--log-file", log_file, *source, *sink],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                    for log_file in logs]
+        measured_children = [None] * hosts
+
+        def wait(i):
+            measured_children[i] = wait_measured(children[i])
+        threads = [threading.Thread(target=wait, args=(i,)) for i in range(hosts)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.monotonic() - started
+        CPU.append(sum(cpu for _, _, cpu in measured_children))
+        calls = 0
+        for child, (code, _, _) in zip(children, measured_children):
+            out = child.stdout.read()
+            if code != 0:
+                raise SystemExit(f"widget-host failed ({code}): {out}")
+            calls += next(int(l.split("AWS calls:")[1].split()[0]) for l in out.splitlines() if "AWS calls:" in l)
+        latencies = sorted(json.loads(l).get("latency_ms", 0) for f in logs for l in open(f)
+                           if '"Request done."' in l or '"Request dead-lettered."' in l)
+        for f in logs:
+            os.unlink(f)
+        q = lambda p: latencies[round((len(latencies) - 1) * p)] if latencies else 0
+        contender = "widget-host" if hosts == 1 else f"widget-host x{hosts}"
+        record(backend, contender, count, concurrency, "", seconds, max(p for _, p, _ in measured_children) // 1024,
+               len(latencies), calls, q(0.5), q(0.99))
+
     def run_floor(backend, args, count, concurrency=8):
         out, seconds, rss = measured([FLOOR, "--concurrency", str(concurrency), *args], env)
         r = json.loads(out.strip().splitlines()[-1])
@@ -191,7 +242,7 @@ def main():
     scratch = tempfile.mkdtemp(prefix="bench-")
     try:
         # folder -> folder
-        for contender in ["widget-host", "floor"]:
+        for contender in ["widget-host", "floor"] if "folder" in only else []:
             src, dst = os.path.join(scratch, f"{contender}-r"), os.path.join(scratch, f"{contender}-w")
             produce(["--requests-dir", src], n)
             if contender == "widget-host":
@@ -199,7 +250,7 @@ def main():
             else:
                 run_floor("folder", ["--requests-dir", src, "--widgets-dir", dst], n)
         # S3 -> S3 and S3 -> DynamoDB
-        for backend in ["s3-s3", "s3-dynamodb"]:
+        for backend in ["s3-s3", "s3-dynamodb"] if "s3" in only else []:
             dest = (lambda: ["--widget-bucket", bucket()]) if backend == "s3-s3" else (lambda: ["--dynamodb-widget-table", table()])
             requests = bucket()
             produce(["-rb", requests], n)
@@ -214,9 +265,15 @@ def main():
                 produce(["-rb", requests], backlog)
                 d = dest()
                 run_seed(backend, requests, "s3" if backend == "s3-s3" else "dynamodb", d[1], backlog, limit)
+        # SQS -> DynamoDB: one host, then three on one queue.
+        for hosts in [1, 3] if "sqs" in only else []:
+            url = queue()
+            produce(["-rq", url], n)
+            run_hosts("sqs-dynamodb", hosts, ["--request-queue", url, "--queue-wait-seconds", "1"],
+                      ["--dynamodb-widget-table", table()], n)
         # Concurrency sweep, S3 -> DynamoDB.
         sweep_n = max(n // 5, 1000)
-        for concurrency in [1, 2, 4, 8, 16, 32]:
+        for concurrency in [1, 2, 4, 8, 16, 32] if "sweep" in only else []:
             requests = bucket()
             produce(["-rb", requests], sweep_n)
             run_host("sweep-s3-dynamodb", ["--request-bucket", requests], ["--dynamodb-widget-table", table()],

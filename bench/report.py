@@ -12,7 +12,7 @@ from html import escape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target/bench")
-COLOURS = {"widget-host": "#1f77b4", "floor": "#7f7f7f", "seed-style": "#d62728"}
+COLOURS = {"widget-host": "#1f77b4", "widget-host x3": "#17becf", "floor": "#7f7f7f", "seed-style": "#d62728"}
 
 
 def main():

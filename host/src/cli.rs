@@ -59,7 +59,7 @@ impl Cli {
     pub fn take_command(&mut self) -> Command {
         self.command
             .take()
-            .unwrap_or_else(|| Command::Run(self.run.clone()))
+            .unwrap_or_else(|| Command::Run(Box::new(self.run.clone())))
     }
 }
 

@@ -789,13 +789,13 @@ fn a_request_replaced_while_in_flight_is_not_removed_with_the_old_one() {
             r#"{{"type":"create","requestId":"r","widgetId":"w1","owner":"Sue Smith","label":"{label}"}}"#
         )
     };
-    put_request(&s3_client, &requests, "1700000000000", &create("first"));
+    put_request(&s3_client, &requests, "1700000000000", create("first"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while proxy.held() == 0 {
         assert!(Instant::now() < deadline, "the write never reached the server");
         std::thread::sleep(Duration::from_millis(10));
     }
-    put_request(&s3_client, &requests, "1700000000000", &create("second"));
+    put_request(&s3_client, &requests, "1700000000000", create("second"));
     proxy.resume();
     wait_until_empty(&s3_client, &requests, "the replacement was never processed");
     running.signal("-TERM");

@@ -30,7 +30,7 @@ pub enum Command {
     /// Process requests: read them from a source, hand each to the handler,
     /// store the results.
     #[command(after_help = run::EXAMPLES)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write realistic widget requests, as the original producer.jar did
     /// (`-mwr`, `-ird`, `-mrt`).
     #[command(after_help = produce::EXAMPLES)]
