@@ -174,7 +174,7 @@ def main():
         results.write(json.dumps(row) + "\n")
         results.flush()
 
-    def run_host(backend, source, sink, count, concurrency=8):
+    def run_host(backend, source, sink, count, concurrency=16):
         logfile = tempfile.mktemp(suffix=".log")
         out, seconds, rss = measured([HOST, "run", "--until-empty", "--concurrency", str(concurrency),
                                       "--log-format", "json", "--log-file", logfile, *source, *sink], env)
@@ -188,7 +188,7 @@ def main():
         q = lambda p: latencies[round((len(latencies) - 1) * p)] if latencies else 0
         record(backend, "widget-host", count, concurrency, out, seconds, rss, len(latencies), calls, q(0.5), q(0.99))
 
-    def run_hosts(backend, hosts, source, sink, count, concurrency=8):
+    def run_hosts(backend, hosts, source, sink, count, concurrency=16):
         """`hosts` widget-hosts on one source at once, measured together:
         wall time to the last one's end, calls and CPU summed, the largest
         peak RSS."""
@@ -225,7 +225,7 @@ def main():
         record(backend, contender, count, concurrency, "", seconds, max(p for _, p, _ in measured_children) // 1024,
                len(latencies), calls, q(0.5), q(0.99))
 
-    def run_floor(backend, args, count, concurrency=8):
+    def run_floor(backend, args, count, concurrency=16):
         out, seconds, rss = measured([FLOOR, "--concurrency", str(concurrency), *args], env)
         r = json.loads(out.strip().splitlines()[-1])
         calls = r["calls"] if backend != "folder" else None

@@ -1,8 +1,9 @@
 //! widget-host: runs widget requests through a WebAssembly handler.
 //!
 //! A map of the parts, in the order a request meets them:
-//! - `source/`: where requests come from (a local folder, an S3 bucket);
-//! - `pipeline.rs`: lists the source, hands each request to a worker chosen
+//! - `source/`: where requests come from (a local folder, an S3 bucket, an
+//!   SQS queue);
+//! - `pipeline/`: lists the source, hands each request to a worker chosen
 //!   by its ordering key, and removes it only once its effects are stored;
 //!   every transient failure goes through `retry.rs`;
 //! - [`handler`]: the Wasm component that decides what a request means,
@@ -10,7 +11,8 @@
 //! - [`sink`]: where widgets go (a local folder, an S3 bucket, a DynamoDB
 //!   table), and what the handler reads through `store.get`;
 //! - `aws/`: the only place AWS clients are built and SDK errors
-//!   classified, and the S3 calls sources and sinks share.
+//!   classified, and the S3 and SQS calls sources, sinks and `produce`
+//!   share; `batch.rs` turns many callers' single items into batch calls.
 //!
 //! [`contract`] holds the plain types both sides of the handler boundary
 //! use, so that sinks never depend on the Wasm runtime. Around the parts:
@@ -24,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod aws;
+mod batch;
 pub mod cli;
 pub mod commands;
 mod conformance;

@@ -6,6 +6,7 @@ use crate::error::{Class, StorageError};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 
 /// What a bucket is used for, named in errors about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,4 +199,93 @@ pub(crate) async fn delete_object_if(
         Err(e) if status(&e) == Some(404) && e.code() == Some("NoSuchKey") => Ok(Removal::Removed),
         Err(e) => Err(storage_error(format!("delete s3://{bucket}/{key}"), e)),
     }
+}
+
+/// Deletes objects in one call (DeleteObjects, up to 1,000), each only if it
+/// still is the version its ETag names: what [`delete_object_if`] does for
+/// one, per object. Only for a server that honours the per-object ETag (see
+/// [`batch_deletes_honour_etags`]).
+pub(crate) async fn delete_objects_if(
+    client: &Client,
+    bucket: &str,
+    objects: &[(String, Option<String>)],
+) -> Result<Vec<Result<Removal, StorageError>>, StorageError> {
+    let identifiers = objects
+        .iter()
+        .map(|(key, etag)| {
+            ObjectIdentifier::builder()
+                .key(key)
+                .set_e_tag(etag.clone())
+                .build()
+                .expect("the key is set")
+        })
+        .collect();
+    let delete = Delete::builder()
+        .set_objects(Some(identifiers))
+        .quiet(true)
+        .build()
+        .expect("objects are set");
+    let answer = client
+        .delete_objects()
+        .bucket(bucket)
+        .delete(delete)
+        .send()
+        .await
+        .map_err(|e| storage_error(format!("delete {} objects from s3://{bucket}", objects.len()), e))?;
+    let mut outcomes: Vec<Result<Removal, StorageError>> =
+        objects.iter().map(|_| Ok(Removal::Removed)).collect();
+    for error in answer.errors() {
+        let Some(at) = objects
+            .iter()
+            .position(|(key, _)| Some(key.as_str()) == error.key())
+        else {
+            continue;
+        };
+        let code = error.code().unwrap_or("");
+        outcomes[at] = match code {
+            "PreconditionFailed" => Ok(Removal::Replaced),
+            "NoSuchKey" => Ok(Removal::Removed),
+            _ => Err(StorageError::new(
+                format!("delete s3://{bucket}/{}", objects[at].0),
+                object_error_class(code),
+                format!("{code}: {}", error.message().unwrap_or("no message")),
+            )),
+        };
+    }
+    Ok(outcomes)
+}
+
+/// The class of a DeleteObjects error about one object, by its code.
+fn object_error_class(code: &str) -> Class {
+    match code {
+        "InternalError" | "ServiceUnavailable" | "SlowDown" | "RequestTimeout" => Class::Transient,
+        "AccessDenied" | "AllAccessDisabled" | "InvalidAccessKeyId" => Class::Fatal,
+        _ => Class::Request,
+    }
+}
+
+/// The key a probe object is written under: below `dead-letter/`, which is
+/// never read as requests.
+const PROBE_PREFIX: &str = "dead-letter/.widget-host-probe-";
+
+/// Whether the server behind `bucket` honours the ETag of each object in a
+/// DeleteObjects call (S3 does; some servers ignore it and delete whatever
+/// is there, which would remove a request replaced while it was processed).
+/// Found out by trying: a probe object, a DeleteObjects with a wrong ETag,
+/// then a look whether it survived; the probe is removed after. Any failure
+/// on the way answers no.
+pub(crate) async fn batch_deletes_honour_etags(client: &Client, bucket: &str) -> bool {
+    let key = format!("{PROBE_PREFIX}{:016x}", rand::random::<u64>());
+    let meta = ObjectMeta {
+        content_type: None,
+        metadata: &[],
+    };
+    if put_object(client, bucket, &key, b"probe", meta).await.is_err() {
+        return false;
+    }
+    let wrong = Some("\"00000000000000000000000000000000\"".to_owned());
+    let tried = delete_objects_if(client, bucket, &[(key.clone(), wrong)]).await;
+    let survived = client.head_object().bucket(bucket).key(&key).send().await.is_ok();
+    let _ = delete_object(client, bucket, &key).await;
+    matches!(tried.as_deref(), Ok([Ok(Removal::Replaced)])) && survived
 }

@@ -1,7 +1,9 @@
 //! One request, to the end: ask the handler, carry out its operations,
 //! then remove the request from its source, or dead-letter it. The request
-//! holds a slot of the run's concurrency throughout, except while it waits
-//! to retry a call (see [`crate::retry::Retry::run_holding`]).
+//! holds a slot of the run's concurrency until its effects are stored,
+//! except while it waits to retry a call (see
+//! [`crate::retry::Retry::run_holding`]); its removal needs none, unless
+//! the run has only one.
 
 use super::slots::Slot;
 use super::{Job, Shared};
@@ -9,7 +11,7 @@ use crate::contract::{Context, Operation, Plan};
 use crate::error::{Class, StorageError};
 use crate::handler::CallError;
 use crate::metrics;
-use crate::retry::Attempt;
+use crate::retry::{Attempt, Hold};
 use crate::source::Version;
 use std::time::Instant;
 use tracing::{error, info, warn};
@@ -70,11 +72,14 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
         Decision::Stopped => Fate::Stopped,
         Decision::Fatal(e) => Fate::Fatal(e),
         Decision::Applied { plan, warnings } => {
-            match shared
-                .retry
-                .run_holding(slot, || shared.source.ack(key, &job.version))
-                .await
-            {
+            // The slot goes to the next request while this one is removed:
+            // removals then come in together and go out in one batch call
+            // (the key's next request still waits for this removal). With
+            // one slot the run stays strictly one request at a time.
+            if shared.options.concurrency > 1 {
+                slot.release();
+            }
+            match shared.retry.run(|| shared.source.ack(key, &job.version)).await {
                 Attempt::Done(()) => Fate::Applied {
                     kind: plan.kind,
                     operations: plan.operations.len(),

@@ -7,9 +7,11 @@
 use super::{Fetched, Listed, Page, Source, Version};
 use crate::aws::errors::storage_error;
 use crate::aws::s3::{
-    BucketRole, Got, ObjectMeta, Removal, check_bucket, copy_object_if, delete_object_if, get_object,
+    BucketRole, Got, ObjectMeta, Removal, batch_deletes_honour_etags, check_bucket, copy_object_if,
+    delete_object_if, delete_objects_if, get_object,
 };
-use crate::error::StorageError;
+use crate::batch::Batcher;
+use crate::error::{Class, StorageError};
 use aws_sdk_s3::Client;
 use std::sync::Mutex;
 
@@ -29,23 +31,72 @@ const MAX_REASON_BYTES: usize = 1800;
 /// Keys per ListObjectsV2 page (S3's maximum).
 const PAGE_SIZE: i32 = 1000;
 
+/// Keys per DeleteObjects call (S3's maximum).
+const DELETE_BATCH: usize = 1000;
+
+/// A request to remove, by key and the ETag read.
+type Removing = (String, Option<String>);
+
 /// Requests in an S3 bucket.
 pub(crate) struct S3Source {
     client: Client,
     bucket: String,
     watermark: Mutex<Option<String>>,
+    /// Removes requests many at a time, where the server honours each
+    /// object's ETag in DeleteObjects; `None`: one DeleteObject each.
+    deletions: Option<Batcher<Removing, Result<Removal, StorageError>>>,
 }
 
 impl S3Source {
     /// A source reading `bucket`, which must exist and be reachable.
     pub(crate) async fn open(client: Client, bucket: &str) -> Result<S3Source, StorageError> {
         check_bucket(&client, bucket, BucketRole::Request).await?;
+        let deletions = batch_deletes_honour_etags(&client, bucket)
+            .await
+            .then(|| deleting_in_batches(client.clone(), bucket.to_owned()));
+        tracing::info!(
+            bucket,
+            batched = deletions.is_some(),
+            "Requests are removed with {}.",
+            if deletions.is_some() {
+                "DeleteObjects, many per call (the server honours each object's ETag)"
+            } else {
+                "one conditional DeleteObject each (the server ignores ETags in DeleteObjects)"
+            }
+        );
         Ok(S3Source {
             client,
             bucket: bucket.to_owned(),
             watermark: Mutex::new(None),
+            deletions,
         })
     }
+}
+
+/// A batcher of conditional deletes. A call the server refuses as a whole
+/// for a reason of its data is made again one object at a time, so that
+/// only the object at fault fails.
+fn deleting_in_batches(client: Client, bucket: String) -> Batcher<Removing, Result<Removal, StorageError>> {
+    Batcher::start(
+        DELETE_BATCH,
+        |(key, _): &Removing| key.clone(),
+        move |objects: Vec<Removing>| {
+            let (client, bucket) = (client.clone(), bucket.clone());
+            async move {
+                match delete_objects_if(&client, &bucket, &objects).await {
+                    Ok(outcomes) => outcomes,
+                    Err(e) if e.class == Class::Request && objects.len() > 1 => {
+                        let mut outcomes = Vec::new();
+                        for (key, etag) in &objects {
+                            outcomes.push(delete_object_if(&client, &bucket, key, etag.as_deref()).await);
+                        }
+                        outcomes
+                    }
+                    Err(e) => objects.iter().map(|_| Err(e.duplicate())).collect(),
+                }
+            }
+        },
+    )
 }
 
 #[async_trait::async_trait]
@@ -109,7 +160,18 @@ impl Source for S3Source {
     }
 
     async fn ack(&self, key: &str, version: &Version) -> Result<(), StorageError> {
-        let removal = delete_object_if(&self.client, &self.bucket, key, version.0.as_deref()).await?;
+        let removal = match &self.deletions {
+            Some(batcher) => batcher
+                .submit((key.to_owned(), version.0.clone()))
+                .await
+                .unwrap_or_else(|| {
+                    Err(StorageError::fatal(
+                        format!("delete s3://{}/{key}", self.bucket),
+                        "shutting down",
+                    ))
+                })?,
+            None => delete_object_if(&self.client, &self.bucket, key, version.0.as_deref()).await?,
+        };
         if removal == Removal::Replaced {
             tracing::info!(request_key = %key, "The request was replaced while it was processed; the new one waits for its turn.");
         }

@@ -6,8 +6,8 @@
 //! timeout; while the host holds it (read ahead, waiting for its turn, in
 //! progress) a heartbeat extends that timeout well before it runs out, so
 //! slow work is never handed to a second consumer. Messages are deleted in
-//! batches (DeleteMessageBatch), each only after its request's effects are
-//! stored. When the run ends, messages received and not done are made
+//! batches (DeleteMessageBatch, through [`Batcher`]), each only after its
+//! request's effects are stored. When the run ends, messages received and not done are made
 //! visible again at once, for the next consumer.
 //!
 //! A queue cannot be listed again like a bucket: a message the host let go
@@ -23,13 +23,13 @@
 use super::{Fetched, Listed, Page, Source, Version};
 use crate::aws::errors::storage_error;
 use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch};
+use crate::batch::Batcher;
 use crate::error::{Class, StorageError};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
@@ -77,8 +77,8 @@ pub(crate) struct SqsSource {
     visibility: Duration,
     /// Messages received and not yet done with, by message id.
     held: Arc<Mutex<HashMap<String, Held>>>,
-    /// Deletions, for the task that batches them.
-    deletions: mpsc::UnboundedSender<Deletion>,
+    /// Deletes messages many at a time, by receipt handle.
+    deletions: Batcher<String, Result<(), StorageError>>,
     /// The run's stop: it ends a long poll at once.
     stop: CancellationToken,
     /// Ends the heartbeat when the source is dropped.
@@ -93,12 +93,6 @@ struct Held {
     group: Option<String>,
     /// When its visibility timeout runs out, as last set.
     visible_at: Instant,
-}
-
-/// A message to delete, and who waits for the outcome.
-struct Deletion {
-    receipt: String,
-    done: oneshot::Sender<Result<(), StorageError>>,
 }
 
 impl SqsSource {
@@ -140,8 +134,18 @@ impl SqsSource {
             .unwrap_or(queue.visibility)
             .max(Duration::from_secs(1));
         let held = Arc::new(Mutex::new(HashMap::new()));
-        let (deletions, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(delete_in_batches(client.clone(), queue.clone(), waiting));
+        let deletions = {
+            let (client, queue) = (client.clone(), queue.clone());
+            Batcher::start(BATCH, String::clone, move |receipts: Vec<String>| {
+                let (client, queue) = (client.clone(), queue.clone());
+                async move {
+                    match delete_batch(&client, &queue, &receipts).await {
+                        Ok(outcomes) => outcomes,
+                        Err(e) => receipts.iter().map(|_| Err(e.duplicate())).collect(),
+                    }
+                }
+            })
+        };
         let heartbeat = CancellationToken::new();
         tokio::spawn(extend_visibility(
             client.clone(),
@@ -311,14 +315,10 @@ impl Source for SqsSource {
         let Some(receipt) = self.receipt(key, version) else {
             return Ok(());
         };
-        let (done, outcome) = oneshot::channel();
-        self.deletions
-            .send(Deletion { receipt, done })
-            .map_err(|_| StorageError::fatal(format!("delete message {key}"), "the deleting task ended"))?;
-        let deleted = outcome.await.unwrap_or_else(|_| {
+        let deleted = self.deletions.submit(receipt).await.unwrap_or_else(|| {
             Err(StorageError::fatal(
                 format!("delete message {key}"),
-                "the deleting task ended",
+                "shutting down",
             ))
         });
         // Deleted, or refused for good (a receipt handle outdated by
@@ -370,37 +370,6 @@ impl Source for SqsSource {
             }
         }
         info!(messages = released, queue = %self.queue.name, "Messages received and not done are visible again.");
-    }
-}
-
-/// Deletes messages as they are acknowledged, up to [`BATCH`] per call:
-/// those acknowledged while a call is under way go together in the next.
-async fn delete_in_batches(
-    client: Client,
-    queue: Arc<Queue>,
-    mut waiting: mpsc::UnboundedReceiver<Deletion>,
-) {
-    while let Some(first) = waiting.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let receipts: Vec<String> = batch.iter().map(|d| d.receipt.clone()).collect();
-        match delete_batch(&client, &queue, &receipts).await {
-            Ok(outcomes) => {
-                for (deletion, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = deletion.done.send(outcome);
-                }
-            }
-            Err(e) => {
-                for deletion in batch {
-                    let _ = deletion.done.send(Err(e.duplicate()));
-                }
-            }
-        }
     }
 }
 

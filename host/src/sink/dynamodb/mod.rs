@@ -1,22 +1,27 @@
 //! A DynamoDB table as the widget store: a document is an item, its
 //! top-level fields the item's attributes, the key the partition key's
 //! value. The partition key's name is read from the table, not assumed.
+//! Reads and writes go out many requests' at once ([`batched`]).
+
+mod batched;
 
 use super::Sink;
 use crate::aws::errors::storage_error;
+use crate::batch::Batcher;
 use crate::contract::Destination;
 use crate::error::StorageError;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
+use batched::{Item, Table, Write};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Widgets in a DynamoDB table.
 pub(crate) struct DynamoDbSink {
-    client: Client,
-    table: String,
-    /// The name of the table's partition key (`id` for the widget table).
-    key_name: String,
+    table: Arc<Table>,
+    reads: Batcher<String, Result<Option<Item>, StorageError>>,
+    writes: Batcher<Write, Result<(), StorageError>>,
 }
 
 impl DynamoDbSink {
@@ -56,15 +61,21 @@ impl DynamoDbSink {
         if key_type != Some(ScalarAttributeType::S) {
             return refuse(format!("its partition key {key_name:?} is not a string"));
         }
-        Ok(DynamoDbSink {
+        let table = Arc::new(Table {
             client,
-            table: table.to_owned(),
+            name: table.to_owned(),
             key_name,
+        });
+        Ok(DynamoDbSink {
+            reads: batched::reads(table.clone()),
+            writes: batched::writes(table.clone()),
+            table,
         })
     }
 
-    fn key(&self, key: &str) -> HashMap<String, AttributeValue> {
-        HashMap::from([(self.key_name.clone(), AttributeValue::S(key.to_owned()))])
+    /// The batcher's answer, or the error of a batcher that is gone.
+    fn gone<T>(&self, action: String) -> Result<T, StorageError> {
+        Err(StorageError::fatal(action, "shutting down"))
     }
 }
 
@@ -75,25 +86,19 @@ impl Sink for DynamoDbSink {
     }
 
     fn describe(&self) -> String {
-        format!("dynamodb:{}", self.table)
+        format!("dynamodb:{}", self.table.name)
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let found = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key(key)))
-            // An update must see the previous request's write.
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| storage_error(format!("get {key:?} from DynamoDB table {}", self.table), e))?;
-        Ok(found.item.map(|item| item_to_json(&item).to_string()))
+        let found = match self.reads.submit(key.to_owned()).await {
+            Some(found) => found?,
+            None => return self.gone(format!("get {key:?}")),
+        };
+        Ok(found.map(|item| item_to_json(&item).to_string()))
     }
 
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
-        let action = || format!("put {key:?} into DynamoDB table {}", self.table);
+        let action = || format!("put {key:?} into DynamoDB table {}", self.table.name);
         let mut item = match serde_json::from_str(document) {
             Ok(Value::Object(fields)) => json_to_item(fields),
             _ => {
@@ -103,26 +108,18 @@ impl Sink for DynamoDbSink {
                 ));
             }
         };
-        item.insert(self.key_name.clone(), AttributeValue::S(key.to_owned()));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| storage_error(action(), e))?;
-        Ok(())
+        item.insert(self.table.key_name.clone(), AttributeValue::S(key.to_owned()));
+        match self.writes.submit(Write::Put(key.to_owned(), item)).await {
+            Some(stored) => stored,
+            None => self.gone(action()),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key(key)))
-            .send()
-            .await
-            .map_err(|e| storage_error(format!("delete {key:?} from DynamoDB table {}", self.table), e))?;
-        Ok(())
+        match self.writes.submit(Write::Delete(key.to_owned())).await {
+            Some(deleted) => deleted,
+            None => self.gone(format!("delete {key:?}")),
+        }
     }
 }
 
