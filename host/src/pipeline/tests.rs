@@ -418,7 +418,9 @@ impl Sink for Throttling {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_backend_gets_fewer_requests_at_once_until_it_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let bodies: Vec<Vec<u8>> = (0..400)
+    // Enough that after the throttling some 300 ms of work is left even
+    // at full concurrency.
+    let bodies: Vec<Vec<u8>> = (0..1500)
         .map(|i| create(&format!("w{i}"), "Sue Smith").into())
         .collect();
     requests(dir.path(), &bodies);
@@ -433,7 +435,7 @@ async fn a_throttling_backend_gets_fewer_requests_at_once_until_it_stops() {
     let summary = run_dir(dir.path(), sink.clone()).await.unwrap();
     assert_eq!(
         (summary.processed(), summary.dead_lettered),
-        (400, 0),
+        (1500, 0),
         "nothing lost"
     );
     let attempts = sink.attempts.lock().unwrap();
