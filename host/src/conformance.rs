@@ -159,8 +159,9 @@ impl Case {
     }
 }
 
-/// Runs one case; `Err` holds a readable account of what differed.
-async fn run_case(handler: &Handler, case: &Case) -> Result<(), String> {
+/// Runs one case; `Err` holds a readable account of what differed (the
+/// documents too, if `verbose`).
+async fn run_case(handler: &Handler, case: &Case, verbose: bool) -> Result<(), String> {
     let request = case.request_bytes().map_err(|e| e.to_string())?;
     let memory = Arc::new(MemorySink::new(case.destination.into()));
     for (key, document) in &case.store {
@@ -209,7 +210,7 @@ async fn run_case(handler: &Handler, case: &Case) -> Result<(), String> {
                 };
                 applied.map_err(|e| e.to_string())?;
             }
-            diff_store(expected, &memory.contents(), &mut problems);
+            diff_store(expected, &memory.contents(), verbose, &mut problems);
         }
     }
     if let Some(warns) = case.warns
@@ -252,41 +253,95 @@ fn describe_operations(operations: &[Operation]) -> String {
         .join("; ")
 }
 
-/// Compares documents as JSON values: key order inside objects does not
-/// matter, order inside arrays does.
-fn diff_store(expected: &BTreeMap<String, Value>, actual: &BTreeMap<String, String>, out: &mut String) {
+/// Compares documents as JSON values (key order inside objects does not
+/// matter, order inside arrays does), one line per difference, by JSON
+/// path: `widgets/sue-smith/w1: .label: expected "  Big  ", got "Big"`.
+/// With `verbose`, each differing document follows whole.
+fn diff_store(
+    expected: &BTreeMap<String, Value>,
+    actual: &BTreeMap<String, String>,
+    verbose: bool,
+    out: &mut String,
+) {
     let parse = |text: &String| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.clone()));
     for (key, want) in expected {
         match actual.get(key) {
             None => {
-                let _ = writeln!(out, "  {key}: missing\n    expected: {want}");
+                let _ = writeln!(out, "  {key}: missing");
+                if verbose {
+                    let _ = writeln!(out, "    expected: {want}");
+                }
             }
             Some(text) if parse(text) != *want && text != &document_text(want) => {
-                let _ = writeln!(
-                    out,
-                    "  {key}: differs\n    expected: {want}\n    got:      {text}"
-                );
+                let mut lines = Vec::new();
+                differences("", want, &parse(text), &mut lines);
+                for line in lines {
+                    let _ = writeln!(out, "  {key}: {line}");
+                }
+                if verbose {
+                    let _ = writeln!(out, "    expected: {want}\n    got:      {text}");
+                }
             }
             Some(_) => {}
         }
     }
     for (key, text) in actual {
         if !expected.contains_key(key) {
-            let _ = writeln!(out, "  {key}: not expected\n    got:      {text}");
+            let _ = writeln!(out, "  {key}: not expected");
+            if verbose {
+                let _ = writeln!(out, "    got:      {text}");
+            }
         }
     }
 }
 
+/// The differences between two JSON values, one line each, named by their
+/// path below `path` (`.label`, `.otherAttributes[2]`; `.` for the whole).
+fn differences(path: &str, want: &Value, got: &Value, out: &mut Vec<String>) {
+    let here = if path.is_empty() { "." } else { path };
+    match (want, got) {
+        (Value::Object(want), Value::Object(got)) => {
+            for (name, wanted) in want {
+                let at = format!("{path}.{name}");
+                match got.get(name) {
+                    Some(found) => differences(&at, wanted, found, out),
+                    None => out.push(format!("{at}: missing (expected {wanted})")),
+                }
+            }
+            for (name, found) in got {
+                if !want.contains_key(name) {
+                    out.push(format!("{path}.{name}: not expected (got {found})"));
+                }
+            }
+        }
+        (Value::Array(want), Value::Array(got)) => {
+            for i in 0..want.len().max(got.len()) {
+                let at = format!("{path}[{i}]");
+                match (want.get(i), got.get(i)) {
+                    (Some(wanted), Some(found)) => differences(&at, wanted, found, out),
+                    (Some(wanted), None) => out.push(format!("{at}: missing (expected {wanted})")),
+                    (None, Some(found)) => out.push(format!("{at}: not expected (got {found})")),
+                    (None, None) => {}
+                }
+            }
+        }
+        _ if want != got => out.push(format!("{here}: expected {want}, got {got}")),
+        _ => {}
+    }
+}
+
 /// Runs cases and writes a line per case to `out`, and the differences of
-/// each failure. Returns the number of failures.
+/// each failure (with the whole documents if `verbose`). Returns the
+/// number of failures.
 pub(crate) async fn run_all(
     handler: &Handler,
     cases: &[Loaded],
+    verbose: bool,
     out: &mut dyn std::io::Write,
 ) -> std::io::Result<usize> {
     let mut failures = 0;
     for Loaded { file, case } in cases {
-        match run_case(handler, case).await {
+        match run_case(handler, case, verbose).await {
             Ok(()) => writeln!(out, "ok   {file}: {}", case.name)?,
             Err(problems) => {
                 failures += 1;
@@ -296,4 +351,49 @@ pub(crate) async fn run_all(
     }
     writeln!(out, "{} passed, {failures} failed", cases.len() - failures)?;
     Ok(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lines(want: Value, got: Value) -> Vec<String> {
+        let mut out = Vec::new();
+        differences("", &want, &got, &mut out);
+        out
+    }
+
+    #[test]
+    fn differences_are_named_by_json_path_one_per_line() {
+        let want =
+            json!({"label": "  Big  ", "otherAttributes": [{"name": "a"}, {"name": "b"}, {"name": "c"}]});
+        let got = json!({"label": "Big", "otherAttributes": [{"name": "a"}, {"name": "x"}], "extra": 1});
+        assert_eq!(
+            lines(want, got),
+            [
+                r#".label: expected "  Big  ", got "Big""#,
+                r#".otherAttributes[1].name: expected "b", got "x""#,
+                r#".otherAttributes[2]: missing (expected {"name":"c"})"#,
+                ".extra: not expected (got 1)",
+            ]
+        );
+        assert_eq!(lines(json!(1), json!("1")), [r#".: expected 1, got "1""#]);
+        assert!(lines(json!({"a": [1, {"b": null}]}), json!({"a": [1, {"b": null}]})).is_empty());
+    }
+
+    #[test]
+    fn a_store_difference_names_the_key_and_shows_documents_only_when_verbose() {
+        let expected = BTreeMap::from([("widgets/sue-smith/w1".to_owned(), json!({"label": "  Big  "}))]);
+        let actual = BTreeMap::from([("widgets/sue-smith/w1".to_owned(), r#"{"label":"Big"}"#.to_owned())]);
+        let mut short = String::new();
+        diff_store(&expected, &actual, false, &mut short);
+        assert_eq!(
+            short,
+            "  widgets/sue-smith/w1: .label: expected \"  Big  \", got \"Big\"\n"
+        );
+        let mut long = String::new();
+        diff_store(&expected, &actual, true, &mut long);
+        assert!(long.starts_with(&short) && long.contains("expected: {") && long.contains("got:      {"));
+    }
 }

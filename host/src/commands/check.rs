@@ -30,6 +30,11 @@ pub struct CheckArgs {
     #[arg(long)]
     no_builtin_cases: bool,
 
+    /// Show the whole expected and actual documents of a failing case, not
+    /// only the differing fields.
+    #[arg(long, short)]
+    verbose: bool,
+
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -47,7 +52,7 @@ pub(super) async fn execute(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Re
     if cases.is_empty() {
         anyhow::bail!("no cases to run");
     }
-    match conformance::run_all(&handler, &cases, out).await? {
+    match conformance::run_all(&handler, &cases, args.verbose, out).await? {
         0 => Ok(()),
         failures => anyhow::bail!("{failures} of {} cases failed", cases.len()),
     }
