@@ -33,6 +33,9 @@ def main():
         floor = next((v for (c, _), v in by.items() if c == "floor"), None)
         seeds = {b: v for (c, b), v in by.items() if c == "seed-style"}
         parts = []
+        hosts3 = next((v for (c, _), v in by.items() if c == "widget-host x3"), None)
+        if host and hosts3:
+            parts.append(f"three hosts/one host {hosts3 / host:.2f}")
         if host and floor:
             parts.append(f"widget-host/floor {host / floor:.2f}")
         for backlog, v in sorted(seeds.items()):

@@ -17,9 +17,10 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "guest";
-const GUESTS: [(&str, &str); 2] = [
+const GUESTS: [(&str, &str); 3] = [
     ("widget-guest", "widget_guest"),
     ("hostile-guest", "hostile_guest"),
+    ("trimming-guest", "trimming_guest"),
 ];
 
 fn main() {

@@ -118,8 +118,11 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    /// The batches a call was made with.
+    type Calls = Arc<Mutex<Vec<Vec<String>>>>;
+
     /// A batcher whose call records its batches, taking 20 ms.
-    fn recording(limit: usize) -> (Arc<Batcher<String, usize>>, Arc<Mutex<Vec<Vec<String>>>>) {
+    fn recording(limit: usize) -> (Arc<Batcher<String, usize>>, Calls) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let seen = calls.clone();
         let batcher = Batcher::start(

@@ -15,6 +15,7 @@
 
 use crate::contract::{Context, Destination, Operation};
 use crate::handler::Handler;
+use crate::jsondiff::{self, Sides};
 use crate::sink::Sink;
 use crate::sink::memory::MemorySink;
 use anyhow::Context as _;
@@ -253,6 +254,14 @@ fn describe_operations(operations: &[Operation]) -> String {
         .join("; ")
 }
 
+/// How a case's documents are compared.
+const EXPECTED_GOT: Sides = Sides {
+    left: "expected",
+    right: "got",
+    only_left: "missing",
+    only_right: "not expected",
+};
+
 /// Compares documents as JSON values (key order inside objects does not
 /// matter, order inside arrays does), one line per difference, by JSON
 /// path: `widgets/sue-smith/w1: .label: expected "  Big  ", got "Big"`.
@@ -263,7 +272,6 @@ fn diff_store(
     verbose: bool,
     out: &mut String,
 ) {
-    let parse = |text: &String| serde_json::from_str::<Value>(text).unwrap_or(Value::String(text.clone()));
     for (key, want) in expected {
         match actual.get(key) {
             None => {
@@ -272,9 +280,9 @@ fn diff_store(
                     let _ = writeln!(out, "    expected: {want}");
                 }
             }
-            Some(text) if parse(text) != *want && text != &document_text(want) => {
+            Some(text) if jsondiff::parse(text) != *want && text != &document_text(want) => {
                 let mut lines = Vec::new();
-                differences("", want, &parse(text), &mut lines);
+                jsondiff::differences("", want, &jsondiff::parse(text), &EXPECTED_GOT, &mut lines);
                 for line in lines {
                     let _ = writeln!(out, "  {key}: {line}");
                 }
@@ -292,41 +300,6 @@ fn diff_store(
                 let _ = writeln!(out, "    got:      {text}");
             }
         }
-    }
-}
-
-/// The differences between two JSON values, one line each, named by their
-/// path below `path` (`.label`, `.otherAttributes[2]`; `.` for the whole).
-fn differences(path: &str, want: &Value, got: &Value, out: &mut Vec<String>) {
-    let here = if path.is_empty() { "." } else { path };
-    match (want, got) {
-        (Value::Object(want), Value::Object(got)) => {
-            for (name, wanted) in want {
-                let at = format!("{path}.{name}");
-                match got.get(name) {
-                    Some(found) => differences(&at, wanted, found, out),
-                    None => out.push(format!("{at}: missing (expected {wanted})")),
-                }
-            }
-            for (name, found) in got {
-                if !want.contains_key(name) {
-                    out.push(format!("{path}.{name}: not expected (got {found})"));
-                }
-            }
-        }
-        (Value::Array(want), Value::Array(got)) => {
-            for i in 0..want.len().max(got.len()) {
-                let at = format!("{path}[{i}]");
-                match (want.get(i), got.get(i)) {
-                    (Some(wanted), Some(found)) => differences(&at, wanted, found, out),
-                    (Some(wanted), None) => out.push(format!("{at}: missing (expected {wanted})")),
-                    (None, Some(found)) => out.push(format!("{at}: not expected (got {found})")),
-                    (None, None) => {}
-                }
-            }
-        }
-        _ if want != got => out.push(format!("{here}: expected {want}, got {got}")),
-        _ => {}
     }
 }
 
@@ -360,7 +333,7 @@ mod tests {
 
     fn lines(want: Value, got: Value) -> Vec<String> {
         let mut out = Vec::new();
-        differences("", &want, &got, &mut out);
+        jsondiff::differences("", &want, &got, &EXPECTED_GOT, &mut out);
         out
     }
 

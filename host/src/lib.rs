@@ -34,6 +34,7 @@ pub mod contract;
 pub mod error;
 pub mod folder;
 pub mod handler;
+mod jsondiff;
 pub mod logging;
 mod metrics;
 mod pipeline;

@@ -30,6 +30,7 @@ fn check_fails_a_wrong_handler_with_a_diff_that_names_the_case() {
     let output = host()
         .arg("check")
         .arg(test_guest("hostile_guest"))
+        .arg("--verbose")
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -39,7 +40,10 @@ fn check_fails_a_wrong_handler_with_a_diff_that_names_the_case() {
         .find(|block| block.starts_with("create.json: create stores the widget (object-store)"))
         .unwrap_or_else(|| panic!("the case is not named:\n{stdout}"));
     assert!(failure.contains("widgets/mary-matthews/w1: missing"), "{failure}");
-    assert!(failure.contains("expected: {"), "{failure}");
+    assert!(
+        failure.contains("expected: {"),
+        "--verbose shows the document: {failure}"
+    );
     assert!(
         failure.contains("echo/conformance/"),
         "the unexpected write is shown: {failure}"
@@ -48,6 +52,34 @@ fn check_fails_a_wrong_handler_with_a_diff_that_names_the_case() {
         stdout.contains("FAIL invalid.json: an empty request (table)"),
         "{stdout}"
     );
+}
+
+#[test]
+fn check_catches_a_handler_that_trims_labels_with_one_line_per_difference() {
+    // The default planner, except that it trims the label: the contract
+    // says values are stored exactly as given.
+    let output = host()
+        .arg("check")
+        .arg(test_guest("trimming_guest"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let failure = stdout
+        .split("FAIL ")
+        .find(|block| {
+            block.starts_with(
+                "create.json: create stores values exactly as given, spaces included (object-store)",
+            )
+        })
+        .unwrap_or_else(|| panic!("the case is not named:\n{stdout}"));
+    let lines: Vec<&str> = failure.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines,
+        [r#"  widgets/mary-matthews/w1: .label: expected "  Big  ", got "Big""#]
+    );
+    // The label cases of create and update, in both layouts, and no other.
+    assert_eq!(stdout.matches("FAIL ").count(), 4, "{stdout}");
 }
 
 #[test]

@@ -266,7 +266,7 @@ fn object_error_class(code: &str) -> Class {
 
 /// The key a probe object is written under: below `dead-letter/`, which is
 /// never read as requests.
-const PROBE_PREFIX: &str = "dead-letter/.widget-host-probe-";
+pub(crate) const PROBE_PREFIX: &str = "dead-letter/.widget-host-probe-";
 
 /// Whether the server behind `bucket` honours the ETag of each object in a
 /// DeleteObjects call (S3 does; some servers ignore it and delete whatever

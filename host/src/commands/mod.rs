@@ -7,9 +7,11 @@
 
 mod check;
 mod demo;
+mod diff;
 mod flags;
 mod invoke;
 mod produce;
+mod redrive;
 mod run;
 
 use clap::Subcommand;
@@ -20,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use check::CheckArgs;
 pub use demo::DemoArgs;
+pub use diff::DiffArgs;
 pub use invoke::InvokeArgs;
 pub use produce::ProduceArgs;
+pub use redrive::RedriveArgs;
 pub use run::RunArgs;
 
 /// A subcommand and its flags.
@@ -47,6 +51,16 @@ pub enum Command {
     /// returns and what it logged. Nothing is written anywhere.
     #[command(after_help = invoke::EXAMPLES)]
     Invoke(InvokeArgs),
+    /// Run two handlers on the same requests against the current store,
+    /// read only, and print where their verdicts or plans differ; exits 1
+    /// if they differ anywhere. The step before swapping a handler in.
+    #[command(after_help = diff::EXAMPLES)]
+    Diff(DiffArgs),
+    /// Move dead letters back into the source under their keys, without
+    /// their reasons, for the next run; with --handler, only those it
+    /// accepts.
+    #[command(after_help = redrive::EXAMPLES)]
+    Redrive(RedriveArgs),
 }
 
 /// What the caller tells a running command.
@@ -89,8 +103,8 @@ impl Command {
                     file: Some(log_file.unwrap_or(own)),
                 }
             }
-            // `check` and `invoke` print their own report on stdout.
-            Command::Check(_) | Command::Invoke(_) => LogPlan {
+            // `check`, `invoke` and `diff` print their own report on stdout.
+            Command::Check(_) | Command::Invoke(_) | Command::Diff(_) | Command::Redrive(_) => LogPlan {
                 stderr_level: "error",
                 file: log_file,
             },
@@ -110,6 +124,9 @@ impl Command {
             // Short commands: a stop ends them where they are.
             Command::Check(args) => until_stopped(&controls.stop, check::execute(&args, out)).await,
             Command::Invoke(args) => until_stopped(&controls.stop, invoke::execute(&args, out)).await,
+            Command::Diff(args) => until_stopped(&controls.stop, diff::execute(&args, out)).await,
+            // A stop ends it between two moves, never inside one.
+            Command::Redrive(args) => redrive::execute(&args, &controls.stop, out).await,
         }
     }
 }

@@ -170,8 +170,25 @@ pub(crate) enum SinkSpec {
 }
 
 impl DestinationArgs {
+    /// The destination if one is given (more than one is an error).
+    pub(super) fn sink_if_given(&self) -> Result<Option<SinkSpec>, UsageError> {
+        match self.sink() {
+            Ok(spec) => Ok(Some(spec)),
+            Err(_) if self.is_empty() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.widgets_dir.is_none()
+            && self.widget_bucket.is_none()
+            && self.dynamodb_widget_table.is_none()
+            && self.destination_flag.is_none()
+            && self.destination_name.is_none()
+    }
+
     /// The one destination given, in whichever spelling.
-    fn sink(&self) -> Result<SinkSpec, UsageError> {
+    pub(super) fn sink(&self) -> Result<SinkSpec, UsageError> {
         let named = match (self.destination_flag, &self.destination_name) {
             (Some(DestinationFlag::Wb), Some(name)) => Some(SinkSpec::S3Bucket(name.clone())),
             (Some(DestinationFlag::Dwt), Some(name)) => Some(SinkSpec::DynamoDbTable(name.clone())),
@@ -257,8 +274,29 @@ impl RunConfig {
 
     /// Whether any part of the run talks to AWS.
     fn uses_aws(&self) -> bool {
-        !matches!(self.source, RequestPlace::Dir(_)) || !matches!(self.sink, SinkSpec::Dir(_))
+        !matches!(self.source, RequestPlace::Dir(_)) || self.sink.uses_aws()
     }
+}
+
+impl SinkSpec {
+    /// Whether the destination is on AWS.
+    pub(super) fn uses_aws(&self) -> bool {
+        !matches!(self, SinkSpec::Dir(_))
+    }
+}
+
+/// Opens the destination; `aws` must be set up if it is on AWS.
+pub(super) async fn open_sink(spec: &SinkSpec, aws: Option<&Aws>) -> anyhow::Result<Arc<dyn Sink>> {
+    let client = || aws.context("AWS clients are not set up");
+    Ok(match spec {
+        SinkSpec::Dir(path) => Arc::new(DirSink::open(path)?),
+        SinkSpec::S3Bucket(bucket) => {
+            Arc::new(S3Sink::open(client()?.s3.clone(), bucket, BucketRole::Widget).await?)
+        }
+        SinkSpec::DynamoDbTable(table) => {
+            Arc::new(DynamoDbSink::open(client()?.dynamodb.clone(), table).await?)
+        }
+    })
 }
 
 /// `run`: processes requests, then prints the summary.
@@ -295,11 +333,7 @@ pub(super) async fn run(config: RunConfig, controls: Controls) -> anyhow::Result
             Arc::new(SqsSource::open(client()?.sqs, queue, config.queue.clone(), stop.clone()).await?)
         }
     };
-    let sink: Arc<dyn Sink> = match &config.sink {
-        SinkSpec::Dir(path) => Arc::new(DirSink::open(path)?),
-        SinkSpec::S3Bucket(bucket) => Arc::new(S3Sink::open(client()?.s3, bucket, BucketRole::Widget).await?),
-        SinkSpec::DynamoDbTable(table) => Arc::new(DynamoDbSink::open(client()?.dynamodb, table).await?),
-    };
+    let sink = open_sink(&config.sink, aws.as_ref()).await?;
     if let Some(max_runtime) = config.max_runtime {
         let stop = stop.clone();
         tokio::spawn(async move {

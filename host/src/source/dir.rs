@@ -9,7 +9,7 @@
 //! UTF-8 text, or a FIFO, socket or device is moved to `dead-letter/` as
 //! met, unread, under an escaped name, with the reason.
 
-use super::{Fetched, Listed, Page, SetAside, Source, Version};
+use super::{Fetched, Listed, Page, Redriven, SetAside, Source, Version};
 use crate::error::StorageError;
 use crate::folder::{sweep_stale_temp_files, sync_dir, write_atomically};
 use std::collections::VecDeque;
@@ -119,6 +119,104 @@ impl DirSource {
         self.move_to_dead_letters(&self.root.join(&odd.name), &name, &reason)
             .await?;
         Ok(SetAside { name, reason })
+    }
+}
+
+impl DirSource {
+    /// The dead letters, in key order: the regular files in `dead-letter/`
+    /// other than reasons (what the listing set aside, links and the like,
+    /// is left there).
+    pub(crate) fn dead_letters(&self) -> Result<Vec<String>, StorageError> {
+        let folder = self.root.join(DEAD_LETTER);
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StorageError::io(format!("list {}", folder.display()), e)),
+        };
+        let mut keys: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.ends_with(".reason") && !name.starts_with('.'))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// A dead letter's bytes.
+    pub(crate) fn read_dead_letter(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        let path = self.root.join(DEAD_LETTER).join(key);
+        std::fs::read(&path).map_err(|e| StorageError::io(format!("read {}", path.display()), e))
+    }
+
+    /// Moves the dead letter `key` back into the folder, then removes its
+    /// reason. The move is one rename that never replaces a file: at any
+    /// moment the request is in one place, and a request written under the
+    /// key meanwhile is never overwritten.
+    pub(crate) fn redrive(&self, key: &str) -> Result<Redriven, StorageError> {
+        let folder = self.root.join(DEAD_LETTER);
+        let (from, to) = (folder.join(key), self.root.join(key));
+        let action = || format!("move {} back to {}", from.display(), to.display());
+        match rename_no_replace(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(Redriven::Occupied),
+            Err(e) => return Err(StorageError::io(action(), e)),
+        }
+        sync_dir(&self.root).map_err(|e| StorageError::io(action(), e))?;
+        let reason = folder.join(format!("{key}.reason"));
+        match std::fs::remove_file(&reason) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(format!("remove {}", reason.display()), e)),
+        }
+        sync_dir(&folder).map_err(|e| StorageError::io(action(), e))?;
+        Ok(Redriven::Moved)
+    }
+
+    /// Removes the reasons whose dead letter is gone (a redrive stopped
+    /// between its move and the reason's removal, or a dead-lettering
+    /// stopped before its move); returns how many.
+    pub(crate) fn sweep_orphan_reasons(&self) -> Result<usize, StorageError> {
+        let folder = self.root.join(DEAD_LETTER);
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".reason")) else {
+                continue;
+            };
+            if std::fs::symlink_metadata(folder.join(key)).is_err() {
+                let path = entry.path();
+                std::fs::remove_file(&path)
+                    .map_err(|e| StorageError::io(format!("remove {}", path.display()), e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), in
+/// one step (`renameat2` with `RENAME_NOREPLACE`).
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    match done {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
@@ -485,5 +583,29 @@ mod tests {
         assert_eq!(std::fs::read(outside.path().join("secret")).unwrap(), b"outside");
         // Once: the next listing meets nothing odd.
         assert!(source.list().await.unwrap().set_aside.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_redriven_dead_letter_goes_back_under_its_key_without_its_reason() {
+        let dir = folder(&["1", "2"]);
+        let source = DirSource::open(dir.path()).unwrap();
+        for key in ["1", "2"] {
+            let version = version(&source, key).await;
+            source.dead_letter(key, &version, "bad").await.unwrap();
+        }
+        assert_eq!(source.dead_letters().unwrap(), ["1", "2"]);
+        assert_eq!(source.redrive("1").unwrap(), Redriven::Moved);
+        assert!(dir.path().join("1").is_file());
+        assert!(!dir.path().join("dead-letter/1").exists());
+        assert!(!dir.path().join("dead-letter/1.reason").exists());
+        // A request waiting under the key is never overwritten.
+        std::fs::write(dir.path().join("2"), b"newer").unwrap();
+        assert_eq!(source.redrive("2").unwrap(), Redriven::Occupied);
+        assert_eq!(std::fs::read(dir.path().join("2")).unwrap(), b"newer");
+        assert!(dir.path().join("dead-letter/2").exists());
+        // A reason left by a redrive that stopped halfway is swept.
+        std::fs::write(dir.path().join("dead-letter/9.reason"), b"x").unwrap();
+        assert_eq!(source.sweep_orphan_reasons().unwrap(), 1);
+        assert!(dir.path().join("dead-letter/2.reason").exists());
     }
 }

@@ -71,6 +71,18 @@ pub(crate) enum Fetched {
     TooLarge(u64, Version),
 }
 
+/// What `redrive` did with one dead letter.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Redriven {
+    /// Back in the source under its key.
+    Moved,
+    /// A request is waiting under the same key: the dead letter is left.
+    Occupied,
+    /// Already back in the source (a redrive stopped between moving it and
+    /// removing the dead letter): the dead letter is removed.
+    Finished,
+}
+
 #[async_trait::async_trait]
 /// A place requests come from, in key order.
 pub(crate) trait Source: Send + Sync {

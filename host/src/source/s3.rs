@@ -4,11 +4,11 @@
 //! the server (a request too large to read never passes through the host),
 //! bytes unchanged, with the reason in the object's metadata.
 
-use super::{Fetched, Listed, Page, Source, Version};
+use super::{Fetched, Listed, Page, Redriven, Source, Version};
 use crate::aws::errors::storage_error;
 use crate::aws::s3::{
-    BucketRole, Got, ObjectMeta, Removal, batch_deletes_honour_etags, check_bucket, copy_object_if,
-    delete_object_if, delete_objects_if, get_object,
+    BucketRole, Got, ObjectMeta, PROBE_PREFIX, Removal, batch_deletes_honour_etags, check_bucket,
+    copy_object_if, delete_object_if, delete_objects_if, get_object,
 };
 use crate::batch::Batcher;
 use crate::error::{Class, StorageError};
@@ -97,6 +97,90 @@ fn deleting_in_batches(client: Client, bucket: String) -> Batcher<Removing, Resu
             }
         },
     )
+}
+
+impl S3Source {
+    /// The dead letters, in key order, by their request key (without the
+    /// prefix) and ETag.
+    pub(crate) async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError> {
+        let mut found = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(DEAD_LETTER_PREFIX)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(|e| storage_error(format!("list s3://{}/{DEAD_LETTER_PREFIX}", self.bucket), e))?;
+            for object in page.contents() {
+                let Some(full) = object.key() else { continue };
+                let Some(key) = full.strip_prefix(DEAD_LETTER_PREFIX) else {
+                    continue;
+                };
+                if !full.starts_with(PROBE_PREFIX) {
+                    found.push((key.to_owned(), Version(object.e_tag.clone())));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// A dead letter's bytes, unless it is gone.
+    pub(crate) async fn read_dead_letter(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let target = format!("{DEAD_LETTER_PREFIX}{key}");
+        Ok(
+            match get_object(&self.client, &self.bucket, &target, u64::MAX).await? {
+                Got::Object(body, _) => Some(body),
+                Got::Missing | Got::TooLarge(..) => None,
+            },
+        )
+    }
+
+    /// Moves the dead letter `key` (the version `version`) back under its
+    /// key, without its reason: a server-side copy, then the conditional
+    /// delete of the dead letter. S3 has no atomic move: if the run stops
+    /// between the two, the request is in both places until the next
+    /// redrive finds its copy in place (same ETag) and removes the dead
+    /// letter ([`Redriven::Finished`]).
+    pub(crate) async fn redrive(&self, key: &str, version: &Version) -> Result<Redriven, StorageError> {
+        let dead_letter = format!("{DEAD_LETTER_PREFIX}{key}");
+        let waiting = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        let outcome = match waiting {
+            Ok(object) if object.e_tag.is_some() && object.e_tag == version.0 => Redriven::Finished,
+            Ok(_) => return Ok(Redriven::Occupied),
+            Err(e) if crate::aws::errors::status(&e) == Some(404) => {
+                let meta = ObjectMeta {
+                    content_type: Some("application/json"),
+                    metadata: &[],
+                };
+                let copied = copy_object_if(
+                    &self.client,
+                    &self.bucket,
+                    &dead_letter,
+                    key,
+                    version.0.as_deref(),
+                    meta,
+                )
+                .await?;
+                if copied == Removal::Replaced {
+                    // The dead letter changed since it was listed: leave it.
+                    return Ok(Redriven::Occupied);
+                }
+                Redriven::Moved
+            }
+            Err(e) => return Err(storage_error(format!("look for s3://{}/{key}", self.bucket), e)),
+        };
+        delete_object_if(&self.client, &self.bucket, &dead_letter, version.0.as_deref()).await?;
+        Ok(outcome)
+    }
 }
 
 #[async_trait::async_trait]
