@@ -301,3 +301,196 @@ fn check_passes_the_python_and_javascript_handlers_with_their_own_cases() {
         assert!(stdout.contains("113 passed, 0 failed"), "{file}:\n{stdout}");
     }
 }
+
+/// A create request for widget `id`, with `label` and a description of
+/// `description_len` letters.
+fn create_request(id: &str, label: &str, description_len: usize) -> String {
+    format!(
+        r#"{{"type":"create","requestId":"r-{id}","widgetId":"{id}","owner":"Sue Smith","label":"{label}","description":"{}"}}"#,
+        "d".repeat(description_len)
+    )
+}
+
+#[test]
+fn diff_names_each_request_whose_verdict_or_plan_differs_and_changes_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    let widgets = scratch.path().join("widgets");
+    std::fs::create_dir_all(&requests).unwrap();
+    std::fs::write(requests.join("1"), create_request("w1", "  Big  ", 5)).unwrap();
+    std::fs::write(requests.join("2"), create_request("w2", "plain", 5)).unwrap();
+    std::fs::write(requests.join("3"), "not json").unwrap();
+    let before = files(&requests);
+
+    // Against itself: all the same.
+    let output = run_ok(
+        host()
+            .args(["diff", "builtin", "builtin"])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(&widgets),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("3 requests: 3 same, 0 differ"), "{stdout}");
+
+    // The label-trimming handler differs on one request, field by field.
+    let output = host()
+        .args(["diff", "builtin"])
+        .arg(test_guest("trimming_guest"))
+        .arg(&requests)
+        .arg("--widgets-dir")
+        .arg(&widgets)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout
+            .contains("1: plans differ\n  put widgets/sue-smith/w1: .label: old \"  Big  \", new \"Big\"\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "3 requests: 2 same, 1 differ (0 newly rejected, 0 newly accepted, 1 with other plans)"
+        ),
+        "{stdout}"
+    );
+
+    // The echoing test handler accepts what the built-in one rejects.
+    let output = host()
+        .args(["diff", "builtin"])
+        .arg(test_guest("hostile_guest"))
+        .arg(&requests)
+        .arg("--widgets-dir")
+        .arg(&widgets)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("3: newly accepted: echo (1 operations)"),
+        "{stdout}"
+    );
+
+    // Read only: the requests are all there, nothing was stored.
+    assert_eq!(files(&requests), before);
+    assert!(!widgets.join("widgets").exists());
+}
+
+#[test]
+fn redrive_after_a_fix_reaches_the_end_state_of_the_fixed_run() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    run_ok(
+        host()
+            .args([
+                "produce",
+                "--start-ms",
+                "1700000000000",
+                "--seed",
+                "61",
+                "-mwr",
+                "200",
+                "--requests-dir",
+            ])
+            .arg(&requests),
+    );
+    // Three creates with long descriptions, of widgets of their own, and
+    // one request no handler accepts.
+    for (key, id) in [
+        ("1700000000001", "big-1"),
+        ("1700000000002", "big-2"),
+        ("1800000000000", "big-3"),
+    ] {
+        std::fs::write(requests.join(key), create_request(id, "L", 5000)).unwrap();
+    }
+    std::fs::write(requests.join("1700000000003"), "not json").unwrap();
+    let reference = scratch.path().join("reference");
+    copy_requests(&requests, &reference);
+
+    // The fixed run, on the original requests.
+    let want = scratch.path().join("want");
+    run_ok(
+        host()
+            .arg("run")
+            .arg("--requests-dir")
+            .arg(&reference)
+            .arg("--widgets-dir")
+            .arg(&want)
+            .arg("--until-empty"),
+    );
+
+    // The broken run: plans over 3,000 bytes are refused.
+    let widgets = scratch.path().join("widgets");
+    let run = |extra: &[&str]| {
+        run_ok(
+            host()
+                .arg("run")
+                .arg("--requests-dir")
+                .arg(&requests)
+                .arg("--widgets-dir")
+                .arg(&widgets)
+                .arg("--until-empty")
+                .args(extra),
+        )
+    };
+    run(&["--max-plan-bytes", "3000"]);
+    let dead = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = files(&dir.join("dead-letter"))
+            .into_keys()
+            .filter(|k| !k.ends_with(".reason"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        dead(&requests),
+        ["1700000000001", "1700000000002", "1700000000003", "1800000000000"]
+    );
+
+    // A dry run moves nothing.
+    let output = run_ok(
+        host()
+            .arg("redrive")
+            .arg("--requests-dir")
+            .arg(&requests)
+            .arg("--dry-run"),
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("Would move 4 of 4 dead letters back (0 left).")
+    );
+    assert_eq!(dead(&requests).len(), 4);
+
+    // With the handler as judge, the request it still refuses stays.
+    let output = run_ok(
+        host()
+            .arg("redrive")
+            .arg("--requests-dir")
+            .arg(&requests)
+            .args(["--handler", "builtin", "--widgets-dir"])
+            .arg(&widgets),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("1700000000003: left: the handler still refuses it"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Moved 3 of 4 dead letters back (1 left)."),
+        "{stdout}"
+    );
+    assert_eq!(dead(&requests), ["1700000000003"]);
+    assert!(!requests.join("dead-letter/1700000000001.reason").exists());
+
+    run(&[]);
+    let widgets_of = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
+        files(dir)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("widgets/"))
+            .collect()
+    };
+    assert!(
+        widgets_of(&widgets) == widgets_of(&want),
+        "the redriven run's end state differs"
+    );
+    assert_eq!(dead(&requests), dead(&reference));
+}

@@ -106,7 +106,9 @@ pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Res
         (Some(dir), None) => RequestPlace::Dir(dir.clone()),
         (None, Some(bucket)) => RequestPlace::Bucket(bucket.clone()),
         (None, None) => {
-            return Err(UsageError("no requests: give REQUESTS_DIR or --request-bucket BUCKET".into()).into());
+            return Err(
+                UsageError("no requests: give REQUESTS_DIR or --request-bucket BUCKET".into()).into(),
+            );
         }
         (Some(_), Some(_)) => {
             return Err(UsageError("give REQUESTS_DIR or --request-bucket, not both".into()).into());

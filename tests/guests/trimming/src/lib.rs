@@ -60,6 +60,9 @@ impl Guest for Trimming {
         };
         let planned = plan::plan(&trimmed(request), &ctx.key, destination, &mut HostStore)
             .map_err(|invalid| Rejection { reason: invalid.0 })?;
+        for warning in &planned.warnings {
+            widgets::handler::log::log(widgets::handler::log::Level::Warn, warning);
+        }
         Ok(Plan {
             kind: planned.kind.name().to_owned(),
             operations: planned
