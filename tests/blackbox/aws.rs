@@ -957,3 +957,55 @@ fn until_empty_fails_when_a_request_could_not_be_processed() {
     );
     assert_eq!(listed(&client, &requests), ["1700000000009"]);
 }
+
+#[test]
+fn redrive_moves_a_buckets_dead_letters_back_under_their_keys() {
+    let client = s3(&moto());
+    let requests = create_bucket(&client, "requests");
+    let widgets = create_bucket(&client, "widgets");
+    let big = format!(
+        r#"{{"type":"create","requestId":"r","widgetId":"big","owner":"Sue Smith","description":"{}"}}"#,
+        "d".repeat(5000)
+    );
+    put_request(&client, &requests, "1", &big);
+    put_request(&client, &requests, "2", "not json");
+    put_request(
+        &client,
+        &requests,
+        "3",
+        r#"{"type":"create","requestId":"r","widgetId":"small","owner":"Sue Smith"}"#,
+    );
+    let run = |extra: &[&str]| {
+        run_ok(
+            host()
+                .env("AWS_ENDPOINT_URL", moto())
+                .args(["-rb", &requests, "-wb", &widgets, "--until-empty"])
+                .args(extra),
+        )
+    };
+    run(&["--max-plan-bytes", "3000"]);
+    assert_eq!(listed(&client, &requests), ["dead-letter/1", "dead-letter/2"]);
+
+    let output = run_ok(host().env("AWS_ENDPOINT_URL", moto()).args([
+        "redrive",
+        "-rb",
+        &requests,
+        "--handler",
+        "builtin",
+        "-wb",
+        &widgets,
+    ]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("1: moved back"), "{stdout}");
+    assert!(
+        stdout.contains("Moved 1 of 2 dead letters back (1 left)."),
+        "{stdout}"
+    );
+    let back = &objects(&client, &requests)["1"];
+    assert_eq!(back.body, big.as_bytes(), "the bytes are unchanged");
+    assert_eq!(back.reason, None, "the reason is gone");
+
+    run(&[]);
+    assert_eq!(listed(&client, &requests), ["dead-letter/2"]);
+    assert!(bodies(&client, &widgets).contains_key("widgets/sue-smith/big"));
+}
