@@ -494,3 +494,50 @@ fn redrive_after_a_fix_reaches_the_end_state_of_the_fixed_run() {
     );
     assert_eq!(dead(&requests), dead(&reference));
 }
+
+#[test]
+fn every_template_builds_and_passes_check_with_its_own_cases() {
+    let scratch = tempfile::tempdir().unwrap();
+    for (lang, build) in [
+        ("rust", "./build.sh"),
+        ("python", "./build.sh"),
+        (
+            "javascript",
+            "npm ci --no-audit --no-fund --silent && node build.mjs",
+        ),
+    ] {
+        let dir = scratch.path().join(format!("my-{lang}-handler"));
+        run_ok(host().args(["new-handler", "--lang", lang]).arg(&dir));
+        for file in ["README.md", "wit/handler.wit", "cases/example.json"] {
+            assert!(dir.join(file).is_file(), "{lang}: no {file}");
+        }
+        // Built as an author would, outside this workspace's build.
+        let built = std::process::Command::new("bash")
+            .args(["-c", build])
+            .current_dir(&dir)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{lang} template did not build:\n{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let output = run_ok(
+            host()
+                .arg("check")
+                .arg(dir.join("handler.wasm"))
+                .arg("--cases")
+                .arg(dir.join("cases")),
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains(" passed, 0 failed"), "{lang}: {stdout}");
+        assert!(
+            stdout.contains("ok   ") && stdout.contains("example.json"),
+            "{lang}: {stdout}"
+        );
+    }
+}

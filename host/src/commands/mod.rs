@@ -10,6 +10,7 @@ mod demo;
 mod diff;
 mod flags;
 mod invoke;
+mod new_handler;
 mod produce;
 mod redrive;
 mod run;
@@ -24,6 +25,7 @@ pub use check::CheckArgs;
 pub use demo::DemoArgs;
 pub use diff::DiffArgs;
 pub use invoke::InvokeArgs;
+pub use new_handler::NewHandlerArgs;
 pub use produce::ProduceArgs;
 pub use redrive::RedriveArgs;
 pub use run::RunArgs;
@@ -61,6 +63,11 @@ pub enum Command {
     /// accepts.
     #[command(after_help = redrive::EXAMPLES)]
     Redrive(RedriveArgs),
+    /// Write a ready handler project (Rust, Python or JavaScript): the WIT,
+    /// a handler that passes `check`, its build script, an example case and
+    /// a README.
+    #[command(after_help = new_handler::EXAMPLES)]
+    NewHandler(NewHandlerArgs),
 }
 
 /// What the caller tells a running command.
@@ -104,7 +111,11 @@ impl Command {
                 }
             }
             // `check`, `invoke` and `diff` print their own report on stdout.
-            Command::Check(_) | Command::Invoke(_) | Command::Diff(_) | Command::Redrive(_) => LogPlan {
+            Command::Check(_)
+            | Command::Invoke(_)
+            | Command::Diff(_)
+            | Command::Redrive(_)
+            | Command::NewHandler(_) => LogPlan {
                 stderr_level: "error",
                 file: log_file,
             },
@@ -125,6 +136,7 @@ impl Command {
             Command::Check(args) => until_stopped(&controls.stop, check::execute(&args, out)).await,
             Command::Invoke(args) => until_stopped(&controls.stop, invoke::execute(&args, out)).await,
             Command::Diff(args) => until_stopped(&controls.stop, diff::execute(&args, out)).await,
+            Command::NewHandler(args) => new_handler::execute(&args, out),
             // A stop ends it between two moves, never inside one.
             Command::Redrive(args) => redrive::execute(&args, &controls.stop, out).await,
         }
