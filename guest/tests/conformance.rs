@@ -8,6 +8,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use widget_guest::plan::{Destination, Operation, Store, plan};
+use widget_guest::request::ordering_key;
 
 /// The store of one case, in memory.
 struct Memory(BTreeMap<String, String>);
@@ -52,6 +53,12 @@ fn run(case: &Value) -> Result<(), String> {
             .map(|docs| docs.iter().map(|(k, v)| (k.clone(), document_text(v))).collect())
             .unwrap_or_default(),
     );
+    if let Some(wanted) = case.get("ordering_key") {
+        let got = ordering_key(&request_bytes(case)).map_or(Value::Null, Value::String);
+        if got != *wanted {
+            return Err(format!("ordering key: expected {wanted}, got {got}"));
+        }
+    }
     let name = case["name"].as_str().unwrap_or("?");
     let planned = plan(
         &request_bytes(case),
@@ -69,6 +76,11 @@ fn run(case: &Value) -> Result<(), String> {
         (Some(text), Ok(plan)) => return Err(format!("expected a rejection for {text:?}, got {plan:?}")),
         (None, Err(invalid)) => return Err(format!("expected the request applied; rejected: {}", invalid.0)),
         (None, Ok(plan)) => {
+            if let Some(wanted) = case.get("kind").and_then(Value::as_str)
+                && plan.kind.name() != wanted
+            {
+                return Err(format!("kind: expected {wanted}, got {}", plan.kind.name()));
+            }
             if let Some(warns) = case.get("warns").and_then(Value::as_bool)
                 && warns == plan.warnings.is_empty()
             {

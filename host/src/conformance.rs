@@ -10,7 +10,9 @@
 //!  "request": {...} | "request_text": "..." | "request_base64": "...",
 //!  "expect": {"store": {"KEY": DOCUMENT, ...}} // after the operations
 //!          | {"rejected": "TEXT"},             // a rejection whose reason mentions TEXT
-//!  "warns": true | false}                      // optional: whether it logs a warning
+//!  "warns": true | false,                      // optional: whether it logs a warning
+//!  "kind": "create",                           // optional: the plan's kind
+//!  "ordering_key": "w1" | null}                // optional: what `ordering-key` gives
 //! ```
 
 use crate::contract::{Context, Destination, Operation};
@@ -27,7 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The built-in suite: every rule of SPEC.md 1-3, for both destinations.
-const BUILTIN: [(&str, &str); 4] = [
+const BUILTIN: [(&str, &str); 5] = [
     ("create.json", include_str!("../../tests/conformance/create.json")),
     ("update.json", include_str!("../../tests/conformance/update.json")),
     ("delete.json", include_str!("../../tests/conformance/delete.json")),
@@ -35,6 +37,7 @@ const BUILTIN: [(&str, &str); 4] = [
         "invalid.json",
         include_str!("../../tests/conformance/invalid.json"),
     ),
+    ("keys.json", include_str!("../../tests/conformance/keys.json")),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +69,10 @@ pub(crate) struct Case {
     pub(crate) expect: Expect,
     /// Whether the handler must (or must not) log a warning.
     pub(crate) warns: Option<bool>,
+    /// The kind the plan must have.
+    pub(crate) kind: Option<String>,
+    /// What `ordering-key` must give: a string, or `null` for none.
+    pub(crate) ordering_key: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -180,6 +187,21 @@ async fn run_case(handler: &Handler, case: &Case, verbose: bool) -> Result<(), S
         .await
         .map_err(|e| format!("the handler failed: {e}"))?;
     let mut problems = String::new();
+    if let Some(wanted) = &case.ordering_key {
+        let got = handler
+            .ordering_key(&request)
+            .await
+            .map_err(|e| format!("the handler failed in ordering-key: {e}"))?;
+        let got = got.map_or(Value::Null, Value::String);
+        if got != *wanted {
+            let _ = writeln!(problems, "  ordering-key: expected {wanted}, got {got}");
+        }
+    }
+    if let (Some(wanted), Ok(plan)) = (&case.kind, &handled.verdict)
+        && plan.kind != *wanted
+    {
+        let _ = writeln!(problems, "  kind: expected {wanted:?}, got {:?}", plan.kind);
+    }
     match (&case.expect, handled.verdict) {
         (Expect::Rejected(text), Err(reason)) => {
             if !reason.to_lowercase().contains(&text.to_lowercase()) {
