@@ -322,26 +322,25 @@ fn diff_names_each_request_whose_verdict_or_plan_differs_and_changes_nothing() {
     std::fs::write(requests.join("3"), "not json").unwrap();
     let before = files(&requests);
 
-    // Against itself: all the same.
-    let output = run_ok(
+    let diff = |old: &str, new: &Path| {
         host()
-            .args(["diff", "builtin", "builtin"])
+            .args(["diff", old])
+            .arg(new)
             .arg(&requests)
             .arg("--widgets-dir")
-            .arg(&widgets),
-    );
+            .arg(&widgets)
+            .output()
+            .unwrap()
+    };
+
+    // Against itself: all the same.
+    let output = diff("builtin", Path::new("builtin"));
+    assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("3 requests: 3 same, 0 differ"), "{stdout}");
 
     // The label-trimming handler differs on one request, field by field.
-    let output = host()
-        .args(["diff", "builtin"])
-        .arg(test_guest("trimming_guest"))
-        .arg(&requests)
-        .arg("--widgets-dir")
-        .arg(&widgets)
-        .output()
-        .unwrap();
+    let output = diff("builtin", &test_guest("trimming_guest"));
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -357,14 +356,7 @@ fn diff_names_each_request_whose_verdict_or_plan_differs_and_changes_nothing() {
     );
 
     // The echoing test handler accepts what the built-in one rejects.
-    let output = host()
-        .args(["diff", "builtin"])
-        .arg(test_guest("hostile_guest"))
-        .arg(&requests)
-        .arg("--widgets-dir")
-        .arg(&widgets)
-        .output()
-        .unwrap();
+    let output = diff("builtin", &test_guest("hostile_guest"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("3: newly accepted: echo (1 operations)"),

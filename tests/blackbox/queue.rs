@@ -138,6 +138,31 @@ fn sequential_end_state(count: u32, seed: u32) -> BTreeMap<String, Value> {
     items(&db, &table)
 }
 
+/// A host on `queue` whose handler spins on each "loop" request until its
+/// time limit (`timeout_ms`); its widgets folder lives as long as it.
+fn spinning_host(queue: &str, timeout_ms: &str, extra: &[&str]) -> (Running, tempfile::TempDir) {
+    let widgets = tempfile::tempdir().unwrap();
+    let running = Running::start(
+        queue_host()
+            .args(["-rq", queue, "--widgets-dir"])
+            .arg(widgets.path())
+            .arg("--handler")
+            .arg(test_guest("hostile_guest"))
+            .args(["--handler-timeout-ms", timeout_ms])
+            .args(extra),
+    );
+    (running, widgets)
+}
+
+/// Waits until `count` messages of `queue` are in flight and none visible.
+fn wait_until_held(client: &aws_sdk_sqs::Client, queue: &str, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts(client, queue) != (0, count) {
+        assert!(Instant::now() < deadline, "the host never received the messages");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The number after `label` in a summary (`Processed 12 requests`).
 fn count_after(summary: &str, label: &str) -> u64 {
     let rest = &summary[summary
@@ -190,28 +215,20 @@ fn a_message_whose_processing_outlives_its_visibility_timeout_is_not_handed_to_a
     for _ in 0..3 {
         send(&client, &queue, "loop");
     }
-    let slow = Running::start(queue_host().args([
-        "-rq",
+    let (slow, _widgets) = spinning_host(
         &queue,
-        "--widgets-dir",
-        tempfile::tempdir().unwrap().path().to_str().unwrap(),
-        "--handler",
-        test_guest("hostile_guest").to_str().unwrap(),
-        "--handler-timeout-ms",
         "6000",
-        "--queue-visibility-seconds",
-        "2",
-        "--dead-letter-queue",
-        &dead_letters,
-        "--until-empty",
-        "--queue-wait-seconds",
-        "1",
-    ]));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while counts(&client, &queue) != (0, 3) {
-        assert!(Instant::now() < deadline, "the host never received the messages");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        &[
+            "--queue-visibility-seconds",
+            "2",
+            "--dead-letter-queue",
+            &dead_letters,
+            "--until-empty",
+            "--queue-wait-seconds",
+            "1",
+        ],
+    );
+    wait_until_held(&client, &queue, 3);
     // A second host polls the queue throughout: it would take the three
     // messages 2 s in unless the first keeps them invisible.
     let scratch = tempfile::tempdir().unwrap();
@@ -255,25 +272,12 @@ fn a_stop_makes_the_messages_not_done_visible_again_at_once() {
     for _ in 0..3 {
         send(&client, &queue, "loop");
     }
-    let running = Running::start(queue_host().args([
-        "-rq",
+    let (running, _widgets) = spinning_host(
         &queue,
-        "--widgets-dir",
-        tempfile::tempdir().unwrap().path().to_str().unwrap(),
-        "--handler",
-        test_guest("hostile_guest").to_str().unwrap(),
-        "--handler-timeout-ms",
         "60000",
-        "--concurrency",
-        "1",
-        "--queue-visibility-seconds",
-        "300",
-    ]));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while counts(&client, &queue) != (0, 3) {
-        assert!(Instant::now() < deadline, "the host never received the messages");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        &["--concurrency", "1", "--queue-visibility-seconds", "300"],
+    );
+    wait_until_held(&client, &queue, 3);
     running.signal("-TERM");
     let (status, _, log) = running.finish();
     assert!(status.success(), "{log}");

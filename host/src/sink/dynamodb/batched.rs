@@ -223,18 +223,8 @@ pub(super) fn reads(table: Arc<Table>) -> Batcher<String, Result<Option<Item>, S
     Batcher::start(READ_BATCH, String::clone, move |keys: Vec<String>| {
         let table = table.clone();
         async move {
-            match table.get_many(&keys).await {
-                Ok(outcomes) => outcomes,
-                // Made again one by one: only the read at fault fails.
-                Err(e) if e.class == Class::Request => {
-                    let mut outcomes = Vec::new();
-                    for key in &keys {
-                        outcomes.push(table.get_one(key).await);
-                    }
-                    outcomes
-                }
-                Err(e) => keys.iter().map(|_| Err(e.duplicate())).collect(),
-            }
+            let batched = table.get_many(&keys).await;
+            settle(batched, &keys, |key| table.get_one(key)).await
         }
     })
 }
@@ -247,20 +237,34 @@ pub(super) fn writes(table: Arc<Table>) -> Batcher<Write, Result<(), StorageErro
         move |writes: Vec<Write>| {
             let table = table.clone();
             async move {
-                match table.write_many(&writes).await {
-                    Ok(outcomes) => outcomes,
-                    // Made again one by one: only the write at fault fails,
-                    // with the single call's own error.
-                    Err(e) if e.class == Class::Request => {
-                        let mut outcomes = Vec::new();
-                        for write in &writes {
-                            outcomes.push(table.write_one(write).await);
-                        }
-                        outcomes
-                    }
-                    Err(e) => writes.iter().map(|_| Err(e.duplicate())).collect(),
-                }
+                let batched = table.write_many(&writes).await;
+                settle(batched, &writes, |write| table.write_one(write)).await
             }
         },
     )
+}
+
+/// Each item's outcome from a batch call's answer: a call refused for its
+/// data is made again one item at a time (`one`), so that only the item at
+/// fault fails, with its own error; any other failure is every item's.
+async fn settle<'a, I, T, F, Fut>(
+    batched: Result<Vec<Result<T, StorageError>>, StorageError>,
+    items: &'a [I],
+    one: F,
+) -> Vec<Result<T, StorageError>>
+where
+    F: Fn(&'a I) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StorageError>>,
+{
+    match batched {
+        Ok(outcomes) => outcomes,
+        Err(e) if e.class == Class::Request => {
+            let mut outcomes = Vec::new();
+            for item in items {
+                outcomes.push(one(item).await);
+            }
+            outcomes
+        }
+        Err(e) => items.iter().map(|_| Err(e.duplicate())).collect(),
+    }
 }
