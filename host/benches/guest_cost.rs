@@ -5,6 +5,8 @@
 //! and JavaScript handlers. Reported as calls per second and as the ratio
 //! to the native baseline. `key` is `ordering-key`, a call that does almost
 //! nothing: through the host it is about the cost of a fresh instance.
+//! Each component is measured twice: a fresh instance per call (the
+//! default), and an instance serving 1,000 calls (`--handler-reuse 1000`).
 //!
 //! `cargo bench -p widget-host --bench guest_cost`
 
@@ -146,18 +148,27 @@ fn main() {
         let handler = Handler::from_bytes(&wasm, Limits::default()).unwrap();
         let compile = compile_started.elapsed();
         let size = format!("{:.1} MB", wasm.len() as f64 / 1e6);
-        let key = rate(|| {
-            let key = tokio.block_on(handler.ordering_key(UPDATE.as_bytes())).unwrap();
-            assert!(key.is_some());
-        });
-        row(
-            &name,
-            &size,
-            hosted(&handler, CREATE),
-            hosted(&handler, UPDATE),
-            key,
-            baseline,
-        );
+        let measure = |handler: &Handler| {
+            let key = rate(|| {
+                let key = tokio.block_on(handler.ordering_key(UPDATE.as_bytes())).unwrap();
+                assert!(key.is_some());
+            });
+            (hosted(handler, CREATE), hosted(handler, UPDATE), key)
+        };
+        let (create, update, key) = measure(&handler);
+        row(&name, &size, create, update, key, baseline);
         println!("{:<30} compiled in {:.2} s (uncached)", "", compile.as_secs_f64());
+        // The same component, an instance serving up to 1,000 requests
+        // (`--handler-reuse 1000`): the isolation the default buys, priced.
+        let reused = Handler::from_bytes(
+            &wasm,
+            Limits {
+                reuse: 1000,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        let (create, update, key) = measure(&reused);
+        row("  reused x1000", &size, create, update, key, baseline);
     }
 }

@@ -533,3 +533,47 @@ fn every_template_builds_and_passes_check_with_its_own_cases() {
         );
     }
 }
+
+#[test]
+fn reused_python_instances_reach_the_end_state_of_fresh_ones() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    run_ok(
+        host()
+            .args([
+                "produce",
+                "--start-ms",
+                "1700000000000",
+                "--seed",
+                "62",
+                "-mwr",
+                "300",
+                "--requests-dir",
+            ])
+            .arg(&requests),
+    );
+    let reference = scratch.path().join("reference");
+    copy_requests(&requests, &reference);
+    let run = |requests: &Path, widgets: &Path, extra: &[&str]| {
+        run_ok(
+            host()
+                .arg("run")
+                .arg("--requests-dir")
+                .arg(requests)
+                .arg("--widgets-dir")
+                .arg(widgets)
+                .arg("--until-empty")
+                .arg("--handler")
+                .arg(other_language_handler("widget_handler_py.wasm"))
+                .args(extra),
+        )
+    };
+    let (fresh, reused) = (scratch.path().join("fresh"), scratch.path().join("reused"));
+    run(&reference, &fresh, &[]);
+    run(&requests, &reused, &["--handler-reuse", "50"]);
+    assert!(
+        files(&fresh) == files(&reused),
+        "reusing instances changed the end state"
+    );
+    assert!(files(&reused).keys().any(|k| k.starts_with("widgets/")));
+}

@@ -120,6 +120,15 @@ pub struct LimitArgs {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_PLAN_BYTES)]
     pub max_plan_bytes: usize,
 
+    /// Let one handler instance serve up to N requests in a row (0: a
+    /// fresh instance for every request, the default). Much faster for
+    /// interpreted handlers (Python, JavaScript), at a cost in isolation: a
+    /// request can see what earlier ones left in the instance's memory, and
+    /// --handler-memory-mb bounds the instance over all its calls. An
+    /// instance whose call fails is never reused.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub handler_reuse: usize,
+
     /// Do not keep compiled handlers in wasmtime's on-disk cache.
     #[arg(long)]
     pub no_compile_cache: bool,
@@ -146,6 +155,7 @@ impl LimitArgs {
                 log_bytes: self.handler_log_bytes,
                 plan_operations: self.max_plan_operations,
                 plan_bytes: self.max_plan_bytes,
+                reuse: self.handler_reuse,
             },
             compile_cache: !self.no_compile_cache,
         })

@@ -100,12 +100,23 @@ pub struct Handled {
     pub logs: Logs,
 }
 
-/// A compiled handler, ready to be instantiated once per request.
+/// A compiled handler, ready to be instantiated once per request (or,
+/// with `Limits::reuse`, once per that many requests).
 #[derive(Clone)]
 pub struct Handler {
     engine: Engine,
     pre: WidgetHandlerPre<GuestState>,
     limits: Limits,
+    /// Instances waiting for their next call, with `Limits::reuse`.
+    warm: Arc<std::sync::Mutex<Vec<Warm>>>,
+}
+
+/// An instance kept for further calls.
+struct Warm {
+    store: wasmtime::Store<GuestState>,
+    bindings: WidgetHandler,
+    /// Calls it has served.
+    calls: usize,
 }
 
 impl Handler {
@@ -148,6 +159,7 @@ impl Handler {
             engine: engine.clone(),
             pre,
             limits,
+            warm: Arc::default(),
         })
     }
 
@@ -161,8 +173,59 @@ impl Handler {
         self.limits
     }
 
+    /// Whether instances serve several calls.
+    fn reuses(&self) -> bool {
+        self.limits.reuse > 1
+    }
+
+    /// A kept instance, or a new one, readied for a call about
+    /// `request_key` that reads `sink`.
+    async fn warm(&self, sink: Option<Arc<dyn Sink>>, request_key: String) -> Result<Warm, CallError> {
+        let kept = self.warm.lock().unwrap().pop();
+        if let Some(mut warm) = kept {
+            sandbox::reset_for_call(&mut warm.store, self.limits, sink, request_key);
+            return Ok(warm);
+        }
+        let mut store = sandbox::new_store(&self.engine, self.limits, sink, request_key);
+        let waiting = store.data().waiting.clone();
+        match sandbox::bounded(self.limits, waiting, self.pre.instantiate_async(&mut store)).await {
+            Ok(bindings) => Ok(Warm {
+                store,
+                bindings,
+                calls: 0,
+            }),
+            Err(error) => Err(sandbox::finish::<()>(store, Err(error))
+                .err()
+                .expect("a failed instantiation fails")),
+        }
+    }
+
+    /// Keeps `warm` for another call, unless its call failed (a trap may
+    /// leave it broken) or it has served its share.
+    fn put_back(&self, mut warm: Warm, succeeded: bool) {
+        warm.calls += 1;
+        if succeeded && warm.calls < self.limits.reuse {
+            // No store of a finished call stays reachable from it.
+            warm.store.data_mut().sink = None;
+            self.warm.lock().unwrap().push(warm);
+        }
+    }
+
     /// The handler's ordering key for a request.
     pub async fn ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
+        if self.reuses() {
+            let mut warm = self.warm(None, String::new()).await?;
+            let waiting = warm.store.data().waiting.clone();
+            let result = sandbox::bounded(
+                self.limits,
+                waiting,
+                warm.bindings.call_ordering_key(&mut warm.store, request),
+            )
+            .await;
+            let finished = sandbox::finish_call(&mut warm.store, result);
+            self.put_back(warm, finished.is_ok());
+            return finished.map(|finished| finished.value);
+        }
         let mut store = sandbox::new_store(&self.engine, self.limits, None, String::new());
         let waiting = store.data().waiting.clone();
         let result = sandbox::bounded(self.limits, waiting, async {
@@ -181,15 +244,29 @@ impl Handler {
         context: &Context,
         sink: Arc<dyn Sink>,
     ) -> Result<Handled, CallError> {
-        let mut store = sandbox::new_store(&self.engine, self.limits, Some(sink), context.key.clone());
-        let context = context.into();
-        let waiting = store.data().waiting.clone();
-        let result = sandbox::bounded(self.limits, waiting, async {
-            let handler = self.pre.instantiate_async(&mut store).await?;
-            handler.call_handle(&mut store, request, &context).await
-        })
-        .await;
-        let finished = sandbox::finish(store, result)?;
+        let wit_context = context.into();
+        let finished = if self.reuses() {
+            let mut warm = self.warm(Some(sink), context.key.clone()).await?;
+            let waiting = warm.store.data().waiting.clone();
+            let result = sandbox::bounded(
+                self.limits,
+                waiting,
+                warm.bindings.call_handle(&mut warm.store, request, &wit_context),
+            )
+            .await;
+            let finished = sandbox::finish_call(&mut warm.store, result);
+            self.put_back(warm, finished.is_ok());
+            finished?
+        } else {
+            let mut store = sandbox::new_store(&self.engine, self.limits, Some(sink), context.key.clone());
+            let waiting = store.data().waiting.clone();
+            let result = sandbox::bounded(self.limits, waiting, async {
+                let handler = self.pre.instantiate_async(&mut store).await?;
+                handler.call_handle(&mut store, request, &wit_context).await
+            })
+            .await;
+            sandbox::finish(store, result)?
+        };
         let verdict = match finished.value {
             Ok(plan) => {
                 let plan = Plan::from(plan);
@@ -301,5 +378,43 @@ mod tests {
             .await
             .unwrap();
         assert!(handled.verdict.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reused_instance_serves_its_share_of_calls_and_none_after_a_failure() {
+        let limits = Limits {
+            reuse: 3,
+            ..Limits::default()
+        };
+        let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
+        let handler = Handler::from_bytes(BUILTIN, limits).unwrap();
+        let create = br#"{"type":"create","requestId":"r","widgetId":"w1","owner":"Sue Smith","label":"L"}"#;
+        for call in 1..=7 {
+            let key = handler.ordering_key(create).await.unwrap();
+            assert_eq!(key.as_deref(), Some("w1"));
+            let handled = handler.handle(create, &context(), sink.clone()).await.unwrap();
+            assert_eq!(handled.verdict.unwrap().kind, "create");
+            // One instance, kept until it has served three calls.
+            assert!(handler.warm.lock().unwrap().len() <= 1, "call {call}");
+        }
+        // A call that fails leaves no instance behind.
+        let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
+        let hostile = Handler::from_bytes(&hostile, limits).unwrap();
+        hostile.handle(b"echo", &context(), sink.clone()).await.unwrap();
+        assert_eq!(hostile.warm.lock().unwrap().len(), 1);
+        assert!(hostile.handle(b"trap", &context(), sink.clone()).await.is_err());
+        assert_eq!(
+            hostile.warm.lock().unwrap().len(),
+            0,
+            "a trapped instance is dropped"
+        );
+        assert!(
+            hostile
+                .handle(b"echo", &context(), sink)
+                .await
+                .unwrap()
+                .verdict
+                .is_ok()
+        );
     }
 }

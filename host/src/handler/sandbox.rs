@@ -52,6 +52,11 @@ pub struct Limits {
     pub plan_operations: usize,
     /// Bytes a plan's keys and documents may add up to.
     pub plan_bytes: usize,
+    /// Requests one instance may serve in a row (`--handler-reuse`); 0 or 1:
+    /// a fresh instance for every call, the default. Reuse lets a request
+    /// see what the ones before it left in the instance's memory, and the
+    /// memory limit then bounds the instance over all its calls.
+    pub reuse: usize,
 }
 
 impl Limits {
@@ -83,6 +88,7 @@ impl Default for Limits {
             log_bytes: Limits::DEFAULT_LOG_BYTES,
             plan_operations: Limits::DEFAULT_PLAN_OPERATIONS,
             plan_bytes: Limits::DEFAULT_PLAN_BYTES,
+            reuse: 0,
         }
     }
 }
@@ -212,6 +218,25 @@ pub(super) fn new_store(
     store
 }
 
+/// Readies a reused instance's store for the next call: its own store to
+/// read, key, log budget, warnings and clocks; the time limit starts again.
+pub(super) fn reset_for_call(
+    store: &mut Store<GuestState>,
+    limits: Limits,
+    sink: Option<Arc<dyn Sink>>,
+    request_key: String,
+) {
+    let state = store.data_mut();
+    state.sink = sink;
+    state.request_key = request_key;
+    state.warnings = 0;
+    state.log = LogBudget::new(limits.log_bytes);
+    state.store_failure = None;
+    state.started = Instant::now();
+    state.waiting = WaitClock::default();
+    store.set_epoch_deadline(1);
+}
+
 /// Runs a call under the wall-clock bound: its time limit and a grace,
 /// plus whatever it spent waiting on `store.get` (which has a deadline of
 /// its own).
@@ -249,10 +274,18 @@ pub(super) struct Finished<R> {
 /// Turns a call's outcome into our error kinds, taking what the guest left
 /// in its store into account.
 pub(super) fn finish<R>(
-    store: Store<GuestState>,
+    mut store: Store<GuestState>,
     result: wasmtime::Result<R>,
 ) -> Result<Finished<R>, CallError> {
-    let mut state = store.into_data();
+    finish_call(&mut store, result)
+}
+
+/// [`finish`], leaving the store to serve another call.
+pub(super) fn finish_call<R>(
+    store: &mut Store<GuestState>,
+    result: wasmtime::Result<R>,
+) -> Result<Finished<R>, CallError> {
+    let state = store.data_mut();
     if state.log.dropped_lines > 0 || state.log.dropped_bytes > 0 {
         tracing::warn!(
             request_key = %state.request_key,
@@ -270,7 +303,7 @@ pub(super) fn finish<R>(
         Ok(value) => Ok(Finished {
             value,
             warnings: state.warnings,
-            logs: state.log.kept,
+            logs: std::mem::take(&mut state.log.kept),
         }),
         Err(error) => {
             // The limit first, named as the user can change it; wasmtime's
