@@ -2,21 +2,21 @@
 //! BatchGetItem, DeleteMessageBatch), made for callers that each have one.
 //!
 //! Each caller hands its item to a [`Batcher`] and waits for its own
-//! outcome. One task makes the calls, a few at a time ([`PARALLEL_CALLS`]):
-//! what comes in while they are under way goes together in the next, up to
-//! the call's limit. So nothing waits for a batch to fill: a lone item goes
-//! at once, and under load the batches grow by themselves. Items whose keys are the same never
-//! share a call (DynamoDB refuses such a batch); the later one waits for the
-//! next.
+//! outcome. One task makes the calls, [`PARALLEL_CALLS`] at a time: what
+//! comes in while a call is under way goes together in the next, up to the
+//! call's limit. So nothing waits for a batch to fill: a lone item goes at
+//! once, and under load the batches grow by themselves. Items whose keys are
+//! the same never share a call (DynamoDB refuses such a batch); the later one
+//! waits for the next.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// Batch calls under way at once. One at a time would make every caller
-/// wait for the call before its own; more than a few only makes the
-/// batches smaller.
+/// Batch calls under way at once. One: in the benchmark four at once made
+/// the batches smaller and the run slower (S3 -> DynamoDB 535 against 578
+/// requests/s, 3.21 against 2.62 calls per request).
 pub(crate) const PARALLEL_CALLS: usize = 1;
 
 /// An item, and who waits for its outcome.
