@@ -77,9 +77,10 @@ pub struct AwsArgs {
     #[arg(short = 'r', long, value_name = "REGION")]
     pub region: Option<String>,
 
-    /// Send every AWS request to this endpoint (a local S3 or DynamoDB
-    /// server); `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3` and
-    /// `AWS_ENDPOINT_URL_DYNAMODB` work too. S3 then uses path-style URLs.
+    /// Send every AWS request to this endpoint (a local S3, DynamoDB or SQS
+    /// server); `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`,
+    /// `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_SQS` work too. S3
+    /// then uses path-style URLs.
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
 }
