@@ -399,7 +399,21 @@ async fn extend_visibility(
             .collect();
         for chunk in due.chunks(BATCH) {
             let receipts: Vec<String> = chunk.iter().map(|(_, receipt)| receipt.clone()).collect();
-            match change_visibility_batch(&client, &queue, &receipts, visibility).await {
+            // A call that hangs is given up at half a beat, so that the next
+            // beat comes while there is still time left to extend.
+            let extended = tokio::time::timeout(
+                beat / 2,
+                change_visibility_batch(&client, &queue, &receipts, visibility),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(StorageError::new(
+                    format!("change the visibility of messages in queue {}", queue.name),
+                    Class::Transient,
+                    "no answer within half a heartbeat",
+                ))
+            });
+            match extended {
                 Ok(outcomes) => {
                     let mut held = held.lock().unwrap();
                     for ((id, receipt), outcome) in chunk.iter().zip(outcomes) {
