@@ -79,7 +79,8 @@ pub(crate) struct SqsSource {
     held: Arc<Mutex<HashMap<String, Held>>>,
     /// Deletes messages many at a time, by receipt handle.
     deletions: Batcher<String, Result<(), StorageError>>,
-    /// The run's stop: it ends a long poll at once.
+    /// The run's stop: a receive under way when it comes is let end (see
+    /// `list`).
     stop: CancellationToken,
     /// Ends the heartbeat when the source is dropped.
     _heartbeat: DropGuard,
@@ -97,8 +98,8 @@ struct Held {
 
 impl SqsSource {
     /// A source reading the queue `name_or_url`, which must exist, as does
-    /// the dead-letter queue if one is named. `stop` ends a receive that
-    /// waits.
+    /// the dead-letter queue if one is named. After `stop`, a receive under
+    /// way is let end and no other is made.
     pub(crate) async fn open(
         client: Client,
         name_or_url: &str,
