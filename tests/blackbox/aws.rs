@@ -533,17 +533,13 @@ fn a_missing_bucket_or_table_is_a_start_up_error_that_names_it() {
 /// Produces the same requests into a new bucket.
 fn produce_into_bucket(client: &aws_sdk_s3::Client, count: u32, seed: u32) -> String {
     let bucket = create_bucket(client, "requests");
-    run_ok(host().env("AWS_ENDPOINT_URL", moto()).args([
-        "produce",
+    produce(
+        host().env("AWS_ENDPOINT_URL", moto()),
         "-rb",
         &bucket,
-        "-mwr",
-        &count.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--start-ms",
-        "1700000000000",
-    ]));
+        count,
+        seed,
+    );
     bucket
 }
 

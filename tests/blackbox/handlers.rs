@@ -384,20 +384,7 @@ fn diff_names_each_request_whose_verdict_or_plan_differs_and_changes_nothing() {
 fn redrive_after_a_fix_reaches_the_end_state_of_the_fixed_run() {
     let scratch = tempfile::tempdir().unwrap();
     let requests = scratch.path().join("requests");
-    run_ok(
-        host()
-            .args([
-                "produce",
-                "--start-ms",
-                "1700000000000",
-                "--seed",
-                "61",
-                "-mwr",
-                "200",
-                "--requests-dir",
-            ])
-            .arg(&requests),
-    );
+    produce(&mut host(), "--requests-dir", &requests, 200, 61);
     // Three creates with long descriptions, of widgets of their own, and
     // one request no handler accepts.
     for (key, id) in [
@@ -550,20 +537,7 @@ fn every_template_builds_and_passes_check_with_its_own_cases() {
 fn reused_python_instances_reach_the_end_state_of_fresh_ones() {
     let scratch = tempfile::tempdir().unwrap();
     let requests = scratch.path().join("requests");
-    run_ok(
-        host()
-            .args([
-                "produce",
-                "--start-ms",
-                "1700000000000",
-                "--seed",
-                "62",
-                "-mwr",
-                "300",
-                "--requests-dir",
-            ])
-            .arg(&requests),
-    );
+    produce(&mut host(), "--requests-dir", &requests, 300, 62);
     let reference = scratch.path().join("reference");
     copy_requests(&requests, &reference);
     let run = |requests: &Path, widgets: &Path, extra: &[&str]| {

@@ -1,7 +1,7 @@
 //! The embedded default: a local folder of requests into a local folder of
 //! widgets, with the built-in handler.
 
-use crate::util::*;
+use crate::util::{self, *};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,20 +18,7 @@ fn run_folder(requests: &Path, widgets: &Path) -> Command {
 }
 
 fn produce(requests: &Path, count: u32, seed: u32) {
-    run_ok(
-        host()
-            .args([
-                "produce",
-                "--start-ms",
-                "1700000000000",
-                "--seed",
-                &seed.to_string(),
-                "-mwr",
-            ])
-            .arg(count.to_string())
-            .arg("--requests-dir")
-            .arg(requests),
-    );
+    util::produce(&mut host(), "--requests-dir", requests, count, seed);
 }
 
 /// Produces `count` requests into `scratch/base` and runs a copy of them to

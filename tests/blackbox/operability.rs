@@ -1,25 +1,14 @@
 //! Operability: Prometheus metrics that count what was processed, JSON
 //! logs a shipper can parse, progress on a terminal and off it.
 
-use crate::util::*;
+use crate::util::{self, *};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 /// Writes `count` produced requests (seeded) into `dir`.
 fn produce(dir: &Path, count: u32, seed: u32) {
-    run_ok(
-        host()
-            .args([
-                "produce",
-                "-mwr",
-                &count.to_string(),
-                "--seed",
-                &seed.to_string(),
-                "--requests-dir",
-            ])
-            .arg(dir),
-    );
+    util::produce(&mut host(), "--requests-dir", dir, count, seed);
 }
 
 /// GET `path` from `address` over plain HTTP/1.1: the body.

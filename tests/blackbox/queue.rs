@@ -2,7 +2,7 @@
 //! Local, started by tests/run.sh. Every test makes its own queues.
 
 use crate::aws::{block_on, create_table, dynamodb, dynamodb_local, items, shared_config, unique};
-use crate::util::*;
+use crate::util::{self, *};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -104,17 +104,7 @@ fn queue_host() -> Command {
 
 /// Produces `count` requests drawn from `seed` into `queue`.
 fn produce(queue: &str, count: u32, seed: u32) {
-    run_ok(queue_host().args([
-        "produce",
-        "-rq",
-        queue,
-        "-mwr",
-        &count.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--start-ms",
-        "1700000000000",
-    ]));
+    util::produce(&mut queue_host(), "-rq", queue, count, seed);
 }
 
 /// The table one sequential consumer (one host, one request at a time)

@@ -27,6 +27,25 @@ pub fn run_ok(command: &mut Command) -> Output {
     output
 }
 
+/// Runs `produce` with `command` (the host, with whatever environment the
+/// place needs) into `place` given by `flag` (`--requests-dir`, `-rb`,
+/// `-rq`): `count` requests drawn from `seed`, keyed from the same start
+/// time on every run, so that two calls write the same requests.
+pub fn produce(command: &mut Command, flag: &str, place: impl AsRef<std::ffi::OsStr>, count: u32, seed: u32) {
+    run_ok(
+        command
+            .args([
+                "produce",
+                "--start-ms",
+                "1700000000000",
+                "--seed",
+                &seed.to_string(),
+            ])
+            .args(["-mwr", &count.to_string(), flag])
+            .arg(place),
+    );
+}
+
 /// Runs the host expecting it to fail; returns its stderr.
 pub fn run_fails(command: &mut Command) -> String {
     let output = command.output().expect("run widget-host");
