@@ -9,6 +9,7 @@
 //! the same never share a call (DynamoDB refuses such a batch); the later one
 //! waits for the next.
 
+use crate::error::{Class, StorageError};
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +49,41 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         let (done, outcome) = oneshot::channel();
         self.items.send((item, done)).ok()?;
         outcome.await.ok()
+    }
+}
+
+impl<I: Send + 'static, T: Send + 'static> Batcher<I, Result<T, StorageError>> {
+    /// [`Batcher::submit`] for a call that can fail: if the task is gone
+    /// (the runtime is shutting down), `action` fails as fatal.
+    pub(crate) async fn call(&self, item: I, action: impl FnOnce() -> String) -> Result<T, StorageError> {
+        self.submit(item)
+            .await
+            .unwrap_or_else(|| Err(StorageError::fatal(action(), "shutting down")))
+    }
+}
+
+/// Each item's outcome from a batch call's answer: a call refused for its
+/// data is made again one item at a time (`one`), so that only the item at
+/// fault fails, with its own error; any other failure is every item's.
+pub(crate) async fn settle<'a, I, T, F, Fut>(
+    batched: Result<Vec<Result<T, StorageError>>, StorageError>,
+    items: &'a [I],
+    one: F,
+) -> Vec<Result<T, StorageError>>
+where
+    F: Fn(&'a I) -> Fut,
+    Fut: std::future::Future<Output = Result<T, StorageError>>,
+{
+    match batched {
+        Ok(outcomes) => outcomes,
+        Err(e) if e.class == Class::Request => {
+            let mut outcomes = Vec::new();
+            for item in items {
+                outcomes.push(one(item).await);
+            }
+            outcomes
+        }
+        Err(e) => items.iter().map(|_| Err(e.duplicate())).collect(),
     }
 }
 

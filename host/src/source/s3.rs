@@ -10,8 +10,8 @@ use crate::aws::s3::{
     BucketRole, Got, ObjectMeta, PROBE_PREFIX, Removal, batch_deletes_honour_etags, check_bucket,
     copy_object_if, delete_object_if, delete_objects_if, get_object,
 };
-use crate::batch::Batcher;
-use crate::error::{Class, StorageError};
+use crate::batch::{Batcher, settle};
+use crate::error::StorageError;
 use aws_sdk_s3::Client;
 use std::sync::Mutex;
 
@@ -83,17 +83,11 @@ fn deleting_in_batches(client: Client, bucket: String) -> Batcher<Removing, Resu
         move |objects: Vec<Removing>| {
             let (client, bucket) = (client.clone(), bucket.clone());
             async move {
-                match delete_objects_if(&client, &bucket, &objects).await {
-                    Ok(outcomes) => outcomes,
-                    Err(e) if e.class == Class::Request && objects.len() > 1 => {
-                        let mut outcomes = Vec::new();
-                        for (key, etag) in &objects {
-                            outcomes.push(delete_object_if(&client, &bucket, key, etag.as_deref()).await);
-                        }
-                        outcomes
-                    }
-                    Err(e) => objects.iter().map(|_| Err(e.duplicate())).collect(),
-                }
+                let batched = delete_objects_if(&client, &bucket, &objects).await;
+                settle(batched, &objects, |(key, etag)| {
+                    delete_object_if(&client, &bucket, key, etag.as_deref())
+                })
+                .await
             }
         },
     )
@@ -245,15 +239,13 @@ impl Source for S3Source {
 
     async fn ack(&self, key: &str, version: &Version) -> Result<(), StorageError> {
         let removal = match &self.deletions {
-            Some(batcher) => batcher
-                .submit((key.to_owned(), version.0.clone()))
-                .await
-                .unwrap_or_else(|| {
-                    Err(StorageError::fatal(
-                        format!("delete s3://{}/{key}", self.bucket),
-                        "shutting down",
-                    ))
-                })?,
+            Some(batcher) => {
+                batcher
+                    .call((key.to_owned(), version.0.clone()), || {
+                        format!("delete s3://{}/{key}", self.bucket)
+                    })
+                    .await?
+            }
             None => delete_object_if(&self.client, &self.bucket, key, version.0.as_deref()).await?,
         };
         if removal == Removal::Replaced {

@@ -316,12 +316,10 @@ impl Source for SqsSource {
         let Some(receipt) = self.receipt(key, version) else {
             return Ok(());
         };
-        let deleted = self.deletions.submit(receipt).await.unwrap_or_else(|| {
-            Err(StorageError::fatal(
-                format!("delete message {key}"),
-                "shutting down",
-            ))
-        });
+        let deleted = self
+            .deletions
+            .call(receipt, || format!("delete message {key}"))
+            .await;
         // Deleted, or refused for good (a receipt handle outdated by
         // another receive): either way no longer this host's to extend.
         if deleted.as_ref().is_ok() || deleted.as_ref().is_err_and(|e| e.class == Class::Request) {

@@ -12,7 +12,7 @@
 //! is made again one call per key, so only the request at fault fails.
 
 use crate::aws::errors::storage_error;
-use crate::batch::Batcher;
+use crate::batch::{Batcher, settle};
 use crate::error::{Class, StorageError};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, WriteRequest};
@@ -242,29 +242,4 @@ pub(super) fn writes(table: Arc<Table>) -> Batcher<Write, Result<(), StorageErro
             }
         },
     )
-}
-
-/// Each item's outcome from a batch call's answer: a call refused for its
-/// data is made again one item at a time (`one`), so that only the item at
-/// fault fails, with its own error; any other failure is every item's.
-async fn settle<'a, I, T, F, Fut>(
-    batched: Result<Vec<Result<T, StorageError>>, StorageError>,
-    items: &'a [I],
-    one: F,
-) -> Vec<Result<T, StorageError>>
-where
-    F: Fn(&'a I) -> Fut,
-    Fut: std::future::Future<Output = Result<T, StorageError>>,
-{
-    match batched {
-        Ok(outcomes) => outcomes,
-        Err(e) if e.class == Class::Request => {
-            let mut outcomes = Vec::new();
-            for item in items {
-                outcomes.push(one(item).await);
-            }
-            outcomes
-        }
-        Err(e) => items.iter().map(|_| Err(e.duplicate())).collect(),
-    }
 }

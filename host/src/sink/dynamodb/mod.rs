@@ -72,11 +72,6 @@ impl DynamoDbSink {
             table,
         })
     }
-
-    /// The batcher's answer, or the error of a batcher that is gone.
-    fn gone<T>(&self, action: String) -> Result<T, StorageError> {
-        Err(StorageError::fatal(action, "shutting down"))
-    }
 }
 
 #[async_trait::async_trait]
@@ -90,10 +85,7 @@ impl Sink for DynamoDbSink {
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let found = match self.reads.submit(key.to_owned()).await {
-            Some(found) => found?,
-            None => return self.gone(format!("get {key:?}")),
-        };
+        let found = self.reads.call(key.to_owned(), || format!("get {key:?}")).await?;
         Ok(found.map(|item| item_to_json(&item).to_string()))
     }
 
@@ -109,17 +101,13 @@ impl Sink for DynamoDbSink {
             }
         };
         item.insert(self.table.key_name.clone(), AttributeValue::S(key.to_owned()));
-        match self.writes.submit(Write::Put(key.to_owned(), item)).await {
-            Some(stored) => stored,
-            None => self.gone(action()),
-        }
+        self.writes.call(Write::Put(key.to_owned(), item), action).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        match self.writes.submit(Write::Delete(key.to_owned())).await {
-            Some(deleted) => deleted,
-            None => self.gone(format!("delete {key:?}")),
-        }
+        self.writes
+            .call(Write::Delete(key.to_owned()), || format!("delete {key:?}"))
+            .await
     }
 }
 
