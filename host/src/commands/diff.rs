@@ -117,9 +117,9 @@ pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Res
     let sink_spec = args.destination.sink()?;
     let old = Handler::load(&args.limits.spec(args.old.clone())?).context("cannot load the old handler")?;
     let new = Handler::load(&args.limits.spec(args.new.clone())?).context("cannot load the new handler")?;
-    let aws = match (&place, sink_spec.uses_aws()) {
-        (RequestPlace::Bucket(_), _) | (_, true) => Some(Aws::connect(&args.aws.settings()).await),
-        _ => None,
+    let aws = match place.uses_aws() || sink_spec.uses_aws() {
+        true => Some(Aws::connect(&args.aws.settings()).await),
+        false => None,
     };
     let source: Arc<dyn Source> = match &place {
         RequestPlace::Dir(dir) => Arc::new(DirSource::open(dir)?),

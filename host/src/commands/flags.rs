@@ -42,6 +42,13 @@ pub(crate) enum RequestPlace {
     Queue(String),
 }
 
+impl RequestPlace {
+    /// Whether the place is on AWS.
+    pub(crate) fn uses_aws(&self) -> bool {
+        !matches!(self, RequestPlace::Dir(_))
+    }
+}
+
 impl RequestPlaceArgs {
     /// The one place given; `role` names it in errors ("request source").
     pub(crate) fn place(&self, role: &str) -> Result<RequestPlace, UsageError> {

@@ -68,9 +68,7 @@ pub(super) async fn execute(
 ) -> anyhow::Result<()> {
     let place = args.requests.place("request source")?;
     let destination = args.destination.sink_if_given()?;
-    let needs_aws =
-        matches!(place, RequestPlace::Bucket(_)) || destination.as_ref().is_some_and(|d| d.uses_aws());
-    let aws = match needs_aws {
+    let aws = match place.uses_aws() || destination.as_ref().is_some_and(|d| d.uses_aws()) {
         true => Some(Aws::connect(&args.aws.settings()).await),
         false => None,
     };

@@ -274,7 +274,7 @@ impl RunConfig {
 
     /// Whether any part of the run talks to AWS.
     fn uses_aws(&self) -> bool {
-        !matches!(self.source, RequestPlace::Dir(_)) || self.sink.uses_aws()
+        self.source.uses_aws() || self.sink.uses_aws()
     }
 }
 
