@@ -133,16 +133,32 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Invalid> {
 /// The widget a request concerns: its `widgetId`, read by the same parser
 /// as [`parse`], even when the rest of the request is invalid (requests
 /// about one widget must stay in order even when one of them is invalid).
-/// `None` when there is no JSON object with a string `widgetId`: the host
-/// then runs the request alone.
+///
+/// A request with no string `widgetId` in a JSON object is one [`parse`]
+/// rejects: it will touch nothing, so it needs no order with anything. It
+/// still gets a key, of its own bytes ([`UNREADABLE`] and a hash): a request
+/// without one would run alone, after everything in flight, and wait for
+/// ever behind a widget whose store keeps failing.
 pub fn ordering_key(bytes: &[u8]) -> Option<String> {
-    match strict_json(bytes).ok()? {
-        Value::Object(mut fields) => match fields.swap_remove("widgetId")? {
-            Value::String(id) => Some(id),
+    let widget = match strict_json(bytes) {
+        Ok(Value::Object(mut fields)) => match fields.swap_remove("widgetId") {
+            Some(Value::String(id)) => Some(id),
             _ => None,
         },
         _ => None,
-    }
+    };
+    Some(widget.unwrap_or_else(|| format!("{UNREADABLE}{:016x}", fnv1a(bytes))))
+}
+
+/// How the ordering key of a request without a widget id begins.
+pub const UNREADABLE: &str = "!no-widget-id:";
+
+/// FNV-1a, 64 bits: a cheap, stable hash that spreads unreadable requests
+/// over keys of their own.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// JSON text as a value, refusing an object that names a field twice.
@@ -533,17 +549,26 @@ mod tests {
             ordering_key(br#"{"type":"bad","widgetId":"w2"}"#).as_deref(),
             Some("w2")
         );
-        assert_eq!(ordering_key(br#"{"widgetId":3}"#), None);
-        assert_eq!(ordering_key(b"{}"), None);
-        assert_eq!(ordering_key(b"not json"), None);
-        assert_eq!(ordering_key(b"[]"), None);
     }
 
     #[test]
-    fn a_field_named_twice_is_refused_and_gives_no_ordering_key() {
+    fn a_request_without_a_widget_id_gets_a_key_of_its_own() {
+        let unreadable: [&[u8]; 5] = [br#"{"widgetId":3}"#, b"{}", b"not json", b"[]", &[0xff, 0xfe]];
+        let keys: Vec<String> = unreadable.iter().map(|r| ordering_key(r).unwrap()).collect();
+        for (request, key) in unreadable.iter().zip(&keys) {
+            assert!(key.starts_with(UNREADABLE), "{key}");
+            assert!(parse(request).is_err(), "a request keyed as unreadable is rejected");
+            assert_eq!(ordering_key(request).as_ref(), Some(key), "the same bytes, the same key");
+        }
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "different requests, different keys");
+    }
+
+    #[test]
+    fn a_field_named_twice_is_refused_and_gives_no_widget_as_ordering_key() {
         let twice =
             br#"{"type":"delete","requestId":"r","widgetId":"other","widgetId":"w7","owner":"Sue Smith"}"#;
-        assert_eq!(ordering_key(twice), None);
+        assert!(ordering_key(twice).unwrap().starts_with(UNREADABLE));
         let reason = parse(twice).unwrap_err().0;
         assert!(
             reason.contains("field `widgetId` appears more than once"),

@@ -16,6 +16,10 @@ const USAGE: u8 = 2;
 /// A second stop signal ended the process at once (as a shell reports Ctrl-C).
 const INTERRUPTED: u8 = 130;
 
+/// How long the runtime's leftover tasks and blocking threads get once the
+/// command has returned.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -49,6 +53,11 @@ fn main() -> ExitCode {
         let done = command.execute(controls, &mut out).await;
         done.and_then(|()| Ok(out.flush()?))
     });
+    // A read blocked in the kernel (a FIFO, a hung network file system)
+    // holds a blocking thread that no stop can end, and dropping the
+    // runtime would wait for it for ever: the command has returned, so
+    // give such threads a moment and leave them behind.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever read our output has gone (`widget-host check | head -1`):

@@ -64,8 +64,24 @@ impl Backoff {
     /// The wait before retry number `attempt` (0-based).
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let ceiling = self.base.saturating_mul(1 << attempt.min(20)).min(self.cap);
-        rand::rng().random_range(Duration::ZERO..=ceiling)
+        JITTER.with_borrow_mut(|seeded| match seeded {
+            Some(rng) => rng.random_range(Duration::ZERO..=ceiling),
+            None => rand::rng().random_range(Duration::ZERO..=ceiling),
+        })
     }
+}
+
+thread_local! {
+    /// A seeded source of jitter for this thread, so that a simulation
+    /// replays exactly; the process's random generator if none.
+    static JITTER: std::cell::RefCell<Option<rand_chacha::ChaCha8Rng>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Draws this thread's backoff jitter from `seed` from now on.
+#[cfg(test)]
+pub(crate) fn seed_jitter(seed: u64) {
+    use rand::SeedableRng;
+    JITTER.set(Some(rand_chacha::ChaCha8Rng::seed_from_u64(seed)));
 }
 
 /// Retries made so far, shared by every retry loop of a run: all of them,
@@ -152,11 +168,12 @@ impl Retry {
                     }
                     held.release();
                     tokio::select! {
+                        biased;
+                        _ = self.stop.cancelled() => return Attempt::Stopped,
                         _ = async {
                             tokio::time::sleep(self.backoff.delay(attempt)).await;
                             held.reacquire().await;
                         } => {}
-                        _ = self.stop.cancelled() => return Attempt::Stopped,
                     }
                     attempt = attempt.saturating_add(1);
                 }

@@ -62,9 +62,52 @@ where
         // nothing about this request was judged.
         _ => (Class::Fatal, false),
     };
-    let mut storage_error = StorageError::new(action, class, DisplayErrorContext(&error).to_string());
+    let mut storage_error = StorageError::new(action, class, describe(&error));
     storage_error.throttling = throttling;
     storage_error
+}
+
+/// The longest description of an SDK error that is not the service's
+/// answer (a timeout, a connection failure): their chains can carry whole
+/// debug dumps.
+const MAX_DESCRIPTION: usize = 300;
+
+/// One short line for an SDK error: for the service's answer its error
+/// code and message, HTTP status and request id, never the SDK's debug
+/// dump of headers and body bytes (a retry logs it every time).
+fn describe<E>(error: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let SdkError::ServiceError(service) = error else {
+        let mut text = DisplayErrorContext(error).to_string();
+        if text.len() > MAX_DESCRIPTION {
+            let mut cut = MAX_DESCRIPTION;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("...");
+        }
+        return text;
+    };
+    let (err, raw) = (service.err(), service.raw());
+    let mut text = format!(
+        "{}: {} (HTTP {}",
+        err.code().unwrap_or("no error code"),
+        err.message().unwrap_or("no message"),
+        raw.status().as_u16()
+    );
+    let headers = raw.headers();
+    if let Some(id) = headers
+        .get("x-amz-request-id")
+        .or_else(|| headers.get("x-amzn-requestid"))
+    {
+        text.push_str(", request id ");
+        text.push_str(id);
+    }
+    text.push(')');
+    text
 }
 
 /// Codes about one object that a 403 carries: not the caller's fault.
@@ -126,6 +169,23 @@ mod tests {
             GetItemError::generic(ErrorMetadata::builder().code(code).build()),
             response,
         )
+    }
+
+    #[test]
+    fn a_service_error_is_one_short_line_with_code_message_status_and_request_id() {
+        let mut response = HttpResponse::new(StatusCode::try_from(503).unwrap(), SdkBody::from("x".repeat(4000)));
+        response.headers_mut().insert("x-amz-request-id", "REQ123");
+        let error: SdkError<GetItemError, HttpResponse> = SdkError::service_error(
+            GetItemError::generic(ErrorMetadata::builder().code("SlowDown").message("Please reduce your request rate.").build()),
+            response,
+        );
+        let error = storage_error("put widgets/a/w1 in bucket b", error);
+        assert_eq!(
+            error.to_string(),
+            "put widgets/a/w1 in bucket b: SlowDown: Please reduce your request rate. (HTTP 503, request id REQ123)"
+        );
+        let timeout: SdkError<GetItemError, HttpResponse> = SdkError::timeout_error("y".repeat(5000));
+        assert!(storage_error("get x", timeout).to_string().len() < 400);
     }
 
     #[test]

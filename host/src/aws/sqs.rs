@@ -98,6 +98,19 @@ pub(crate) async fn delete_batch(
     Ok(outcomes(receipts.len(), answer.failed(), &action))
 }
 
+/// Deletes the one message received with `receipt`: what a batch refused
+/// as a whole falls back to, so that only a message at fault fails.
+pub(crate) async fn delete_one(client: &Client, queue: &Queue, receipt: &str) -> Result<(), StorageError> {
+    client
+        .delete_message()
+        .queue_url(&queue.url)
+        .receipt_handle(receipt)
+        .send()
+        .await
+        .map_err(|e| storage_error(format!("delete a message from queue {}", queue.name), e))?;
+    Ok(())
+}
+
 /// Sets the visibility timeout of the messages received with `receipts`:
 /// 0 makes them visible again at once.
 pub(crate) async fn change_visibility_batch(

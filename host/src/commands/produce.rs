@@ -136,7 +136,14 @@ impl Target {
         match self {
             Target::Store(sink) => Ok(sink.put(&request.key, &request.body).await?),
             Target::Queue(writer) => {
-                writer.pending.push(writer.message(request));
+                let message = writer.message(request);
+                // One message per FIFO group in a batch: a batch's failed
+                // entries are sent again after the others have landed, and
+                // a later message of the same group must not land first.
+                if message.group.is_some() && writer.pending.iter().any(|m| m.group == message.group) {
+                    writer.flush().await?;
+                }
+                writer.pending.push(message);
                 if now || writer.pending.len() == BATCH {
                     writer.flush().await?;
                 }

@@ -120,6 +120,7 @@ impl QueueArgs {
                 .queue_visibility_seconds
                 .map(|s| Duration::from_secs(s.into())),
             dead_letters: self.dead_letter_queue.clone(),
+            ..QueueOptions::default()
         }
     }
 }
@@ -330,7 +331,13 @@ pub(super) async fn run(config: RunConfig, controls: Controls) -> anyhow::Result
         RequestPlace::Dir(path) => Arc::new(DirSource::open(path)?),
         RequestPlace::Bucket(bucket) => Arc::new(S3Source::open(client()?.s3, bucket).await?),
         RequestPlace::Queue(queue) => {
-            Arc::new(SqsSource::open(client()?.sqs, queue, config.queue.clone(), stop.clone()).await?)
+            // A receive under way at a stop is let end only within the
+            // shutdown timeout, with a second to spare for the rest.
+            let queue_options = QueueOptions {
+                stop_grace: config.shutdown_timeout.saturating_sub(Duration::from_secs(1)),
+                ..config.queue.clone()
+            };
+            Arc::new(SqsSource::open(client()?.sqs, queue, queue_options, stop.clone()).await?)
         }
     };
     let sink = open_sink(&config.sink, aws.as_ref()).await?;

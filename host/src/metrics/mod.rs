@@ -45,6 +45,14 @@ pub(crate) struct Metrics {
     in_flight: Gauge,
     /// Age of the oldest request the last full pass over the source saw.
     source_lag_seconds: Gauge<f64, AtomicU64>,
+    /// How long the request without an ordering key now waiting for the
+    /// requests in flight has waited; 0 when none waits.
+    keyless_wait_seconds: Gauge<f64, AtomicU64>,
+    /// Requests the run may process at once now (lowered while the backend
+    /// throttles broadly).
+    pub(crate) concurrency: Gauge,
+    /// Messages of a busy key handed back to their queue, to return later.
+    handed_back: Counter,
     /// Requests done, and known of, for the progress display.
     pub(crate) progress: crate::progress::Counts,
 }
@@ -82,6 +90,9 @@ impl Default for Metrics {
             latency_seconds: seconds(),
             in_flight: Gauge::default(),
             source_lag_seconds: Gauge::default(),
+            keyless_wait_seconds: Gauge::default(),
+            concurrency: Gauge::default(),
+            handed_back: Counter::default(),
             progress: Default::default(),
         }
     }
@@ -144,6 +155,17 @@ impl Metrics {
         self.in_flight.set(requests as i64);
     }
 
+    /// Records how long a request without an ordering key has waited for
+    /// the requests in flight (zero: none waits).
+    pub(crate) fn set_keyless_wait(&self, waited: Duration) {
+        self.keyless_wait_seconds.set(waited.as_secs_f64());
+    }
+
+    /// Counts a message handed back to its queue.
+    pub(crate) fn handed_back(&self) {
+        self.handed_back.inc();
+    }
+
     /// Records the oldest request a full pass over the source saw (`None`:
     /// the pass found none).
     pub(crate) fn set_oldest_waiting(&self, oldest: Option<SystemTime>) {
@@ -179,6 +201,21 @@ impl Metrics {
             "source_lag_seconds",
             "Age of the oldest request the last full pass over the source saw, in seconds",
             self.source_lag_seconds.clone(),
+        );
+        registry.register(
+            "keyless_wait_seconds",
+            "How long the request without an ordering key now waiting for the requests in flight has waited (0: none waits)",
+            self.keyless_wait_seconds.clone(),
+        );
+        registry.register(
+            "concurrency_limit",
+            "Requests the run may process at once now; lowered while the backend throttles many keys",
+            self.concurrency.clone(),
+        );
+        registry.register(
+            "requests_handed_back",
+            "Messages of a busy ordering key handed back to their queue, to be received again later",
+            self.handed_back.clone(),
         );
         registry.register_collector(Box::new(Snapshot {
             metrics: self.clone(),

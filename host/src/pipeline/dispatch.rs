@@ -75,8 +75,9 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
                     break;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(options.poll_interval) => {}
+                    biased;
                     _ = shared.stop.cancelled() => break,
+                    _ = tokio::time::sleep(options.poll_interval) => {}
                 }
             }
             continue;
@@ -125,8 +126,9 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
             // Everything found was held back behind a busy key: wait before
             // looking again, rather than reading the same requests in a loop.
             tokio::select! {
-                _ = tokio::time::sleep(options.poll_interval) => {}
+                biased;
                 _ = shared.stop.cancelled() => break,
+                _ = tokio::time::sleep(options.poll_interval) => {}
             }
         }
     }

@@ -3,25 +3,40 @@
 //! side by side, as many at once as the run has slots (see `slots.rs`).
 //!
 //! A key whose request keeps failing (retried with backoff) holds up only
-//! its own later requests. Few of those are held in memory
-//! ([`WAITING_PER_KEY`]); past that, the key's later requests are left in
-//! the source for this pass (and so, to keep their order, are all its
-//! requests after them) and read again on the next pass (a source that
-//! cannot list them again, a queue, has them all held instead; the
-//! in-flight cap still bounds them). Requests held in
-//! all are bounded by [`HELD_PER_SLOT`] times the concurrency. A request
-//! without an ordering key may touch any widget: it runs alone, after what
-//! is in flight and before what follows.
+//! its own later requests. Few of those are held ([`WAITING_PER_KEY`]);
+//! past that the key is busy, and its later requests are let go of until
+//! it is not: a source that lists again (a folder, a bucket) lists them on
+//! its next pass; a queue's messages are handed back, to be received again
+//! after [`HAND_BACK_DELAY`] (a FIFO queue keeps them behind the group's
+//! messages in flight, so their order holds). So a failing key never fills
+//! the host with its requests, and the requests of other keys keep coming
+//! in. Requests held in all are bounded by [`HELD_PER_SLOT`] times the
+//! concurrency.
+//!
+//! A request without an ordering key may touch anything: it runs alone,
+//! after what is in flight and before what follows. If a key in flight
+//! keeps failing, it waits as long; the log names the keys it waits on
+//! every [`KEYLESS_REPORT_EVERY`], and `/metrics` says how long it has
+//! waited. (The built-in handler gives every request a key, the ones it
+//! will reject too: those touch nothing.)
 
 use super::process::process;
 use super::{Job, Shared};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::task::JoinSet;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 /// Requests of one key held behind the one in progress.
 const WAITING_PER_KEY: usize = 4;
+
+/// How long a queue's message handed back for its busy key stays away.
+pub(crate) const HAND_BACK_DELAY: Duration = Duration::from_secs(5);
+
+/// How often a request without an ordering key that is still waiting for
+/// the requests in flight says so.
+const KEYLESS_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Requests held in all (in progress, waiting for a slot, waiting behind
 /// their key), per slot of concurrency.
@@ -37,7 +52,9 @@ struct KeyState {
     admitted: u64,
     /// Per key with a task, the requests waiting behind its current one.
     waiting: HashMap<String, VecDeque<Job>>,
-    /// Keys whose later requests stay in the source until the next pass.
+    /// Busy keys, whose later requests are let go of: until the next pass
+    /// of a source that lists again, until the key has nothing left in
+    /// the run for a queue.
     deferred: HashSet<String>,
 }
 
@@ -65,7 +82,8 @@ impl KeyState {
 pub(super) enum Admission {
     /// Taken: it runs after the requests of its key before it.
     Taken,
-    /// Left in the source until the next pass: its key is busy.
+    /// Let go of: its key is busy. It stays in the source (a queue's
+    /// message is handed back) to be taken later.
     Deferred,
     /// The run stopped while it waited for room.
     Stopped,
@@ -82,28 +100,24 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
         return Admission::Stopped;
     }
     let mut keys = shared.keys.0.lock().unwrap();
-    if keys.deferred.contains(&widget) {
+    let busy = keys.deferred.contains(&widget)
+        || keys
+            .waiting
+            .get(&widget)
+            .is_some_and(|held| held.len() >= WAITING_PER_KEY);
+    if busy {
+        if keys.deferred.insert(widget.clone()) {
+            debug!(widget = %widget, "Key busy; its later requests are let go of until it is not.");
+        }
+        drop(keys);
+        let_go_of(shared, &job).await;
         return Admission::Deferred;
     }
     job.seq = keys.next_seq();
-    // A source that does not list again what is left (a queue) has all
-    // its requests held, however many wait behind one key.
-    let relists = shared.source.relists();
-    match keys.waiting.get(&widget).map(VecDeque::len) {
-        Some(held) if held >= WAITING_PER_KEY && relists => {
-            debug!(widget = %widget, "Key busy; its later requests wait for the next pass.");
-            keys.deferred.insert(widget);
-            return Admission::Deferred;
-        }
-        Some(_) => {
-            shared.take_in(&job.key);
-            keys.waiting
-                .get_mut(&widget)
-                .expect("checked above")
-                .push_back(job);
-        }
+    shared.take_in(&job.key);
+    match keys.waiting.get_mut(&widget) {
+        Some(held) => held.push_back(job),
         None => {
-            shared.take_in(&job.key);
             keys.waiting.insert(widget.clone(), VecDeque::new());
             drop(keys);
             running.spawn(run_key(shared.clone(), Some(widget), job));
@@ -112,10 +126,44 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
     Admission::Taken
 }
 
-/// Runs a request without an ordering key on its own.
+/// Lets go of a request of a busy key: a source that lists again has it
+/// listed on its next pass; a queue's message is handed back.
+async fn let_go_of(shared: &Shared, job: &Job) {
+    if !shared.source.relists() {
+        shared.source.hand_back(&job.key, &job.version, HAND_BACK_DELAY).await;
+        shared.metrics.handed_back();
+    }
+}
+
+/// Runs a request without an ordering key on its own, once nothing else
+/// is in flight; says which keys it waits on while it waits.
 async fn alone(shared: &Arc<Shared>, running: &mut JoinSet<()>, job: Job) -> Admission {
-    if !shared.wait_until(|tracker| tracker.in_flight.is_empty()).await {
+    let started = tokio::time::Instant::now();
+    let nothing_in_flight = shared.wait_until(|tracker| tracker.in_flight.is_empty());
+    let mut nothing_in_flight = std::pin::pin!(nothing_in_flight);
+    let idle = loop {
+        tokio::select! {
+            biased;
+            idle = &mut nothing_in_flight => break idle,
+            _ = tokio::time::sleep(KEYLESS_REPORT_EVERY) => {
+                let waited = started.elapsed();
+                shared.metrics.set_keyless_wait(waited);
+                let keys: Vec<String> = shared.keys.0.lock().unwrap().waiting.keys().take(5).cloned().collect();
+                warn!(
+                    request_key = %job.key,
+                    waited_s = waited.as_secs(),
+                    waiting_on = %keys.join(", "),
+                    "A request without an ordering key waits for the requests in flight; every request after it waits too. If a key it waits on keeps failing, fix that key's store or remove its requests."
+                );
+            }
+        }
+    };
+    shared.metrics.set_keyless_wait(Duration::ZERO);
+    if !idle {
         return Admission::Stopped;
+    }
+    if started.elapsed() >= KEYLESS_REPORT_EVERY {
+        info!(request_key = %job.key, waited_s = started.elapsed().as_secs(), "The request without an ordering key runs now.");
     }
     shared.take_in(&job.key);
     running.spawn(run_key(shared.clone(), None, job));
@@ -134,7 +182,8 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
         // the source for the next run.
         if slot.is_none() {
             slot = tokio::select! {
-                slot = shared.slots.acquire(job.seq) => Some(slot),
+                biased;
+                slot = shared.slots.acquire(job.seq, widget.as_deref().unwrap_or(&job.key)) => Some(slot),
                 _ = shared.stop.cancelled() => None,
             };
         }
@@ -148,6 +197,11 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
             let next = keys.waiting.get_mut(widget).and_then(VecDeque::pop_front);
             if next.is_none() {
                 keys.waiting.remove(widget);
+                // A queue's busy key is busy no more: its messages handed
+                // back are taken when they come again.
+                if !shared.source.relists() {
+                    keys.deferred.remove(widget);
+                }
             }
             next
         });

@@ -25,6 +25,8 @@
 mod dispatch;
 mod keys;
 mod process;
+#[cfg(test)]
+mod sim;
 mod slots;
 #[cfg(test)]
 mod tests;
@@ -159,8 +161,9 @@ impl Shared {
                 return true;
             }
             tokio::select! {
-                _ = done => {}
+                biased;
                 _ = self.stop.cancelled() => return false,
+                _ = done => {}
             }
         }
     }
@@ -186,7 +189,7 @@ pub(crate) async fn run(
         source,
         sink,
         handlers,
-        slots: slots::Slots::new(options.concurrency),
+        slots: slots::Slots::new(options.concurrency, metrics.concurrency.clone()),
         options,
         metrics,
         retry,

@@ -159,6 +159,7 @@ async fn decide_and_store(shared: &Shared, job: &Job, slot: &mut Slot<'_>) -> De
             let handler = shared.handlers.current();
             let started = std::time::Instant::now();
             tokio::select! {
+                biased;
                 handled = handler.handle(&job.body, &context, shared.sink.clone()) => {
                     shared.metrics.handler_call(started.elapsed());
                     handled.map(Some)

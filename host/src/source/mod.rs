@@ -116,6 +116,13 @@ pub(crate) trait Source: Send + Sync {
         true
     }
 
+    /// The pipeline lets go of the request `key` it was handed (its
+    /// ordering key is busy): a queue makes the message visible again after
+    /// `delay` and stops holding it. A source that lists again has nothing
+    /// to do. Failures are logged, not returned: a message not handed back
+    /// returns after its visibility timeout all the same.
+    async fn hand_back(&self, _key: &str, _version: &Version, _delay: std::time::Duration) {}
+
     /// The pipeline leaves the listed request `key` alone this run (it
     /// could not be removed earlier): a queue stops holding it.
     fn pass_over(&self, _key: &str) {}

@@ -22,12 +22,12 @@
 
 use super::{Fetched, Listed, Page, Source, Version};
 use crate::aws::errors::storage_error;
-use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch};
-use crate::batch::Batcher;
+use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch, delete_one};
+use crate::batch::{Batcher, settle};
 use crate::error::{Class, StorageError};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -45,6 +45,9 @@ const SOURCE_ATTRIBUTE: &str = "source-queue";
 /// A reason is cut to this many bytes (SQS allows 256 KiB per message).
 const MAX_REASON_BYTES: usize = 4096;
 
+/// Messages remembered as done though SQS refused to delete them.
+const MAX_DONE: usize = 100_000;
+
 /// How the queue is consumed.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueOptions {
@@ -56,6 +59,8 @@ pub(crate) struct QueueOptions {
     /// Where rejected requests go; `None`: left to the queue's redrive
     /// policy.
     pub(crate) dead_letters: Option<String>,
+    /// How long a receive under way when the run stops is let go on.
+    pub(crate) stop_grace: Duration,
 }
 
 impl Default for QueueOptions {
@@ -64,6 +69,7 @@ impl Default for QueueOptions {
             wait: Duration::from_secs(MAX_WAIT_SECONDS.into()),
             visibility: None,
             dead_letters: None,
+            stop_grace: Duration::from_secs(MAX_WAIT_SECONDS.into()),
         }
     }
 }
@@ -75,8 +81,14 @@ pub(crate) struct SqsSource {
     dead_letters: Option<Queue>,
     wait: Duration,
     visibility: Duration,
+    stop_grace: Duration,
     /// Messages received and not yet done with, by message id.
     held: Arc<Mutex<HashMap<String, Held>>>,
+    /// Messages whose requests are done (applied, or sent to the
+    /// dead-letter queue) but whose deletion SQS refused for good (a
+    /// receipt handle outdated by a missed heartbeat): when one comes back,
+    /// it is deleted with its new receipt, not processed again.
+    done: Mutex<HashSet<String>>,
     /// Deletes messages many at a time, by receipt handle.
     deletions: Batcher<String, Result<(), StorageError>>,
     /// The run's stop: a receive under way when it comes is let end (see
@@ -140,10 +152,8 @@ impl SqsSource {
             Batcher::start(BATCH, String::clone, move |receipts: Vec<String>| {
                 let (client, queue) = (client.clone(), queue.clone());
                 async move {
-                    match delete_batch(&client, &queue, &receipts).await {
-                        Ok(outcomes) => outcomes,
-                        Err(e) => receipts.iter().map(|_| Err(e.duplicate())).collect(),
-                    }
+                    let batched = delete_batch(&client, &queue, &receipts).await;
+                    settle(batched, &receipts, |receipt| delete_one(&client, &queue, receipt)).await
                 }
             })
         };
@@ -161,7 +171,9 @@ impl SqsSource {
             dead_letters,
             wait: options.wait,
             visibility,
+            stop_grace: options.stop_grace,
             held,
+            done: Mutex::default(),
             deletions,
             stop,
             _heartbeat: heartbeat.drop_guard(),
@@ -174,6 +186,55 @@ impl SqsSource {
         held.get(key)
             .map(|held| held.receipt.clone())
             .or_else(|| version.0.clone())
+    }
+
+    /// Deletes the message `key` with `receipt`; once deleted, or refused
+    /// for good, it is no longer this host's to extend.
+    async fn delete(&self, key: &str, receipt: String) -> Result<(), StorageError> {
+        let deleted = self
+            .deletions
+            .call(receipt, || format!("delete message {key}"))
+            .await;
+        if deleted.as_ref().is_ok() || deleted.as_ref().is_err_and(|e| e.class == Class::Request) {
+            self.held.lock().unwrap().remove(key);
+        }
+        deleted
+    }
+
+    /// Notes that the request `key` is done though its message is not
+    /// deleted. The note is bounded: past [`MAX_DONE`] the oldest go (such
+    /// a message is then processed again, which its plan's idempotence
+    /// allows).
+    fn remember_done(&self, key: &str) {
+        let mut done = self.done.lock().unwrap();
+        if done.len() >= MAX_DONE {
+            done.clear();
+        }
+        done.insert(key.to_owned());
+    }
+
+    /// Deletes, with their new receipts, messages received again whose
+    /// requests are done; the rest are for the pipeline.
+    async fn delete_done(&self, received: Vec<Listed>) -> Vec<Listed> {
+        let mut fresh = Vec::with_capacity(received.len());
+        for listed in received {
+            if !self.done.lock().unwrap().contains(&listed.key) {
+                fresh.push(listed);
+                continue;
+            }
+            let receipt = listed.version.0.clone().unwrap_or_default();
+            match self.delete(&listed.key, receipt).await {
+                Ok(()) => {
+                    self.done.lock().unwrap().remove(&listed.key);
+                    info!(request_key = %listed.key, "Deleted a message received again whose request was already done.");
+                }
+                Err(e) => {
+                    warn!(request_key = %listed.key, error = %e, "Could not delete a message whose request is done; trying again when it comes back.");
+                    self.held.lock().unwrap().remove(&listed.key);
+                }
+            }
+        }
+        fresh
     }
 
     /// Sends the request `key` to the dead-letter queue with `reason`.
@@ -241,17 +302,27 @@ impl Source for SqsSource {
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .send();
-        // A stop lets the receive under way end (within the wait time)
-        // rather than drop it: SQS may already have handed it messages,
-        // which would stay invisible for the visibility timeout; received,
-        // they are held, and made visible again when the run ends.
+        // A stop lets the receive under way end rather than drop it: SQS
+        // may already have handed it messages, which would stay invisible
+        // for the visibility timeout; received, they are held, and made
+        // visible again when the run ends. But only for the stop's grace
+        // (the shutdown timeout): an idle queue's long poll can last 20 s,
+        // and a routine stop must not fail for it. A receive dropped then
+        // loses nothing: what SQS may have handed it returns after the
+        // visibility timeout.
         let started = Instant::now();
         let mut receive = std::pin::pin!(receive);
         let received = tokio::select! {
             received = &mut receive => received,
             _ = self.stop.cancelled() => {
-                info!(wait = ?self.wait, "Stopping: letting the receive under way end, to hand back what it gets.");
-                receive.await
+                info!(wait = ?self.wait, grace = ?self.stop_grace, "Stopping: letting the receive under way end, to hand back what it gets.");
+                match tokio::time::timeout(self.stop_grace, receive).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        info!(visibility = ?self.visibility, "The receive under way did not end within the grace; any message it got returns after the visibility timeout.");
+                        return Ok(Page { reached_end: true, from_start: true, ..Page::default() });
+                    }
+                }
             }
         };
         let received =
@@ -290,6 +361,8 @@ impl Source for SqsSource {
         // takes): only one that waited its time counts as the queue found
         // empty.
         let waited = started.elapsed() + Duration::from_millis(100) >= self.wait;
+        drop(held);
+        let requests = self.delete_done(requests).await;
         Ok(Page {
             reached_end: !requests.is_empty() || waited || self.stop.is_cancelled(),
             requests,
@@ -316,16 +389,17 @@ impl Source for SqsSource {
         let Some(receipt) = self.receipt(key, version) else {
             return Ok(());
         };
-        let deleted = self
-            .deletions
-            .call(receipt, || format!("delete message {key}"))
-            .await;
-        // Deleted, or refused for good (a receipt handle outdated by
-        // another receive): either way no longer this host's to extend.
-        if deleted.as_ref().is_ok() || deleted.as_ref().is_err_and(|e| e.class == Class::Request) {
-            self.held.lock().unwrap().remove(key);
+        match self.delete(key, receipt).await {
+            // Refused for good (a receipt handle outdated by another
+            // receive): the request is done all the same, and the message
+            // is deleted when it comes back.
+            Err(e) if e.class == Class::Request => {
+                warn!(request_key = %key, error = %e, "The request is done but SQS refused to delete its message; it is deleted, not processed again, when it comes back.");
+                self.remember_done(key);
+                Ok(())
+            }
+            deleted => deleted,
         }
-        deleted
     }
 
     async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError> {
@@ -340,6 +414,24 @@ impl Source for SqsSource {
                 self.held.lock().unwrap().remove(key);
                 info!(request_key = %key, queue = %self.queue.name, "Left in the queue for its redrive policy.");
                 Ok(())
+            }
+        }
+    }
+
+    async fn hand_back(&self, key: &str, version: &Version, delay: Duration) {
+        // No longer extended by the heartbeat, whatever the call does.
+        let Some(receipt) = self.held.lock().unwrap().remove(key).map(|held| held.receipt).or_else(|| version.0.clone())
+        else {
+            return;
+        };
+        match change_visibility_batch(&self.client, &self.queue, &[receipt], delay).await {
+            Ok(outcomes) => {
+                if let Some(Err(e)) = outcomes.into_iter().next() {
+                    warn!(request_key = %key, error = %e, "Could not hand a message back; it returns after its visibility timeout.");
+                }
+            }
+            Err(e) => {
+                warn!(request_key = %key, error = %e, "Could not hand a message back; it returns after its visibility timeout.")
             }
         }
     }
