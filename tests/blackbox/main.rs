@@ -11,4 +11,5 @@ mod proxy;
 mod queue;
 mod sandbox;
 mod setup;
+mod stalls;
 mod util;

@@ -376,3 +376,65 @@ fn a_host_killed_mid_stream_loses_nothing() {
     assert_eq!(counts(&client, &queue), (0, 0));
     assert!(items(&db, &table) == want, "the kills changed the end state");
 }
+
+#[test]
+fn one_hung_widget_on_a_queue_does_not_stop_the_other_widgets() {
+    use crate::stalls::{create, hang_widget, update};
+    let client = sqs();
+    let queue = create_queue(&client, "hung", false);
+    let widgets = tempfile::tempdir().unwrap();
+    hang_widget(widgets.path(), "sue-smith", "X");
+    for i in 0..40 {
+        send(&client, &queue, &update("X", i));
+    }
+    for i in 0..30 {
+        send(&client, &queue, &create(&format!("w{i}"), i));
+    }
+    let running = Running::start(
+        queue_host()
+            .args(["-rq", &queue, "--widgets-dir"])
+            .arg(widgets.path())
+            .args(["--concurrency", "4", "--queue-wait-seconds", "1", "--shutdown-timeout", "3"]),
+    );
+    let stored = || {
+        (0..30)
+            .filter(|i| widgets.path().join(format!("widgets/sue-smith/w{i}")).is_file())
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored() < 30 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = stored();
+    // The host holds few of the hung widget's messages: the rest are handed
+    // back for later (or were never received).
+    let (_, in_flight) = counts(&client, &queue);
+    running.signal("-TERM");
+    let (status, _, log) = running.finish();
+    assert_eq!(done, 30, "every other widget is stored within 30 s:\n{log}");
+    assert!(in_flight < 40, "the hung widget's messages are not all held: {in_flight}\n{log}");
+    assert!(status.success(), "a stop exits 0: {status}\n{log}");
+}
+
+#[test]
+fn an_idle_host_on_a_queue_stops_at_once_with_a_short_shutdown_timeout() {
+    let queue = create_queue(&sqs(), "idle", false);
+    let widgets = tempfile::tempdir().unwrap();
+    let running = Running::start(
+        queue_host()
+            .args(["-rq", &queue, "--widgets-dir"])
+            .arg(widgets.path())
+            .args(["--shutdown-timeout", "3"]),
+    );
+    running.wait_for("Starting", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    let stopped = Instant::now();
+    running.signal("-TERM");
+    let (status, _, log) = running.finish();
+    assert!(status.success(), "a routine stop of an idle host exits 0: {status}\n{log}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3 + 1 + 2),
+        "it exits within the shutdown timeout and a second: {:?}",
+        stopped.elapsed()
+    );
+}

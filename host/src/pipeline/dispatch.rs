@@ -37,7 +37,11 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
             taken_this_pass = 0;
             oldest_this_pass = None;
             done_before_pass = shared.metrics.processed();
-            shared.keys.new_pass();
+            // A queue's receives are all "from the start"; its busy keys
+            // stay busy until they have nothing left in the host.
+            if shared.source.relists() {
+                shared.keys.new_pass();
+            }
         }
         let oldest_on_page = page.requests.iter().filter_map(|r| r.modified).min();
         oldest_this_pass = oldest_this_pass.into_iter().chain(oldest_on_page).min();

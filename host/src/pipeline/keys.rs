@@ -56,6 +56,9 @@ struct KeyState {
     /// of a source that lists again, until the key has nothing left in
     /// the run for a queue.
     deferred: HashSet<String>,
+    /// Keys whose current request waits to retry: they hold nothing else,
+    /// and take nothing more, until it is done.
+    failing: HashSet<String>,
 }
 
 impl Keys {
@@ -99,31 +102,93 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
     if !shared.wait_until(|tracker| tracker.in_flight.len() < cap).await {
         return Admission::Stopped;
     }
-    let mut keys = shared.keys.0.lock().unwrap();
-    let busy = keys.deferred.contains(&widget)
-        || keys
-            .waiting
-            .get(&widget)
-            .is_some_and(|held| held.len() >= WAITING_PER_KEY);
-    if busy {
-        if keys.deferred.insert(widget.clone()) {
-            debug!(widget = %widget, "Key busy; its later requests are let go of until it is not.");
+    // Decided under the lock; the hand-back call is made after it.
+    let next = {
+        let mut keys = shared.keys.0.lock().unwrap();
+        let busy = keys.deferred.contains(&widget)
+            || keys.failing.contains(&widget)
+            || keys
+                .waiting
+                .get(&widget)
+                .is_some_and(|held| held.len() >= WAITING_PER_KEY);
+        if busy {
+            if keys.deferred.insert(widget.clone()) {
+                debug!(widget = %widget, "Key busy; its later requests are let go of until it is not.");
+            }
+            Next::Busy(job)
+        } else {
+            job.seq = keys.next_seq();
+            shared.take_in(&job.key);
+            match keys.waiting.get_mut(&widget) {
+                Some(held) => {
+                    held.push_back(job);
+                    Next::Queued
+                }
+                None => {
+                    keys.waiting.insert(widget.clone(), VecDeque::new());
+                    Next::Start(job)
+                }
+            }
         }
-        drop(keys);
-        let_go_of(shared, &job).await;
-        return Admission::Deferred;
-    }
-    job.seq = keys.next_seq();
-    shared.take_in(&job.key);
-    match keys.waiting.get_mut(&widget) {
-        Some(held) => held.push_back(job),
-        None => {
-            keys.waiting.insert(widget.clone(), VecDeque::new());
-            drop(keys);
+    };
+    match next {
+        Next::Busy(job) => {
+            let_go_of(shared, &job).await;
+            return Admission::Deferred;
+        }
+        Next::Queued => {}
+        Next::Start(job) => {
             running.spawn(run_key(shared.clone(), Some(widget), job));
         }
     }
     Admission::Taken
+}
+
+/// Where [`admit`] puts a request with an ordering key.
+enum Next {
+    /// Its key is busy: let go of it.
+    Busy(Job),
+    /// Behind its key's current request.
+    Queued,
+    /// Its key had no task: start one with it.
+    Start(Job),
+}
+
+/// A request of `widget` failed and waits to retry: the requests waiting
+/// behind it are let go of (as a busy key's are), and the key takes no
+/// more until that request is done. So a key that keeps failing holds one
+/// request, not five, and many failing keys cannot fill the run's room for
+/// requests (the simulation found that stall: four hung widgets at
+/// concurrency 2).
+pub(super) fn shed(shared: &Shared, widget: &str) {
+    let shed: Vec<Job> = {
+        let mut keys = shared.keys.0.lock().unwrap();
+        if !keys.failing.insert(widget.to_owned()) {
+            return;
+        }
+        // Deferred too: requests of the key listed while these were held
+        // were passed over as in flight, so the key must take nothing more
+        // this pass, or a later one could overtake them.
+        keys.deferred.insert(widget.to_owned());
+        keys.waiting.get_mut(widget).map(|held| held.drain(..).collect()).unwrap_or_default()
+    };
+    if shed.is_empty() {
+        return;
+    }
+    debug!(widget = %widget, requests = shed.len(), "Key failing; the requests waiting behind it are let go of until it recovers.");
+    for job in &shed {
+        shared.let_go(&job.key);
+    }
+    shared.done.notify_waiters();
+    if !shared.source.relists() {
+        let (source, metrics) = (shared.source.clone(), shared.metrics.clone());
+        tokio::spawn(async move {
+            for job in shed {
+                source.hand_back(&job.key, &job.version, HAND_BACK_DELAY).await;
+                metrics.handed_back();
+            }
+        });
+    }
 }
 
 /// Lets go of a request of a busy key: a source that lists again has it
@@ -191,6 +256,9 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
             && !shared.stop.is_cancelled()
         {
             process(&shared, &job, slot).await;
+        }
+        if let Some(widget) = &widget {
+            shared.keys.0.lock().unwrap().failing.remove(widget);
         }
         let next = widget.as_ref().and_then(|widget| {
             let mut keys = shared.keys.0.lock().unwrap();

@@ -5,6 +5,7 @@
 //! [`crate::retry::Retry::run_holding`]); its removal needs none, unless
 //! the run has only one.
 
+use super::keys;
 use super::slots::Slot;
 use super::{Job, Shared};
 use crate::contract::{Context, Operation, Plan};
@@ -143,9 +144,43 @@ pub(super) fn dead_lettered(shared: &Shared, key: &str, widget: &str, latency_ms
     warn!(request_key = %key, widget = %widget, reason = %reason, latency_ms, outcome = metrics::DEAD_LETTERED, "Request dead-lettered.");
 }
 
+/// What a request lets go of while it waits to retry: its slot, and its
+/// key's requests waiting behind it (see [`keys::shed`]).
+struct Retrying<'a, 'b> {
+    slot: &'a mut Slot<'b>,
+    shared: &'a Shared,
+    widget: Option<&'a str>,
+}
+
+impl Hold for Retrying<'_, '_> {
+    fn release(&mut self) {
+        self.slot.release();
+        if let Some(widget) = self.widget {
+            keys::shed(self.shared, widget);
+        }
+    }
+
+    async fn reacquire(&mut self) {
+        self.slot.reacquire().await;
+    }
+
+    fn throttled(&mut self) {
+        self.slot.throttled();
+    }
+
+    fn succeeded(&mut self) {
+        self.slot.succeeded();
+    }
+}
+
 /// Asks the handler, then carries out its operations. Transient failures
 /// are retried, with backoff, for as long as it takes.
 async fn decide_and_store(shared: &Shared, job: &Job, slot: &mut Slot<'_>) -> Decision {
+    let slot = &mut Retrying {
+        slot,
+        shared,
+        widget: job.widget.as_deref(),
+    };
     let context = Context {
         key: job.key.clone(),
         destination: shared.sink.destination(),

@@ -2,9 +2,14 @@
 //! while it is processed (but not while it waits to retry), and when a slot
 //! frees up it goes to the earliest request waiting for one, by the order
 //! the dispatcher admitted them in; a key's next request takes its slot
-//! over when no earlier request waits. So with one slot, requests run
-//! strictly in key order, one at a time; with more, no request is overtaken
-//! by many.
+//! over when no earlier request waits. So with one slot, requests that
+//! succeed run strictly in key order, one at a time; with more, no request
+//! is overtaken by many. A request back from waiting to retry joins a line
+//! of its own, behind every request admitted so far, and such requests
+//! hold at most half the slots while others wait (none of one slot): keys
+//! that keep failing, as many as there are slots, would otherwise take
+//! every slot that frees up, each for as long as a hung call takes, and
+//! starve the rest (the simulation found both).
 //!
 //! How many slots there are follows the backend (additive increase,
 //! multiplicative decrease, as TCP does), but only when the throttling is
@@ -60,19 +65,47 @@ struct State {
     /// Throttled calls within the last [`THROTTLE_WINDOW`]: when, and for
     /// which key.
     throttled: VecDeque<(Instant, String)>,
-    /// Requests waiting for a slot, by admission order.
-    waiting: BTreeMap<u64, oneshot::Sender<()>>,
+    /// Requests waiting for a slot, by their place in line (see
+    /// [`Place`]).
+    waiting: BTreeMap<Place, oneshot::Sender<()>>,
+    /// Requests back from waiting to retry, waiting for a slot.
+    retrying: BTreeMap<Place, oneshot::Sender<()>>,
+    /// Slots held by requests that have failed before.
+    retrying_in_use: usize,
+    /// The latest admission seen, where a request that waited to retry
+    /// joins the line again.
+    latest: u64,
+    /// Tells apart requests joining the line at the same admission.
+    joined: u64,
 }
 
 impl State {
-    /// Hands free slots to the earliest live waiters.
+    /// Whether a request that has failed before may take a free slot: while
+    /// such requests hold fewer than half the slots, or no other waits.
+    fn retrier_may_run(&self) -> bool {
+        self.retrying_in_use < self.limit / 2 || self.waiting.is_empty()
+    }
+
+    /// Hands free slots to the earliest live waiters, requests that failed
+    /// before only within their share.
     fn hand_out(&mut self) {
         while self.in_use < self.limit {
-            let Some((_, grant)) = self.waiting.pop_first() else {
-                return;
+            let fresh = self.waiting.first_key_value().map(|(place, _)| *place);
+            let retrier = self.retrying.first_key_value().map(|(place, _)| *place);
+            let retrier_first = match (fresh, retrier) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(fresh), Some(retrier)) => retrier < fresh && self.retrier_may_run(),
             };
+            let (line, retried) = match (retrier_first, fresh) {
+                (true, _) => (&mut self.retrying, true),
+                (false, Some(_)) => (&mut self.waiting, false),
+                (false, None) => return,
+            };
+            let (_, grant) = line.pop_first().expect("seen above");
             if grant.send(()).is_ok() {
                 self.in_use += 1;
+                self.retrying_in_use += usize::from(retried);
             }
         }
     }
@@ -91,6 +124,10 @@ impl Slots {
                 last_decrease: None,
                 throttled: VecDeque::new(),
                 waiting: BTreeMap::new(),
+                retrying: BTreeMap::new(),
+                retrying_in_use: 0,
+                latest: 0,
+                joined: 0,
             }),
             gauge,
         }
@@ -103,28 +140,49 @@ impl Slots {
     /// Waits for a slot for the request admitted `seq`-th, whose calls are
     /// made for ordering key `key`.
     pub(super) async fn acquire(&self, seq: u64, key: &str) -> Slot<'_> {
+        self.join(seq, key, false).await
+    }
+
+    /// Waits for a slot in line for the request admitted `seq`-th, or,
+    /// when it comes back from waiting to retry (`again`), in the line of
+    /// requests that failed before, behind every request admitted so far.
+    /// Those take at most half the slots while others wait: keys that keep
+    /// failing (a hung call holds its slot until it times out) must not
+    /// take every slot that frees up from the requests that would succeed.
+    async fn join(&self, seq: u64, key: &str, again: bool) -> Slot<'_> {
         let granted = {
             let mut state = self.lock();
-            let first_in_line = state
-                .waiting
-                .first_key_value()
-                .is_none_or(|(first, _)| *first > seq);
-            if state.in_use < state.limit && first_in_line {
+            state.latest = state.latest.max(seq);
+            state.joined += 1;
+            let place = Place {
+                seq: if again { state.latest } else { seq },
+                joined: state.joined,
+            };
+            let line = if again { &state.retrying } else { &state.waiting };
+            let first_in_line = line.first_key_value().is_none_or(|(first, _)| *first > place);
+            let may_run = !again || state.retrier_may_run();
+            if state.in_use < state.limit && first_in_line && may_run {
                 state.in_use += 1;
+                state.retrying_in_use += usize::from(again);
                 return Slot {
                     slots: self,
                     seq,
                     key: key.to_owned(),
                     held: true,
+                    retried: again,
                 };
             }
             let (grant, granted) = oneshot::channel();
-            state.waiting.insert(seq, grant);
+            match again {
+                true => state.retrying.insert(place, grant),
+                false => state.waiting.insert(place, grant),
+            };
             granted
         };
         let mut waiting = Waiting {
             slots: self,
             granted: Some(granted),
+            retried: again,
         };
         // The sender lives until it grants the slot: it is only taken out
         // of the map to be used.
@@ -135,13 +193,15 @@ impl Slots {
             seq,
             key: key.to_owned(),
             held: true,
+            retried: again,
         }
     }
 
     /// Gives a slot back: to the earliest waiting request, or to the pool.
-    fn release(&self) {
+    fn release(&self, retried: bool) {
         let mut state = self.lock();
         state.in_use -= 1;
+        state.retrying_in_use -= usize::from(retried);
         state.hand_out();
     }
 
@@ -161,7 +221,8 @@ impl Slots {
         let mut keys: Vec<&str> = state.throttled.iter().map(|(_, key)| key.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
-        if keys.len() < broad(state.limit) {
+        let keys_throttled = keys.len();
+        if keys_throttled < broad(state.limit) {
             return;
         }
         if state
@@ -178,7 +239,7 @@ impl Slots {
             self.gauge.set(lowered as i64);
             tracing::warn!(
                 concurrency = lowered,
-                keys_throttled = keys.len(),
+                keys_throttled,
                 "The backend is throttling many keys: fewer requests at once."
             );
         }
@@ -212,11 +273,21 @@ impl Slots {
     }
 }
 
+/// A request's place in the line for a slot: by admission, and among
+/// those joining at the same admission, by who came first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    seq: u64,
+    joined: u64,
+}
+
 /// A request's wait for a slot. If it is given up (the run stopped) just as
 /// the slot was granted, the slot goes back.
 struct Waiting<'a> {
     slots: &'a Slots,
     granted: Option<oneshot::Receiver<()>>,
+    /// In the line of requests that failed before.
+    retried: bool,
 }
 
 impl Drop for Waiting<'_> {
@@ -224,7 +295,7 @@ impl Drop for Waiting<'_> {
         if let Some(mut granted) = self.granted.take() {
             granted.close();
             if granted.try_recv().is_ok() {
-                self.slots.release();
+                self.slots.release(self.retried);
             }
         }
     }
@@ -237,6 +308,8 @@ pub(super) struct Slot<'a> {
     /// The ordering key its calls are made for: throttling counts against it.
     key: String,
     held: bool,
+    /// Taken by a request that failed before (it counts in their share).
+    retried: bool,
 }
 
 impl Slot<'_> {
@@ -248,9 +321,15 @@ impl Slot<'_> {
         let earlier_waiting = state
             .waiting
             .first_key_value()
-            .is_some_and(|(first, _)| *first < seq);
+            .is_some_and(|(first, _)| first.seq < seq);
         if self.held && !earlier_waiting && state.in_use <= state.limit {
             self.seq = seq;
+            // The next request has not failed: the slot leaves the share
+            // of those that did.
+            if std::mem::take(&mut self.retried) {
+                let mut state = state;
+                state.retrying_in_use -= 1;
+            }
             return true;
         }
         false
@@ -260,15 +339,16 @@ impl Slot<'_> {
 impl Hold for Slot<'_> {
     fn release(&mut self) {
         if std::mem::take(&mut self.held) {
-            self.slots.release();
+            self.slots.release(std::mem::take(&mut self.retried));
         }
     }
 
     async fn reacquire(&mut self) {
         if !self.held {
-            let slot = self.slots.acquire(self.seq, &self.key).await;
+            let slot = self.slots.join(self.seq, &self.key, true).await;
             std::mem::forget(slot);
             self.held = true;
+            self.retried = true;
         }
     }
 

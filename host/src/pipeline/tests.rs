@@ -460,10 +460,13 @@ async fn a_throttling_backend_gets_fewer_requests_at_once_until_it_stops() {
 
 /// A source that hands out each request once, as a queue does: what the
 /// pipeline lets go of is not listed again.
+/// A queue-like source: what it lists it never lists again, unless the
+/// pipeline hands it back (then at once, in key order).
 struct OneShot {
     waiting: Mutex<Vec<Listed>>,
     bodies: BTreeMap<String, Vec<u8>>,
     acked: Mutex<Vec<String>>,
+    handed_back: AtomicU32,
 }
 
 #[async_trait::async_trait]
@@ -495,12 +498,24 @@ impl Source for OneShot {
     async fn dead_letter(&self, key: &str, _version: &Version, reason: &str) -> Result<(), StorageError> {
         panic!("{key} dead-lettered: {reason}")
     }
+    async fn hand_back(&self, key: &str, version: &Version, _delay: Duration) {
+        self.handed_back.fetch_add(1, Ordering::SeqCst);
+        let mut waiting = self.waiting.lock().unwrap();
+        waiting.push(Listed {
+            key: key.to_owned(),
+            size: 0,
+            version: version.clone(),
+            modified: None,
+        });
+        waiting.sort_by(|a, b| a.key.cmp(&b.key));
+    }
 }
 
 #[tokio::test]
-async fn a_source_that_does_not_list_again_has_every_request_of_a_busy_key_held_in_order() {
-    // Far more requests on one widget than a key holds for a source that
-    // lists again; each store write is slow, so they pile up behind it.
+async fn a_source_that_does_not_list_again_has_a_busy_keys_requests_handed_back_and_applied_in_order() {
+    // Far more requests on one widget than a key holds; each store write
+    // is slow, so they pile up behind it: past four waiting, the rest go
+    // back to the queue, and come again.
     let mut bodies = BTreeMap::new();
     bodies.insert("00".to_owned(), create("w", "Ann").into_bytes());
     for i in 1..=20 {
@@ -521,6 +536,7 @@ async fn a_source_that_does_not_list_again_has_every_request_of_a_busy_key_held_
         waiting: Mutex::new(listed),
         bodies,
         acked: Mutex::default(),
+        handed_back: AtomicU32::new(0),
     });
     let sink = Scripted::new(|_| None, Duration::from_millis(2));
     let summary = run(
@@ -537,6 +553,7 @@ async fn a_source_that_does_not_list_again_has_every_request_of_a_busy_key_held_
     let acked = source.acked.lock().unwrap().clone();
     let in_order: Vec<String> = (0..=20).map(|i| format!("{i:02}")).collect();
     assert_eq!(acked, in_order);
+    assert!(source.handed_back.load(Ordering::SeqCst) >= 16, "all past the first five were handed back at least once");
     let stored = sink.inner.contents();
     let document: serde_json::Value = serde_json::from_str(stored.values().next().unwrap()).unwrap();
     assert_eq!(document["label"], "20");

@@ -328,40 +328,41 @@ impl Source for SqsSource {
         let received =
             received.map_err(|e| storage_error(format!("receive from queue {}", self.queue.name), e))?;
         let visible_at = Instant::now() + self.visibility;
-        let mut held = self.held.lock().unwrap();
         let mut requests = Vec::new();
-        for message in received.messages() {
-            let (Some(id), Some(receipt)) = (message.message_id(), message.receipt_handle()) else {
-                continue;
-            };
-            let attribute = |name| message.attributes().and_then(|all| all.get(&name).cloned());
-            let body = message.body().unwrap_or_default().to_owned();
-            requests.push(Listed {
-                key: id.to_owned(),
-                size: body.len() as u64,
-                version: Version(Some(receipt.to_owned())),
-                modified: attribute(MessageSystemAttributeName::SentTimestamp)
-                    .and_then(|ms| ms.parse().ok())
-                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-            });
-            // A message received again (its visibility ran out) keeps its
-            // place; only the latest receipt handle can delete it.
-            held.insert(
-                id.to_owned(),
-                Held {
-                    receipt: receipt.to_owned(),
-                    body,
-                    group: attribute(MessageSystemAttributeName::MessageGroupId),
-                    visible_at,
-                },
-            );
+        {
+            let mut held = self.held.lock().unwrap();
+            for message in received.messages() {
+                let (Some(id), Some(receipt)) = (message.message_id(), message.receipt_handle()) else {
+                    continue;
+                };
+                let attribute = |name| message.attributes().and_then(|all| all.get(&name).cloned());
+                let body = message.body().unwrap_or_default().to_owned();
+                requests.push(Listed {
+                    key: id.to_owned(),
+                    size: body.len() as u64,
+                    version: Version(Some(receipt.to_owned())),
+                    modified: attribute(MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|ms| ms.parse().ok())
+                        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+                });
+                // A message received again (its visibility ran out) keeps its
+                // place; only the latest receipt handle can delete it.
+                held.insert(
+                    id.to_owned(),
+                    Held {
+                        receipt: receipt.to_owned(),
+                        body,
+                        group: attribute(MessageSystemAttributeName::MessageGroupId),
+                        visible_at,
+                    },
+                );
+            }
         }
         // An empty answer before the wait time is up proves nothing (a
         // server may wake a poll for a message another consumer then
         // takes): only one that waited its time counts as the queue found
         // empty.
         let waited = started.elapsed() + Duration::from_millis(100) >= self.wait;
-        drop(held);
         let requests = self.delete_done(requests).await;
         Ok(Page {
             reached_end: !requests.is_empty() || waited || self.stop.is_cancelled(),

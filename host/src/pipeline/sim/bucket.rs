@@ -49,7 +49,8 @@ impl SimBucket {
         }
     }
 
-    /// A crashed host's listing position is lost with it.
+    /// A new host lists from the first key: the listing position was the
+    /// last one's.
     pub(super) fn restart(&self) {
         self.state.lock().unwrap().after = None;
     }

@@ -36,7 +36,6 @@ use super::{Options, run};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{BUILTIN, Choice, Handler, Limits};
 use crate::contract::{Context, Destination, Operation};
-use crate::error::Class;
 use crate::retry::Backoff;
 use crate::sink::Sink;
 use crate::sink::memory::MemorySink;
@@ -99,10 +98,19 @@ impl SimSource {
         }
     }
 
+    /// The host died without a word: a queue returns what it held after
+    /// the visibility timeout.
     fn crashed(&self) {
-        match self {
-            SimSource::Bucket(bucket) => bucket.restart(),
-            SimSource::Queue(queue) => queue.crashed(),
+        if let SimSource::Queue(queue) = self {
+            queue.crashed();
+        }
+    }
+
+    /// A new host process starts: a bucket's listing begins again from
+    /// the first key.
+    fn restarted(&self) {
+        if let SimSource::Bucket(bucket) = self {
+            bucket.restart();
         }
     }
 }
@@ -119,7 +127,8 @@ fn expected(scenario: &Scenario) -> Vec<String> {
 }
 
 /// When the scenario's last disturbance is over: the last arrival,
-/// interruption or end of a fault that ends.
+/// interruption or end of a fault that ends, and time for the transient
+/// failures.
 fn settles_at(scenario: &Scenario) -> Duration {
     let arrivals = scenario.requests.iter().map(|r| r.arrives);
     let interruptions = scenario.interruptions.iter().map(|(at, _)| *at);
@@ -128,7 +137,20 @@ fn settles_at(scenario: &Scenario) -> Duration {
         Fault::Fatal { until, .. } => Some(*until),
         Fault::Transient { .. } | Fault::Refused => None,
     });
-    arrivals.chain(interruptions).chain(faults).max().unwrap_or_default()
+    let settled = arrivals.chain(interruptions).chain(faults).max().unwrap_or_default();
+    // A widget whose next calls fail transiently has no end time: each
+    // failure may cost a backoff and a wait for a slot that a hung call
+    // holds (at concurrency 1, a whole hung attempt).
+    let transient_calls = scenario
+        .faults
+        .values()
+        .map(|fault| match fault {
+            Fault::Transient { calls } => *calls,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    settled + (store::HUNG_FOR + Backoff::default().cap) * transient_calls
 }
 
 /// Plays `scenario` on a paused clock.
@@ -164,6 +186,7 @@ fn play(scenario: &Scenario) -> Played {
         let all_done = || expected.iter().all(|key| ledger.has_removed(key));
         let mut finished = None;
         while finished.is_none() && tokio::time::Instant::now() < deadline {
+            source.restarted();
             let stop = CancellationToken::new();
             let options = Options {
                 concurrency: scenario.concurrency,
@@ -390,7 +413,12 @@ fn the_pipeline_stays_live_ordered_and_lossless_under_simulated_faults() {
     let seeds = seeds();
     let replaying = seeds.len() == 1;
     if replaying {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_max_level(tracing::Level::DEBUG).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_ansi(false)
+            .without_time()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("widget_host=debug"))
+            .try_init();
     }
     let started = std::time::Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
