@@ -2,16 +2,17 @@
 //! run, taking them one after the other, each to the end; different keys
 //! side by side, as many at once as the run has slots (see `slots.rs`).
 //!
-//! A key whose request keeps failing (retried with backoff) holds up only
-//! its own later requests. Few of those are held ([`WAITING_PER_KEY`]);
-//! past that the key is busy, and its later requests are let go of until
-//! it is not: a source that lists again (a folder, a bucket) lists them on
-//! its next pass; a queue's messages are handed back, to be received again
-//! after [`HAND_BACK_DELAY`] (a FIFO queue keeps them behind the group's
-//! messages in flight, so their order holds). So a failing key never fills
-//! the host with its requests, and the requests of other keys keep coming
-//! in. Requests held in all are bounded by [`HELD_PER_SLOT`] times the
-//! concurrency.
+//! A key holds only so many requests behind its current one
+//! ([`waiting_per_key`]: four for a source that lists again, half the
+//! room for a queue); past that the key is busy, and its later requests
+//! are let go of until it is not: a source that lists again (a folder, a
+//! bucket) lists them on its next pass; a queue's messages are handed
+//! back, to be received again after [`HAND_BACK_DELAY`] (a FIFO queue
+//! keeps them behind the group's messages in flight, so their order
+//! holds). A key whose request fails and waits to retry holds that request
+//! only ([`shed`]). So failing keys never fill the host with their
+//! requests, and the requests of other keys keep coming in. Requests held
+//! in all are bounded by [`HELD_PER_SLOT`] times the concurrency.
 //!
 //! A request without an ordering key may touch anything: it runs alone,
 //! after what is in flight and before what follows. If a key in flight
@@ -110,7 +111,7 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
             || keys
                 .waiting
                 .get(&widget)
-                .is_some_and(|held| held.len() >= WAITING_PER_KEY);
+                .is_some_and(|held| held.len() >= waiting_per_key(shared, cap));
         if busy {
             if keys.deferred.insert(widget.clone()) {
                 debug!(widget = %widget, "Key busy; its later requests are let go of until it is not.");
@@ -142,6 +143,19 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
         }
     }
     Admission::Taken
+}
+
+/// How many requests of one key may wait behind its current one. A source
+/// that lists again gives the rest again on its next pass; a queue's
+/// messages handed back stay away for [`HAND_BACK_DELAY`] (a FIFO queue
+/// holds the group's later ones back as long), so a busy but healthy key
+/// may fill up to half the room there; a failing one holds only its
+/// current request (see [`shed`]).
+fn waiting_per_key(shared: &Shared, cap: usize) -> usize {
+    match shared.source.relists() {
+        true => WAITING_PER_KEY,
+        false => (cap / 2).max(WAITING_PER_KEY),
+    }
 }
 
 /// Where [`admit`] puts a request with an ordering key.

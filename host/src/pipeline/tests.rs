@@ -539,11 +539,16 @@ async fn a_source_that_does_not_list_again_has_a_busy_keys_requests_handed_back_
         handed_back: AtomicU32::new(0),
     });
     let sink = Scripted::new(|_| None, Duration::from_millis(2));
+    // One slot: room for 8 requests, of which one key may hold half.
+    let options = Options {
+        concurrency: 1,
+        ..quick()
+    };
     let summary = run(
         source.clone(),
         sink.clone(),
         builtin(),
-        quick(),
+        options,
         Arc::default(),
         CancellationToken::new(),
     )

@@ -24,12 +24,18 @@ pub(super) struct SimStore {
     /// When the scenario's clock started.
     epoch: Instant,
     rng: Mutex<ChaCha8Rng>,
+    latency_us: std::ops::Range<u64>,
     /// Transient failures left, per widget with a `Fault::Transient`.
     transient_left: Mutex<HashMap<String, u32>>,
 }
 
 impl SimStore {
-    pub(super) fn new(faults: HashMap<String, Fault>, epoch: Instant, rng: ChaCha8Rng) -> SimStore {
+    pub(super) fn new(
+        faults: HashMap<String, Fault>,
+        latency_us: std::ops::Range<u64>,
+        epoch: Instant,
+        rng: ChaCha8Rng,
+    ) -> SimStore {
         let transient_left = faults
             .iter()
             .filter_map(|(widget, fault)| match fault {
@@ -42,6 +48,7 @@ impl SimStore {
             faults,
             epoch,
             rng: Mutex::new(rng),
+            latency_us,
             transient_left: Mutex::new(transient_left),
         }
     }
@@ -53,7 +60,7 @@ impl SimStore {
     /// Waits as long as a call takes, then fails it as the widget's fault
     /// says, if it does now.
     async fn call(&self, action: &str, key: &str, write: bool) -> Result<(), StorageError> {
-        let latency = Duration::from_micros(self.rng.lock().unwrap().random_range(1_000..20_000));
+        let latency = Duration::from_micros(self.rng.lock().unwrap().random_range(self.latency_us.clone()));
         tokio::time::sleep(latency).await;
         let widget = widget_of(key);
         let now = self.epoch.elapsed();
