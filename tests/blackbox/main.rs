@@ -11,5 +11,6 @@ mod proxy;
 mod queue;
 mod sandbox;
 mod setup;
+mod slowdown;
 mod stalls;
 mod util;

@@ -406,14 +406,14 @@ fn one_hung_widget_on_a_queue_does_not_stop_the_other_widgets() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let done = stored();
-    // The host holds few of the hung widget's messages: the rest are handed
-    // back for later (or were never received).
-    let (_, in_flight) = counts(&client, &queue);
     running.signal("-TERM");
     let (status, _, log) = running.finish();
     assert_eq!(done, 30, "every other widget is stored within 30 s:\n{log}");
-    assert!(in_flight < 40, "the hung widget's messages are not all held: {in_flight}\n{log}");
     assert!(status.success(), "a stop exits 0: {status}\n{log}");
+    // Nothing of the hung widget is lost: its 40 messages are all still in
+    // the queue (visible, or handed back and returning).
+    let (visible, in_flight) = counts(&client, &queue);
+    assert_eq!(visible + in_flight, 40, "the hung widget's messages stay in the queue");
 }
 
 #[test]
