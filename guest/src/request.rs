@@ -557,8 +557,15 @@ mod tests {
         let keys: Vec<String> = unreadable.iter().map(|r| ordering_key(r).unwrap()).collect();
         for (request, key) in unreadable.iter().zip(&keys) {
             assert!(key.starts_with(UNREADABLE), "{key}");
-            assert!(parse(request).is_err(), "a request keyed as unreadable is rejected");
-            assert_eq!(ordering_key(request).as_ref(), Some(key), "the same bytes, the same key");
+            assert!(
+                parse(request).is_err(),
+                "a request keyed as unreadable is rejected"
+            );
+            assert_eq!(
+                ordering_key(request).as_ref(),
+                Some(key),
+                "the same bytes, the same key"
+            );
         }
         let distinct: std::collections::HashSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len(), "different requests, different keys");

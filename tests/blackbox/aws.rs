@@ -1010,32 +1010,60 @@ fn redrive_moves_a_buckets_dead_letters_back_under_their_keys() {
 fn one_widget_throttled_for_ever_slows_no_other_and_holds_up_no_request_naming_no_widget() {
     use crate::stalls::create;
     let client = s3(&moto());
-    let (requests, widgets) = (create_bucket(&client, "hot-requests"), create_bucket(&client, "hot-widgets"));
+    let (requests, widgets) = (
+        create_bucket(&client, "hot-requests"),
+        create_bucket(&client, "hot-widgets"),
+    );
     // Every call about the hot widget's object answers SlowDown, as S3
     // does for a hot prefix; the rest of the bucket is served.
     let proxy = crate::slowdown::SlowDown::start(&moto(), "/widgets/sue-smith/hot");
     put_request(&client, &requests, "1700000000000", create("hot", 0));
     put_request(&client, &requests, "1700000000001", "{}");
     for i in 0..60 {
-        put_request(&client, &requests, &format!("{}", 1_700_000_000_002u64 + i), create(&format!("w{i}"), i as usize));
+        put_request(
+            &client,
+            &requests,
+            &format!("{}", 1_700_000_000_002u64 + i),
+            create(&format!("w{i}"), i as usize),
+        );
     }
     put_request(&client, &requests, "1700000000100", "not json");
     let output = aws_host(&proxy.url, &dynamodb_local())
-        .args(["-rb", &requests, "-wb", &widgets, "-mrt", "8000", "--shutdown-timeout", "2"])
+        .args([
+            "-rb",
+            &requests,
+            "-wb",
+            &widgets,
+            "-mrt",
+            "8000",
+            "--shutdown-timeout",
+            "2",
+        ])
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     let stored: Vec<String> = objects(&client, &widgets).into_keys().collect();
-    let others = (0..60).filter(|i| stored.contains(&format!("widgets/sue-smith/w{i}"))).count();
+    let others = (0..60)
+        .filter(|i| stored.contains(&format!("widgets/sue-smith/w{i}")))
+        .count();
     assert_eq!(others, 60, "every other widget is stored:\n{log}");
-    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0, "the hot widget was throttled");
+    assert!(
+        proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the hot widget was throttled"
+    );
     assert!(
         !log.contains("fewer requests at once"),
         "one throttled widget does not lower the concurrency:\n{log}"
     );
     let left = listed(&client, &requests);
-    assert!(left.contains(&"1700000000000".to_owned()), "the hot widget's request stays: {left:?}");
+    assert!(
+        left.contains(&"1700000000000".to_owned()),
+        "the hot widget's request stays: {left:?}"
+    );
     for malformed in ["1700000000001", "1700000000100"] {
-        assert!(left.contains(&format!("dead-letter/{malformed}")), "{malformed} is dead-lettered: {left:?}\n{log}");
+        assert!(
+            left.contains(&format!("dead-letter/{malformed}")),
+            "{malformed} is dead-lettered: {left:?}\n{log}"
+        );
     }
 }

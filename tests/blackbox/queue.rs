@@ -394,7 +394,14 @@ fn one_hung_widget_on_a_queue_does_not_stop_the_other_widgets() {
         queue_host()
             .args(["-rq", &queue, "--widgets-dir"])
             .arg(widgets.path())
-            .args(["--concurrency", "4", "--queue-wait-seconds", "1", "--shutdown-timeout", "3"]),
+            .args([
+                "--concurrency",
+                "4",
+                "--queue-wait-seconds",
+                "1",
+                "--shutdown-timeout",
+                "3",
+            ]),
     );
     let stored = || {
         (0..30)
@@ -413,7 +420,11 @@ fn one_hung_widget_on_a_queue_does_not_stop_the_other_widgets() {
     // Nothing of the hung widget is lost: its 40 messages are all still in
     // the queue (visible, or handed back and returning).
     let (visible, in_flight) = counts(&client, &queue);
-    assert_eq!(visible + in_flight, 40, "the hung widget's messages stay in the queue");
+    assert_eq!(
+        visible + in_flight,
+        40,
+        "the hung widget's messages stay in the queue"
+    );
 }
 
 #[test]
@@ -431,7 +442,10 @@ fn an_idle_host_on_a_queue_stops_at_once_with_a_short_shutdown_timeout() {
     let stopped = Instant::now();
     running.signal("-TERM");
     let (status, _, log) = running.finish();
-    assert!(status.success(), "a routine stop of an idle host exits 0: {status}\n{log}");
+    assert!(
+        status.success(),
+        "a routine stop of an idle host exits 0: {status}\n{log}"
+    );
     assert!(
         stopped.elapsed() < Duration::from_secs(3 + 1 + 2),
         "it exits within the shutdown timeout and a second: {:?}",

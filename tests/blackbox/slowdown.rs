@@ -67,7 +67,9 @@ fn read_message(reader: &mut impl BufRead, no_body: bool) -> Option<Message> {
             let mut size_line = Vec::new();
             reader.read_until(b'\n', &mut size_line).ok()?;
             body.extend_from_slice(&size_line);
-            let size = usize::from_str_radix(String::from_utf8_lossy(&size_line).trim().split(';').next()?, 16).ok()?;
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&size_line).trim().split(';').next()?, 16)
+                    .ok()?;
             let mut chunk = vec![0; size + 2];
             reader.read_exact(&mut chunk).ok()?;
             body.extend_from_slice(&chunk);
@@ -86,7 +88,11 @@ fn serve(client: TcpStream, upstream: &str, hot: &str, refused: &AtomicU64) {
     let mut reader = BufReader::new(client.try_clone().unwrap());
     let mut writer = client;
     while let Some(request) = read_message(&mut reader, false) {
-        let line = String::from_utf8_lossy(&request.head).lines().next().unwrap_or_default().to_owned();
+        let line = String::from_utf8_lossy(&request.head)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let answer = if line.contains(hot) {
             refused.fetch_add(1, Ordering::SeqCst);
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
@@ -98,12 +104,20 @@ fn serve(client: TcpStream, upstream: &str, hot: &str, refused: &AtomicU64) {
             answer.extend_from_slice(body.as_bytes());
             answer
         } else {
-            let Ok(mut server) = TcpStream::connect(upstream) else { return };
-            if server.write_all(&request.head).and_then(|()| server.write_all(&request.body)).is_err() {
+            let Ok(mut server) = TcpStream::connect(upstream) else {
+                return;
+            };
+            if server
+                .write_all(&request.head)
+                .and_then(|()| server.write_all(&request.body))
+                .is_err()
+            {
                 return;
             }
             let mut from_server = BufReader::new(server);
-            let Some(response) = read_message(&mut from_server, line.starts_with("HEAD ")) else { return };
+            let Some(response) = read_message(&mut from_server, line.starts_with("HEAD ")) else {
+                return;
+            };
             [response.head, response.body].concat()
         };
         if writer.write_all(&answer).is_err() {

@@ -13,15 +13,25 @@ use std::time::{Duration, Instant};
 pub fn hang_widget(widgets: &Path, owner_slug: &str, widget: &str) {
     let dir = widgets.join("widgets").join(owner_slug);
     std::fs::create_dir_all(&dir).unwrap();
-    assert!(Command::new("mkfifo").arg(dir.join(widget)).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(dir.join(widget))
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 pub fn update(widget: &str, i: usize) -> String {
-    format!(r#"{{"type":"update","requestId":"u{i}","widgetId":"{widget}","owner":"Sue Smith","label":"U{i}"}}"#)
+    format!(
+        r#"{{"type":"update","requestId":"u{i}","widgetId":"{widget}","owner":"Sue Smith","label":"U{i}"}}"#
+    )
 }
 
 pub fn create(widget: &str, i: usize) -> String {
-    format!(r#"{{"type":"create","requestId":"c{i}","widgetId":"{widget}","owner":"Sue Smith","label":"C{i}"}}"#)
+    format!(
+        r#"{{"type":"create","requestId":"c{i}","widgetId":"{widget}","owner":"Sue Smith","label":"C{i}"}}"#
+    )
 }
 
 #[test]
@@ -32,7 +42,13 @@ fn a_request_without_a_widget_behind_a_hung_widget_holds_up_no_other_widget_and_
     bodies.push("{}".into());
     bodies.extend((0..30).map(|i| create(&format!("w{i}"), i)));
     for (i, body) in bodies.iter().enumerate() {
-        std::fs::write(requests.path().join(format!("{}", 1_700_000_000_000u64 + i as u64)), body).unwrap();
+        std::fs::write(
+            requests
+                .path()
+                .join(format!("{}", 1_700_000_000_000u64 + i as u64)),
+            body,
+        )
+        .unwrap();
     }
     let started = Instant::now();
     let running = Running::start(
@@ -50,7 +66,10 @@ fn a_request_without_a_widget_behind_a_hung_widget_holds_up_no_other_widget_and_
     while running.child.try_wait().unwrap().is_none() {
         if started.elapsed() > deadline {
             let _ = running.child.kill();
-            panic!("the host did not exit {deadline:?} after its start:\n{}", running.log());
+            panic!(
+                "the host did not exit {deadline:?} after its start:\n{}",
+                running.log()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -60,12 +79,23 @@ fn a_request_without_a_widget_behind_a_hung_widget_holds_up_no_other_widget_and_
         .count();
     assert_eq!(stored, 30, "every other widget is stored:\n{log}");
     let dead: Vec<String> = std::fs::read_dir(requests.path().join("dead-letter"))
-        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(dead.contains(&"1700000000003".to_owned()), "the request naming no widget is dead-lettered: {dead:?}\n{log}");
+    assert!(
+        dead.contains(&"1700000000003".to_owned()),
+        "the request naming no widget is dead-lettered: {dead:?}\n{log}"
+    );
     for i in 0..3 {
         assert!(
-            requests.path().join(format!("{}", 1_700_000_000_000u64 + i)).is_file(),
+            requests
+                .path()
+                .join(format!("{}", 1_700_000_000_000u64 + i))
+                .is_file(),
             "the hung widget's updates stay in the source"
         );
     }

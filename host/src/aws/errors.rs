@@ -173,10 +173,18 @@ mod tests {
 
     #[test]
     fn a_service_error_is_one_short_line_with_code_message_status_and_request_id() {
-        let mut response = HttpResponse::new(StatusCode::try_from(503).unwrap(), SdkBody::from("x".repeat(4000)));
+        let mut response = HttpResponse::new(
+            StatusCode::try_from(503).unwrap(),
+            SdkBody::from("x".repeat(4000)),
+        );
         response.headers_mut().insert("x-amz-request-id", "REQ123");
         let error: SdkError<GetItemError, HttpResponse> = SdkError::service_error(
-            GetItemError::generic(ErrorMetadata::builder().code("SlowDown").message("Please reduce your request rate.").build()),
+            GetItemError::generic(
+                ErrorMetadata::builder()
+                    .code("SlowDown")
+                    .message("Please reduce your request rate.")
+                    .build(),
+            ),
             response,
         );
         let error = storage_error("put widgets/a/w1 in bucket b", error);

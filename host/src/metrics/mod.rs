@@ -395,6 +395,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_scheduling_gauges_and_hand_backs_are_scraped() {
+        let metrics = std::sync::Arc::new(Metrics::default());
+        metrics.concurrency.set(4);
+        metrics.set_keyless_wait(Duration::from_secs(12));
+        metrics.handed_back();
+        metrics.handed_back();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry(None)).unwrap();
+        for line in [
+            "widget_host_concurrency_limit 4",
+            "widget_host_keyless_wait_seconds 12.0",
+            "widget_host_requests_handed_back_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn kinds_past_the_limit_are_counted_as_other() {
         let metrics = Metrics::default();
         for i in 0..MAX_KINDS + 10 {

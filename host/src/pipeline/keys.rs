@@ -184,7 +184,10 @@ pub(super) fn shed(shared: &Shared, widget: &str) {
         // were passed over as in flight, so the key must take nothing more
         // this pass, or a later one could overtake them.
         keys.deferred.insert(widget.to_owned());
-        keys.waiting.get_mut(widget).map(|held| held.drain(..).collect()).unwrap_or_default()
+        keys.waiting
+            .get_mut(widget)
+            .map(|held| held.drain(..).collect())
+            .unwrap_or_default()
     };
     if shed.is_empty() {
         return;
@@ -209,7 +212,10 @@ pub(super) fn shed(shared: &Shared, widget: &str) {
 /// listed on its next pass; a queue's message is handed back.
 async fn let_go_of(shared: &Shared, job: &Job) {
     if !shared.source.relists() {
-        shared.source.hand_back(&job.key, &job.version, HAND_BACK_DELAY).await;
+        shared
+            .source
+            .hand_back(&job.key, &job.version, HAND_BACK_DELAY)
+            .await;
         shared.metrics.handed_back();
     }
 }

@@ -27,8 +27,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::time::Instant;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// The calls already under way when a backend starts throttling answer
 /// throttled too: they are one signal, not many.

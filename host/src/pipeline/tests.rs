@@ -558,7 +558,10 @@ async fn a_source_that_does_not_list_again_has_a_busy_keys_requests_handed_back_
     let acked = source.acked.lock().unwrap().clone();
     let in_order: Vec<String> = (0..=20).map(|i| format!("{i:02}")).collect();
     assert_eq!(acked, in_order);
-    assert!(source.handed_back.load(Ordering::SeqCst) >= 16, "all past the first five were handed back at least once");
+    assert!(
+        source.handed_back.load(Ordering::SeqCst) >= 16,
+        "all past the first five were handed back at least once"
+    );
     let stored = sink.inner.contents();
     let document: serde_json::Value = serde_json::from_str(stored.values().next().unwrap()).unwrap();
     assert_eq!(document["label"], "20");

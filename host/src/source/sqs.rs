@@ -421,7 +421,13 @@ impl Source for SqsSource {
 
     async fn hand_back(&self, key: &str, version: &Version, delay: Duration) {
         // No longer extended by the heartbeat, whatever the call does.
-        let Some(receipt) = self.held.lock().unwrap().remove(key).map(|held| held.receipt).or_else(|| version.0.clone())
+        let Some(receipt) = self
+            .held
+            .lock()
+            .unwrap()
+            .remove(key)
+            .map(|held| held.receipt)
+            .or_else(|| version.0.clone())
         else {
             return;
         };

@@ -33,9 +33,9 @@ mod scenario;
 mod store;
 
 use super::{Options, run};
+use crate::contract::{Context, Destination, Operation};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{BUILTIN, Choice, Handler, Limits};
-use crate::contract::{Context, Destination, Operation};
 use crate::retry::Backoff;
 use crate::sink::Sink;
 use crate::sink::memory::MemorySink;
@@ -137,7 +137,11 @@ fn settles_at(scenario: &Scenario) -> Duration {
         Fault::Fatal { until, .. } => Some(*until),
         Fault::Transient { .. } | Fault::Refused => None,
     });
-    let settled = arrivals.chain(interruptions).chain(faults).max().unwrap_or_default();
+    let settled = arrivals
+        .chain(interruptions)
+        .chain(faults)
+        .max()
+        .unwrap_or_default();
     // A widget whose next calls fail transiently has no end time: each
     // failure may cost a backoff and a wait for a slot that a hung call
     // holds (at concurrency 1, a whole hung attempt).
@@ -277,13 +281,20 @@ async fn finish_within(host: &mut tokio::task::JoinHandle<anyhow::Result<crate::
 /// a store without faults but the refusals, leaving out the widgets that
 /// fail for ever. What each request came to, and the store.
 fn sequential(scenario: &Scenario) -> (BTreeMap<String, bool>, BTreeMap<String, String>) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let handler = handler();
         let store = Arc::new(MemorySink::new(Destination::ObjectStore));
         let mut applied = BTreeMap::new();
         for request in &scenario.requests {
-            if request.widget.as_deref().is_some_and(|w| scenario.fails_for_ever(w)) {
+            if request
+                .widget
+                .as_deref()
+                .is_some_and(|w| scenario.fails_for_ever(w))
+            {
                 continue;
             }
             let context = Context {
@@ -368,14 +379,17 @@ fn check(seed: u64) -> Result<(), String> {
         let Removal::DeadLettered(reason) = removal else {
             continue;
         };
-        let refused = widget_of_request(key).is_some_and(|w| scenario.faults.get(&w) == Some(&Fault::Refused));
+        let refused =
+            widget_of_request(key).is_some_and(|w| scenario.faults.get(&w) == Some(&Fault::Refused));
         let rejected = reference.get(key) == Some(&false);
         let may = match ordered {
             true => rejected || (refused && reason.contains("store refused")),
             false => !reason.contains("transient"),
         };
         if !may {
-            return fail(format!("dead letter: {key} is valid, dead-lettered as {reason:?}"));
+            return fail(format!(
+                "dead letter: {key} is valid, dead-lettered as {reason:?}"
+            ));
         }
     }
     // End state.
@@ -399,7 +413,9 @@ fn check(seed: u64) -> Result<(), String> {
         let clean = play(&scenario.without_fault(widget));
         let (with, without) = (played.finished.unwrap(), clean.finished.unwrap());
         if std::env::var_os("WIDGET_SIM_REPORT").is_some() {
-            eprintln!("throttling: seed {seed}: others took {with:?} with {widget} throttled, {without:?} without");
+            eprintln!(
+                "throttling: seed {seed}: others took {with:?} with {widget} throttled, {without:?} without"
+            );
         }
         if with > without.mul_f64(1.1) + Duration::from_millis(50) {
             return fail(format!(
@@ -415,7 +431,8 @@ fn seeds() -> Vec<u64> {
     if let Ok(seed) = std::env::var("WIDGET_SIM_SEED") {
         return vec![seed.parse().expect("WIDGET_SIM_SEED is a number")];
     }
-    let count = std::env::var("WIDGET_SIM_SEEDS").map_or(10_000, |n| n.parse().expect("WIDGET_SIM_SEEDS is a number"));
+    let count = std::env::var("WIDGET_SIM_SEEDS")
+        .map_or(10_000, |n| n.parse().expect("WIDGET_SIM_SEEDS is a number"));
     let first = std::env::var("WIDGET_SIM_FIRST_SEED").map_or(0, |n| n.parse().expect("a number"));
     (first..first + count).collect()
 }
@@ -461,16 +478,24 @@ fn the_pipeline_stays_live_ordered_and_lossless_under_simulated_faults() {
         let mut tally: BTreeMap<String, (usize, u64)> = BTreeMap::new();
         for (seed, failure) in &failures {
             let mut lines = failure.lines();
-            let source = lines.next().and_then(|l| l.split(", ").next()).and_then(|l| l.split(": ").nth(1)).unwrap_or("?");
+            let source = lines
+                .next()
+                .and_then(|l| l.split(", ").next())
+                .and_then(|l| l.split(": ").nth(1))
+                .unwrap_or("?");
             let property = lines
                 .next()
                 .map(|l| match l.split_once(": ") {
-                    Some((property, rest)) if rest.contains("naming no widget") => format!("{property}, keyless behind failing"),
+                    Some((property, rest)) if rest.contains("naming no widget") => {
+                        format!("{property}, keyless behind failing")
+                    }
                     Some((property, _)) => property.to_owned(),
                     None => "?".to_owned(),
                 })
                 .unwrap_or_default();
-            let entry = tally.entry(format!("{property} ({source})")).or_insert((0, *seed));
+            let entry = tally
+                .entry(format!("{property} ({source})"))
+                .or_insert((0, *seed));
             entry.0 += 1;
         }
         for (what, (count, first)) in tally {

@@ -51,7 +51,13 @@ struct Message {
 }
 
 impl SimQueue {
-    pub(super) fn new(requests: Vec<Request>, fifo: bool, epoch: Instant, rng: ChaCha8Rng, ledger: Arc<Ledger>) -> SimQueue {
+    pub(super) fn new(
+        requests: Vec<Request>,
+        fifo: bool,
+        epoch: Instant,
+        rng: ChaCha8Rng,
+        ledger: Arc<Ledger>,
+    ) -> SimQueue {
         let messages = requests
             .into_iter()
             .map(|request| Message {
@@ -130,14 +136,28 @@ impl SimQueue {
             }
             // No order: a few swaps, then the first ten.
             for _ in 0..chosen.len() / 3 {
-                let (a, b) = (rng.random_range(0..chosen.len()), rng.random_range(0..chosen.len()));
+                let (a, b) = (
+                    rng.random_range(0..chosen.len()),
+                    rng.random_range(0..chosen.len()),
+                );
                 chosen.swap(a, b);
             }
             chosen.truncate(RECEIVE);
         }
         if std::env::var("SIM_TRACE").is_ok() {
-            eprintln!("{:?} receive {:?} in flight {:?}", now, chosen.iter().map(|&i| messages[i].request.key.clone()).collect::<Vec<_>>(),
-                messages.iter().filter(|m| in_flight(m)).map(|m| (m.request.key.clone(), group(&m.request), m.held, m.visible_at)).collect::<Vec<_>>());
+            eprintln!(
+                "{:?} receive {:?} in flight {:?}",
+                now,
+                chosen
+                    .iter()
+                    .map(|&i| messages[i].request.key.clone())
+                    .collect::<Vec<_>>(),
+                messages
+                    .iter()
+                    .filter(|m| in_flight(m))
+                    .map(|m| (m.request.key.clone(), group(&m.request), m.held, m.visible_at))
+                    .collect::<Vec<_>>()
+            );
         }
         chosen
             .into_iter()
@@ -193,7 +213,10 @@ impl SimQueue {
 /// A message's FIFO group: its widget (malformed requests have a group of
 /// their own each).
 fn group(request: &Request) -> String {
-    request.widget.clone().unwrap_or_else(|| format!("~{}", request.key))
+    request
+        .widget
+        .clone()
+        .unwrap_or_else(|| format!("~{}", request.key))
 }
 
 #[async_trait::async_trait]
@@ -228,7 +251,11 @@ impl Source for SimQueue {
 
     async fn read(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
         let state = self.state.lock().unwrap();
-        let Some(m) = state.messages.iter().find(|m| m.request.key == key && m.held && !m.deleted) else {
+        let Some(m) = state
+            .messages
+            .iter()
+            .find(|m| m.request.key == key && m.held && !m.deleted)
+        else {
             return Ok(Fetched::Gone);
         };
         let version = Version(Some(m.receipt.clone()));

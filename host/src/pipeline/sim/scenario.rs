@@ -89,9 +89,13 @@ pub(super) struct Scenario {
 impl Scenario {
     pub(super) fn draw(seed: u64) -> Scenario {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let source = *[SourceKind::Bucket, SourceKind::FifoQueue, SourceKind::StandardQueue]
-            .choose(&mut rng)
-            .unwrap();
+        let source = *[
+            SourceKind::Bucket,
+            SourceKind::FifoQueue,
+            SourceKind::StandardQueue,
+        ]
+        .choose(&mut rng)
+        .unwrap();
         let concurrency = *[1, 2, 4, 8, 16].choose(&mut rng).unwrap();
         let widgets: Vec<String> = (0..rng.random_range(2..10)).map(|i| format!("w{i}")).collect();
         // Now and then one widget takes most of the traffic.
@@ -257,4 +261,4 @@ impl fmt::Display for Scenario {
         )
     }
 }
-// 
+//

@@ -64,7 +64,8 @@ impl SimStore {
         tokio::time::sleep(latency).await;
         let widget = widget_of(key);
         let now = self.epoch.elapsed();
-        let failure = |class, message: &str| Err(StorageError::new(format!("{action} {key}"), class, message));
+        let failure =
+            |class, message: &str| Err(StorageError::new(format!("{action} {key}"), class, message));
         match self.faults.get(widget) {
             None => Ok(()),
             Some(Fault::Transient { .. }) => {
