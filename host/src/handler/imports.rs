@@ -9,12 +9,13 @@ impl types::Host for GuestState {}
 
 impl store::Host for GuestState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, String>> {
-        let Some(sink) = self.sink.clone() else {
+        let call = &mut self.call;
+        let Some(reader) = call.reader.clone() else {
             wasmtime::bail!("the store may not be read from `ordering-key`");
         };
-        self.waiting.start();
-        let result = tokio::time::timeout(GET_TIMEOUT, sink.get(&key)).await;
-        self.waiting.stop();
+        call.waiting.start();
+        let result = tokio::time::timeout(GET_TIMEOUT, reader.get(&key)).await;
+        call.waiting.stop();
         let failure = match result {
             Ok(Ok(document)) => return Ok(Ok(document)),
             // The request's own doing (a key the store cannot hold): the
@@ -28,7 +29,7 @@ impl store::Host for GuestState {
             ),
         };
         let message = failure.to_string();
-        self.store_failure = Some(failure);
+        call.store_failure = Some(failure);
         // Trap: the guest's answer would be built on a failed read.
         wasmtime::bail!("store unavailable: {message}")
     }
@@ -40,16 +41,16 @@ impl log::Host for GuestState {
             log::Level::Debug => "debug",
             log::Level::Info => "info",
             log::Level::Warn => {
-                self.warnings += 1;
+                self.call.warnings += 1;
                 "warn"
             }
             log::Level::Error => "error",
         };
         // Over the call's budget: cut, then dropped (and counted).
-        let Some(message) = self.log.admit(name, message) else {
+        let Some(message) = self.call.log.admit(name, message) else {
             return Ok(());
         };
-        let key = &self.request_key;
+        let key = &self.call.request_key;
         match level {
             log::Level::Debug => tracing::debug!(request_key = %key, "handler: {message}"),
             log::Level::Info => tracing::info!(request_key = %key, "handler: {message}"),

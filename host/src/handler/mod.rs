@@ -9,15 +9,17 @@
 //! - [`swap`]: replacing the handler of a running host.
 
 mod bindings;
+mod call;
 mod imports;
 mod limiter;
 mod output;
 mod sandbox;
+mod stderr;
 pub(crate) mod swap;
 
 use crate::contract::{Context, Plan};
 use crate::error::StorageError;
-use crate::sink::Sink;
+use crate::sink::{Read, ReadOnly, Sink};
 use anyhow::Context as _;
 use bindings::{WidgetHandler, WidgetHandlerPre};
 use output::Logs;
@@ -178,22 +180,25 @@ impl Handler {
         self.limits.reuse > 1
     }
 
-    /// A kept instance, or a new one, readied for a call about
-    /// `request_key` that reads `sink`.
-    async fn warm(&self, sink: Option<Arc<dyn Sink>>, request_key: String) -> Result<Warm, CallError> {
+    /// A kept instance readied for a call about `request_key` that reads
+    /// `reader`, or a new one; whether it was kept.
+    async fn warm(&self, reader: Option<Arc<dyn Read>>, request_key: String) -> Result<(Warm, bool), CallError> {
         let kept = self.warm.lock().unwrap().pop();
         if let Some(mut warm) = kept {
-            sandbox::reset_for_call(&mut warm.store, self.limits, sink, request_key);
-            return Ok(warm);
+            sandbox::begin_call(&mut warm.store, self.limits, reader, request_key);
+            return Ok((warm, true));
         }
-        let mut store = sandbox::new_store(&self.engine, self.limits, sink, request_key);
-        let waiting = store.data().waiting.clone();
+        let mut store = sandbox::new_store(&self.engine, self.limits, reader, request_key);
+        let waiting = store.data().call.waiting.clone();
         match sandbox::bounded(self.limits, waiting, self.pre.instantiate_async(&mut store)).await {
-            Ok(bindings) => Ok(Warm {
-                store,
-                bindings,
-                calls: 0,
-            }),
+            Ok(bindings) => Ok((
+                Warm {
+                    store,
+                    bindings,
+                    calls: 0,
+                },
+                false,
+            )),
             Err(error) => Err(sandbox::finish::<()>(store, Err(error))
                 .err()
                 .expect("a failed instantiation fails")),
@@ -205,8 +210,7 @@ impl Handler {
     fn put_back(&self, mut warm: Warm, succeeded: bool) {
         warm.calls += 1;
         if succeeded && warm.calls < self.limits.reuse {
-            // No store of a finished call stays reachable from it.
-            warm.store.data_mut().sink = None;
+            sandbox::end_call(&mut warm.store, self.limits);
             self.warm.lock().unwrap().push(warm);
         }
     }
@@ -214,8 +218,8 @@ impl Handler {
     /// The handler's ordering key for a request.
     pub async fn ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
         if self.reuses() {
-            let mut warm = self.warm(None, String::new()).await?;
-            let waiting = warm.store.data().waiting.clone();
+            let (mut warm, kept) = self.warm(None, String::new()).await?;
+            let waiting = warm.store.data().call.waiting.clone();
             let result = sandbox::bounded(
                 self.limits,
                 waiting,
@@ -224,10 +228,19 @@ impl Handler {
             .await;
             let finished = sandbox::finish_call(&mut warm.store, result);
             self.put_back(warm, finished.is_ok());
+            // What an earlier request left in the instance may be the
+            // cause: a fresh one decides.
+            if kept && matches!(finished, Err(CallError::Handler(_))) {
+                return self.fresh_ordering_key(request).await;
+            }
             return finished.map(|finished| finished.value);
         }
+        self.fresh_ordering_key(request).await
+    }
+
+    async fn fresh_ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
         let mut store = sandbox::new_store(&self.engine, self.limits, None, String::new());
-        let waiting = store.data().waiting.clone();
+        let waiting = store.data().call.waiting.clone();
         let result = sandbox::bounded(self.limits, waiting, async {
             let handler = self.pre.instantiate_async(&mut store).await?;
             handler.call_ordering_key(&mut store, request).await
@@ -237,17 +250,18 @@ impl Handler {
     }
 
     /// Asks the handler what to do with a request. The handler reads the
-    /// destination through `sink`.
+    /// destination through `sink`, read only.
     pub async fn handle(
         &self,
         request: &[u8],
         context: &Context,
         sink: Arc<dyn Sink>,
     ) -> Result<Handled, CallError> {
+        let reader: Arc<dyn Read> = Arc::new(ReadOnly(sink));
         let wit_context = context.into();
         let finished = if self.reuses() {
-            let mut warm = self.warm(Some(sink), context.key.clone()).await?;
-            let waiting = warm.store.data().waiting.clone();
+            let (mut warm, kept) = self.warm(Some(reader.clone()), context.key.clone()).await?;
+            let waiting = warm.store.data().call.waiting.clone();
             let result = sandbox::bounded(
                 self.limits,
                 waiting,
@@ -256,16 +270,15 @@ impl Handler {
             .await;
             let finished = sandbox::finish_call(&mut warm.store, result);
             self.put_back(warm, finished.is_ok());
-            finished?
+            match finished {
+                // A reused instance's failure may be an earlier request's
+                // doing: the request is tried once on a fresh instance
+                // before it is dead-lettered, and the reason is that call's.
+                Err(CallError::Handler(_)) if kept => self.fresh_handle(request, &wit_context, reader, context).await?,
+                finished => finished?,
+            }
         } else {
-            let mut store = sandbox::new_store(&self.engine, self.limits, Some(sink), context.key.clone());
-            let waiting = store.data().waiting.clone();
-            let result = sandbox::bounded(self.limits, waiting, async {
-                let handler = self.pre.instantiate_async(&mut store).await?;
-                handler.call_handle(&mut store, request, &wit_context).await
-            })
-            .await;
-            sandbox::finish(store, result)?
+            self.fresh_handle(request, &wit_context, reader, context).await?
         };
         let verdict = match finished.value {
             Ok(plan) => {
@@ -280,6 +293,23 @@ impl Handler {
             warnings: finished.warnings,
             logs: finished.logs,
         })
+    }
+
+    async fn fresh_handle(
+        &self,
+        request: &[u8],
+        wit_context: &bindings::types::Context,
+        reader: Arc<dyn Read>,
+        context: &Context,
+    ) -> Result<sandbox::Finished<Result<bindings::types::Plan, bindings::types::Rejection>>, CallError> {
+        let mut store = sandbox::new_store(&self.engine, self.limits, Some(reader), context.key.clone());
+        let waiting = store.data().call.waiting.clone();
+        let result = sandbox::bounded(self.limits, waiting, async {
+            let handler = self.pre.instantiate_async(&mut store).await?;
+            handler.call_handle(&mut store, request, wit_context).await
+        })
+        .await;
+        sandbox::finish(store, result)
     }
 }
 
@@ -378,6 +408,49 @@ mod tests {
             .await
             .unwrap();
         assert!(handled.verdict.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reused_instance_shows_no_call_the_stderr_of_another() {
+        let limits = Limits {
+            reuse: 1000,
+            ..Limits::default()
+        };
+        let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
+        let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
+        let hostile = Handler::from_bytes(&hostile, limits).unwrap();
+        // A line of stderr per call: far more than one call may keep.
+        for i in 0..200 {
+            let request = format!("chatty {i} {}", "x".repeat(60));
+            let handled = hostile.handle(request.as_bytes(), &context(), sink.clone()).await;
+            assert!(handled.is_ok(), "call {i}: {:?}", handled.err());
+        }
+        assert_eq!(hostile.warm.lock().unwrap().len(), 1, "one instance served them all");
+        let Err(CallError::Handler(reason)) = hostile.handle(b"trap", &context(), sink).await else {
+            panic!("a trap fails the call");
+        };
+        assert!(reason.contains("deliberate trap"), "{reason}");
+        assert!(!reason.contains("chatty"), "only this call's stderr: {reason}");
+    }
+
+    #[tokio::test]
+    async fn a_call_failing_on_a_reused_instance_is_tried_once_on_a_fresh_one() {
+        let limits = Limits {
+            reuse: 1000,
+            ..Limits::default()
+        };
+        let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
+        let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
+        let hostile = Handler::from_bytes(&hostile, limits).unwrap();
+        hostile.handle(b"poison", &context(), sink.clone()).await.unwrap();
+        // The kept instance traps on anything now; a fresh one does not.
+        let handled = hostile.handle(b"echo", &context(), sink.clone()).await.unwrap();
+        assert_eq!(handled.verdict.unwrap().kind, "echo");
+        // A request that fails on a fresh instance too is the request's.
+        let Err(CallError::Handler(reason)) = hostile.handle(b"trap", &context(), sink).await else {
+            panic!("a trap fails the call");
+        };
+        assert!(reason.contains("deliberate trap") && !reason.contains("poisoned"), "{reason}");
     }
 
     #[tokio::test]

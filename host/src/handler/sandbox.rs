@@ -9,16 +9,16 @@
 //! fails.
 
 use super::CallError;
+use super::call::{Call, WaitClock};
 use super::limiter::{CallLimiter, count_exceeded};
-use super::output::{LogBudget, Logs, PlanLimits};
-use crate::error::StorageError;
+use super::output::{Logs, PlanLimits};
+use super::stderr::StderrTail;
 use crate::logging::escape;
-use crate::sink::Sink;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use crate::sink::Read;
+use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 /// How often the engine's epoch advances: the granularity of the deadline.
@@ -34,8 +34,6 @@ const WALL_CLOCK_GRACE: Duration = Duration::from_secs(60);
 /// environment's fault, not the request's.
 pub(super) const GET_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How much of the guest's stderr is kept for error messages.
-const STDERR_CAPACITY: usize = 4096;
 
 /// Limits on one handler call.
 #[derive(Debug, Clone, Copy)]
@@ -117,51 +115,15 @@ pub(crate) fn engine(cache: bool) -> anyhow::Result<Engine> {
     Ok(engine)
 }
 
-/// What one handler instance may reach, and what it left behind.
+/// What one handler instance holds for as long as it lives: its WASI
+/// context, its resources, its memory limit and its stderr. Everything
+/// about the call under way is in [`Call`], made new for each call.
 pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: CallLimiter,
-    /// The store `store.get` reads; `None` for calls that must not read it
-    /// (`ordering-key`).
-    pub(super) sink: Option<Arc<dyn Sink>>,
-    pub(super) request_key: String,
-    stderr: MemoryOutputPipe,
-    pub(super) warnings: u32,
-    pub(super) log: LogBudget,
-    /// A read that failed for a reason other than the request: the call's
-    /// answer is not to be trusted.
-    pub(super) store_failure: Option<StorageError>,
-    started: Instant,
-    /// Time spent in `store.get`, which does not count against the limit.
-    pub(super) waiting: WaitClock,
-    time_limit: Duration,
-}
-
-/// The time a call has spent waiting on the host, shared with whatever
-/// bounds the call from outside.
-#[derive(Debug, Clone, Default)]
-pub(super) struct WaitClock(Arc<Mutex<(Duration, Option<Instant>)>>);
-
-impl WaitClock {
-    /// Starts a wait.
-    pub(super) fn start(&self) {
-        self.0.lock().unwrap().1 = Some(Instant::now());
-    }
-
-    /// Ends the wait started last.
-    pub(super) fn stop(&self) {
-        let mut clock = self.0.lock().unwrap();
-        if let Some(since) = clock.1.take() {
-            clock.0 += since.elapsed();
-        }
-    }
-
-    /// All the waiting so far, the wait in progress included.
-    fn waited(&self) -> Duration {
-        let clock = self.0.lock().unwrap();
-        clock.0 + clock.1.map_or(Duration::ZERO, |since| since.elapsed())
-    }
+    stderr: StderrTail,
+    pub(super) call: Call,
 }
 
 impl WasiView for GuestState {
@@ -177,10 +139,10 @@ impl WasiView for GuestState {
 pub(super) fn new_store(
     engine: &Engine,
     limits: Limits,
-    sink: Option<Arc<dyn Sink>>,
+    reader: Option<Arc<dyn Read>>,
     request_key: String,
 ) -> Store<GuestState> {
-    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    let stderr = StderrTail::default();
     let mut wasi = WasiCtx::builder();
     wasi.stderr(stderr.clone())
         .wall_clock(Frozen)
@@ -192,24 +154,16 @@ pub(super) fn new_store(
         wasi: wasi.build(),
         table: ResourceTable::new(),
         limiter: CallLimiter::new(limits.memory),
-        sink,
-        request_key,
         stderr,
-        warnings: 0,
-        log: LogBudget::new(limits.log_bytes),
-        store_failure: None,
-        started: Instant::now(),
-        waiting: WaitClock::default(),
-        time_limit: limits.time,
+        call: Call::new(limits, reader, request_key),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|ctx| {
-        let state = ctx.data();
-        let computing = state.started.elapsed().saturating_sub(state.waiting.waited());
-        if computing > state.time_limit {
-            Err(wasmtime::Error::new(TimeLimit(state.time_limit)))
+        let call = &ctx.data().call;
+        if call.computing() > call.time_limit {
+            Err(wasmtime::Error::new(TimeLimit(call.time_limit)))
         } else {
             // Yield so that a busy guest does not hold a Tokio worker.
             Ok(UpdateDeadline::Yield(1))
@@ -218,23 +172,24 @@ pub(super) fn new_store(
     store
 }
 
-/// Readies a reused instance's store for the next call: its own store to
-/// read, key, log budget, warnings and clocks; the time limit starts again.
-pub(super) fn reset_for_call(
+/// Readies a reused instance's store for the next call: a new [`Call`],
+/// the stderr of the last one dropped, the deadline counted again.
+pub(super) fn begin_call(
     store: &mut Store<GuestState>,
     limits: Limits,
-    sink: Option<Arc<dyn Sink>>,
+    reader: Option<Arc<dyn Read>>,
     request_key: String,
 ) {
     let state = store.data_mut();
-    state.sink = sink;
-    state.request_key = request_key;
-    state.warnings = 0;
-    state.log = LogBudget::new(limits.log_bytes);
-    state.store_failure = None;
-    state.started = Instant::now();
-    state.waiting = WaitClock::default();
+    state.call = Call::new(limits, reader, request_key);
+    state.stderr.take();
     store.set_epoch_deadline(1);
+}
+
+/// Ends a reused instance's call: it keeps nothing of the call, the store
+/// it read least of all.
+pub(super) fn end_call(store: &mut Store<GuestState>, limits: Limits) {
+    store.data_mut().call = Call::new(limits, None, String::new());
 }
 
 /// Runs a call under the wall-clock bound: its time limit and a grace,
@@ -286,15 +241,17 @@ pub(super) fn finish_call<R>(
     result: wasmtime::Result<R>,
 ) -> Result<Finished<R>, CallError> {
     let state = store.data_mut();
-    if state.log.dropped_lines > 0 || state.log.dropped_bytes > 0 {
+    let (stderr, stderr_dropped) = state.stderr.take();
+    let call = &mut state.call;
+    if call.log.dropped_lines > 0 || call.log.dropped_bytes > 0 {
         tracing::warn!(
-            request_key = %state.request_key,
-            dropped_lines = state.log.dropped_lines,
-            dropped_bytes = state.log.dropped_bytes,
+            request_key = %call.request_key,
+            dropped_lines = call.log.dropped_lines,
+            dropped_bytes = call.log.dropped_bytes,
             "The handler reached its log limit (--handler-log-bytes); the rest of its log for this request was dropped."
         );
     }
-    if let Some(failure) = state.store_failure.take() {
+    if let Some(failure) = call.store_failure.take() {
         // Whatever the guest made of a failed read, its answer is not to be
         // trusted: retry the request once the store is back, or stop.
         return Err(CallError::Store(failure));
@@ -302,8 +259,8 @@ pub(super) fn finish_call<R>(
     match result {
         Ok(value) => Ok(Finished {
             value,
-            warnings: state.warnings,
-            logs: std::mem::take(&mut state.log.kept),
+            warnings: call.warnings,
+            logs: std::mem::take(&mut call.log.kept),
         }),
         Err(error) => {
             // The limit first, named as the user can change it; wasmtime's
@@ -313,13 +270,16 @@ pub(super) fn finish_call<R>(
             } else if let Some(limit) = state.limiter.exceeded.take().or_else(|| count_exceeded(&error)) {
                 limit.to_string()
             } else {
-                tracing::debug!(request_key = %state.request_key, "Handler call failed: {error:?}");
+                tracing::debug!(request_key = %call.request_key, "Handler call failed: {error:?}");
                 without_backtrace(&error)
             };
-            let stderr = state.stderr.contents();
+            // This call's stderr only: each call begins with it empty.
             let stderr = String::from_utf8_lossy(&stderr);
             if !stderr.trim().is_empty() {
                 reason.push_str(&format!("; handler stderr: {}", escape(stderr.trim())));
+                if stderr_dropped > 0 {
+                    reason.push_str(&format!(" ... ({stderr_dropped} more bytes)"));
+                }
             }
             Err(CallError::Handler(reason))
         }

@@ -25,6 +25,24 @@ pub(crate) fn too_large(action: String, size: u64) -> StorageError {
     )
 }
 
+/// Read access to a store, and nothing else: what a handler's `store.get`
+/// is given, so that no handler call can reach a put or a delete.
+#[async_trait::async_trait]
+pub trait Read: Send + Sync {
+    /// The document at `key`, `None` when there is none.
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError>;
+}
+
+/// A sink seen through [`Read`] only.
+pub struct ReadOnly(pub std::sync::Arc<dyn Sink>);
+
+#[async_trait::async_trait]
+impl Read for ReadOnly {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        self.0.get(key).await
+    }
+}
+
 /// A key-value store of JSON documents. Keys and documents are the
 /// handler's; a sink only stores them (see `wit/handler.wit`).
 #[async_trait::async_trait]

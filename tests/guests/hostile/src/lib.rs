@@ -12,6 +12,9 @@
 //! - `wasi` tries to read a file, list the root, read the environment and
 //!   open a TCP connection to the address after it (`wasi 127.0.0.1:PORT`),
 //!   and is refused with what each attempt got;
+//! - `chatty ...` writes a line to stderr, then is stored as below;
+//! - `poison` is accepted and leaves its instance poisoned: every later
+//!   call on the same instance traps (a reused instance's state gone bad);
 //! - anything else is stored unchanged at `echo/{request key}`.
 
 wit_bindgen::generate!({
@@ -24,6 +27,9 @@ use widgets::handler::types::{Operation, Put};
 
 struct Hostile;
 
+/// Set by `poison`: this instance traps on every call after.
+static POISONED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Guest for Hostile {
     fn ordering_key(request: Vec<u8>) -> Option<String> {
         match &request[..] {
@@ -34,7 +40,20 @@ impl Guest for Hostile {
     }
 
     fn handle(request: Vec<u8>, ctx: Context) -> Result<Plan, Rejection> {
+        if POISONED.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("poisoned by an earlier request on this instance");
+        }
+        if request.starts_with(b"chatty") {
+            eprintln!("debug: handling request {}", String::from_utf8_lossy(&request));
+        }
         match &request[..] {
+            b"poison" => {
+                POISONED.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(Plan {
+                    kind: "poison".into(),
+                    operations: Vec::new(),
+                })
+            }
             b"loop" => spin(),
             b"recurse" => Ok(Plan {
                 kind: format!("depth {}", recurse(0)),
