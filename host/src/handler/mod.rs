@@ -282,7 +282,8 @@ impl Handler {
         };
         let verdict = match finished.value {
             Ok(plan) => {
-                let plan = Plan::from(plan);
+                let mut plan = Plan::from(plan);
+                plan.kind = output::bounded_kind(plan.kind);
                 output::check_plan(&plan, self.limits.plan()).map_err(CallError::Handler)?;
                 Ok(plan)
             }

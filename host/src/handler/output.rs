@@ -78,6 +78,22 @@ pub(super) struct PlanLimits {
     pub(super) bytes: usize,
 }
 
+/// The longest `kind` a plan may name.
+pub(crate) const MAX_KIND_BYTES: usize = 64;
+
+/// What a plan's `kind` is counted and logged as: itself when it is a
+/// short printable name (1 to [`MAX_KIND_BYTES`] bytes of ASCII letters,
+/// digits and punctuation), `other` when it is not. It reaches every log
+/// line, the summary and a metrics label: a handler naming megabytes, or
+/// control characters, must not reach them.
+pub(super) fn bounded_kind(kind: String) -> String {
+    let fits = !kind.is_empty() && kind.len() <= MAX_KIND_BYTES && kind.bytes().all(|b| b.is_ascii_graphic());
+    match fits {
+        true => kind,
+        false => "other".to_owned(),
+    }
+}
+
 /// Refuses a plan over its limits, with a reason naming the limit.
 pub(super) fn check_plan(plan: &Plan, limits: PlanLimits) -> Result<(), String> {
     if plan.operations.len() > limits.operations {
@@ -108,6 +124,16 @@ pub(super) fn check_plan(plan: &Plan, limits: PlanLimits) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_that_is_long_or_odd_is_counted_as_other() {
+        assert_eq!(bounded_kind("create".into()), "create");
+        assert_eq!(bounded_kind("a.b-c_d:e/f".into()), "a.b-c_d:e/f");
+        assert_eq!(bounded_kind("k".repeat(MAX_KIND_BYTES)), "k".repeat(MAX_KIND_BYTES));
+        for odd in ["k".repeat(MAX_KIND_BYTES + 1), "x".repeat(3 << 20), String::new(), "two words".into(), "bell\u{7}".into(), "café".into()] {
+            assert_eq!(bounded_kind(odd.clone()), "other", "{odd:.20}");
+        }
+    }
 
     #[test]
     fn a_log_past_its_budget_is_cut_then_dropped_and_counted() {
