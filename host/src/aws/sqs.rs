@@ -27,7 +27,13 @@ pub(crate) struct Queue {
     pub(crate) redrive: bool,
     /// The queue's default visibility timeout.
     pub(crate) visibility: Duration,
+    /// The largest message it takes, body and attributes together
+    /// (`MaximumMessageSize`; 256 KiB unless set lower).
+    pub(crate) max_message_bytes: usize,
 }
+
+/// SQS's largest message unless a queue says less.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 impl Queue {
     /// Finds the queue `name_or_url` (a name is looked up with GetQueueUrl)
@@ -65,6 +71,9 @@ impl Queue {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(30),
             ),
+            max_message_bytes: attribute(QueueAttributeName::MaximumMessageSize)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(MAX_MESSAGE_BYTES),
             name,
             url,
         })

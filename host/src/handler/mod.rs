@@ -182,7 +182,11 @@ impl Handler {
 
     /// A kept instance readied for a call about `request_key` that reads
     /// `reader`, or a new one; whether it was kept.
-    async fn warm(&self, reader: Option<Arc<dyn Read>>, request_key: String) -> Result<(Warm, bool), CallError> {
+    async fn warm(
+        &self,
+        reader: Option<Arc<dyn Read>>,
+        request_key: String,
+    ) -> Result<(Warm, bool), CallError> {
         let kept = self.warm.lock().unwrap().pop();
         if let Some(mut warm) = kept {
             sandbox::begin_call(&mut warm.store, self.limits, reader, request_key);
@@ -274,7 +278,9 @@ impl Handler {
                 // A reused instance's failure may be an earlier request's
                 // doing: the request is tried once on a fresh instance
                 // before it is dead-lettered, and the reason is that call's.
-                Err(CallError::Handler(_)) if kept => self.fresh_handle(request, &wit_context, reader, context).await?,
+                Err(CallError::Handler(_)) if kept => {
+                    self.fresh_handle(request, &wit_context, reader, context).await?
+                }
                 finished => finished?,
             }
         } else {
@@ -426,7 +432,11 @@ mod tests {
             let handled = hostile.handle(request.as_bytes(), &context(), sink.clone()).await;
             assert!(handled.is_ok(), "call {i}: {:?}", handled.err());
         }
-        assert_eq!(hostile.warm.lock().unwrap().len(), 1, "one instance served them all");
+        assert_eq!(
+            hostile.warm.lock().unwrap().len(),
+            1,
+            "one instance served them all"
+        );
         let Err(CallError::Handler(reason)) = hostile.handle(b"trap", &context(), sink).await else {
             panic!("a trap fails the call");
         };
@@ -451,7 +461,10 @@ mod tests {
         let Err(CallError::Handler(reason)) = hostile.handle(b"trap", &context(), sink).await else {
             panic!("a trap fails the call");
         };
-        assert!(reason.contains("deliberate trap") && !reason.contains("poisoned"), "{reason}");
+        assert!(
+            reason.contains("deliberate trap") && !reason.contains("poisoned"),
+            "{reason}"
+        );
     }
 
     #[tokio::test]

@@ -129,8 +129,18 @@ mod tests {
     fn a_kind_that_is_long_or_odd_is_counted_as_other() {
         assert_eq!(bounded_kind("create".into()), "create");
         assert_eq!(bounded_kind("a.b-c_d:e/f".into()), "a.b-c_d:e/f");
-        assert_eq!(bounded_kind("k".repeat(MAX_KIND_BYTES)), "k".repeat(MAX_KIND_BYTES));
-        for odd in ["k".repeat(MAX_KIND_BYTES + 1), "x".repeat(3 << 20), String::new(), "two words".into(), "bell\u{7}".into(), "café".into()] {
+        assert_eq!(
+            bounded_kind("k".repeat(MAX_KIND_BYTES)),
+            "k".repeat(MAX_KIND_BYTES)
+        );
+        for odd in [
+            "k".repeat(MAX_KIND_BYTES + 1),
+            "x".repeat(3 << 20),
+            String::new(),
+            "two words".into(),
+            "bell\u{7}".into(),
+            "café".into(),
+        ] {
             assert_eq!(bounded_kind(odd.clone()), "other", "{odd:.20}");
         }
     }

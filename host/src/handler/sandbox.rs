@@ -34,7 +34,6 @@ const WALL_CLOCK_GRACE: Duration = Duration::from_secs(60);
 /// environment's fault, not the request's.
 pub(super) const GET_TIMEOUT: Duration = Duration::from_secs(10);
 
-
 /// Limits on one handler call.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -237,8 +237,16 @@ impl SqsSource {
         fresh
     }
 
-    /// Sends the request `key` to the dead-letter queue with `reason`.
-    async fn send_to_dead_letters(&self, queue: &Queue, key: &str, reason: &str) -> Result<(), StorageError> {
+    /// Sends the request `key` to the dead-letter queue with `reason`, cut
+    /// to what the queue's size limit leaves beside the body; `false` if
+    /// even the body and the source attribute do not fit (then nothing is
+    /// sent).
+    async fn send_to_dead_letters(
+        &self,
+        queue: &Queue,
+        key: &str,
+        reason: &str,
+    ) -> Result<bool, StorageError> {
         let (body, group) = {
             let held = self.held.lock().unwrap();
             let held = held.get(key).ok_or_else(|| {
@@ -248,6 +256,9 @@ impl SqsSource {
                 )
             })?;
             (held.body.clone(), held.group.clone())
+        };
+        let Some(reason) = fit_reason(reason, body.len(), &self.queue.name, queue.max_message_bytes) else {
+            return Ok(false);
         };
         let attribute = |value: &str| {
             MessageAttributeValue::builder()
@@ -260,7 +271,7 @@ impl SqsSource {
             .send_message()
             .queue_url(&queue.url)
             .message_body(body)
-            .message_attributes(REASON_ATTRIBUTE, attribute(&attribute_safe(reason)))
+            .message_attributes(REASON_ATTRIBUTE, attribute(&reason))
             .message_attributes(SOURCE_ATTRIBUTE, attribute(&self.queue.name))
             // A FIFO dead-letter queue keeps the group, and the message id
             // makes a retried send a duplicate SQS drops.
@@ -269,7 +280,7 @@ impl SqsSource {
             .send()
             .await
             .map_err(|e| storage_error(format!("send message {key} to queue {}", queue.name), e))?;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -406,8 +417,14 @@ impl Source for SqsSource {
     async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError> {
         match &self.dead_letters {
             Some(queue) => {
-                self.send_to_dead_letters(queue, key, reason).await?;
-                self.ack(key, version).await
+                if self.send_to_dead_letters(queue, key, reason).await? {
+                    return self.ack(key, version).await;
+                }
+                // Too large for the dead-letter queue with any reason:
+                // left for the queue's redrive policy, as with none.
+                warn!(request_key = %key, queue = %queue.name, reason = %reason, "The message is too large to send to the dead-letter queue with its reason; left in the queue for its redrive policy.");
+                self.held.lock().unwrap().remove(key);
+                Ok(())
             }
             None => {
                 // Left invisible until its timeout runs out: it comes back
@@ -535,9 +552,26 @@ async fn extend_visibility(
     }
 }
 
+/// The reason attribute for a dead letter of `body_bytes` from the queue
+/// named `source`, cut so that body and attributes (names, data types and
+/// values, as SQS counts them) stay within `max_bytes`; `None` when not
+/// even the body, the source and a marker fit.
+fn fit_reason(reason: &str, body_bytes: usize, source: &str, max_bytes: usize) -> Option<String> {
+    const DATA_TYPE: &str = "String";
+    let fixed = body_bytes
+        + REASON_ATTRIBUTE.len()
+        + DATA_TYPE.len()
+        + SOURCE_ATTRIBUTE.len()
+        + DATA_TYPE.len()
+        + source.len();
+    let room = max_bytes.checked_sub(fixed)?.min(MAX_REASON_BYTES);
+    let reason = attribute_safe(reason, room);
+    (reason.len() <= room).then_some(reason)
+}
+
 /// SQS message attributes are XML text: control characters other than
 /// tab and newlines are escaped, and the reason is cut to a few KiB.
-fn attribute_safe(reason: &str) -> String {
+fn attribute_safe(reason: &str, max_bytes: usize) -> String {
     let mut safe = String::new();
     for c in reason.chars() {
         let piece = match c {
@@ -545,7 +579,7 @@ fn attribute_safe(reason: &str) -> String {
             c if c.is_control() => c.escape_unicode().to_string(),
             c => c.to_string(),
         };
-        if safe.len() + piece.len() > MAX_REASON_BYTES {
+        if safe.len() + piece.len() + 3 > max_bytes {
             safe.push_str("...");
             break;
         }
@@ -563,9 +597,39 @@ mod tests {
 
     #[test]
     fn reasons_are_made_attribute_safe_and_short() {
-        assert_eq!(attribute_safe("bad\u{1b}[31m type\n"), "bad\\u{1b}[31m type\n");
-        assert_eq!(attribute_safe(""), "(no reason given)");
-        let long = attribute_safe(&"é".repeat(5000));
-        assert!(long.len() <= MAX_REASON_BYTES + 3 && long.ends_with("..."));
+        assert_eq!(
+            attribute_safe("bad\u{1b}[31m type\n", MAX_REASON_BYTES),
+            "bad\\u{1b}[31m type\n"
+        );
+        assert_eq!(attribute_safe("", MAX_REASON_BYTES), "(no reason given)");
+        let long = attribute_safe(&"é".repeat(5000), MAX_REASON_BYTES);
+        assert!(long.len() <= MAX_REASON_BYTES && long.ends_with("..."));
+    }
+
+    #[test]
+    fn a_dead_letters_reason_is_cut_to_fit_the_queues_size_limit() {
+        let limit = crate::aws::sqs::MAX_MESSAGE_BYTES;
+        let reason = "rejected: ".repeat(100);
+        // A small body: the reason as it is (within its own cap).
+        assert_eq!(fit_reason(&reason, 100, "requests", limit).unwrap(), reason);
+        // A body near the limit: what is left, and not a byte more.
+        for body in [limit - 300, limit - 60, limit - 40] {
+            if let Some(cut) = fit_reason(&reason, body, "requests", limit) {
+                let total = body
+                    + cut.len()
+                    + "reason".len()
+                    + "source-queue".len()
+                    + "requests".len()
+                    + 2 * "String".len();
+                assert!(total <= limit, "{total} for a body of {body}");
+            }
+        }
+        assert!(
+            fit_reason(&reason, limit - 300, "requests", limit)
+                .unwrap()
+                .ends_with("...")
+        );
+        // A body at the limit leaves no room for the attributes.
+        assert_eq!(fit_reason(&reason, limit, "requests", limit), None);
     }
 }
