@@ -563,3 +563,42 @@ fn reused_python_instances_reach_the_end_state_of_fresh_ones() {
     );
     assert!(files(&reused).keys().any(|k| k.starts_with("widgets/")));
 }
+
+#[test]
+fn redrive_leaves_a_dead_letter_over_the_request_limit_unread() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    let dead = requests.join("dead-letter");
+    std::fs::create_dir_all(&dead).unwrap();
+    // A 2 MiB dead letter (over the default 1 MiB limit) and a small one.
+    let big = format!(
+        r#"{{"type":"create","requestId":"r","widgetId":"big","owner":"Sue Smith","label":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    std::fs::write(dead.join("1700000000001"), &big).unwrap();
+    std::fs::write(dead.join("1700000000001.reason"), "request too large\n").unwrap();
+    let small = r#"{"type":"create","requestId":"r","widgetId":"small","owner":"Sue Smith","label":"L"}"#;
+    std::fs::write(dead.join("1700000000002"), small).unwrap();
+    std::fs::write(dead.join("1700000000002.reason"), "rejected\n").unwrap();
+    let output = run_ok(
+        host()
+            .arg("redrive")
+            .arg("--requests-dir")
+            .arg(&requests)
+            .args(["--handler", "builtin"]),
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains(
+            "1700000000001: left: 2097233 bytes, over the limit of 1048576 (--max-request-bytes); not read"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("Moved 1 of 2 dead letters back (1 left)."), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dead.join("1700000000001")).unwrap(),
+        big,
+        "left where it was"
+    );
+    assert!(requests.join("1700000000002").is_file(), "the small one is back");
+}

@@ -102,7 +102,19 @@ impl AwsArgs {
     }
 }
 
-/// The limits a handler runs under.
+/// The largest request a command reads.
+#[derive(Debug, Clone, Args)]
+pub struct RequestSizeArgs {
+    /// Requests larger than this many bytes are dead-lettered unread (the
+    /// listing's size is checked before reading), and `redrive` leaves dead
+    /// letters larger than this unread. Memory then stays bounded by the
+    /// concurrency times this limit (see the README).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::pipeline::DEFAULT_MAX_REQUEST_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_request_bytes: u64,
+}
+
+/// The handler's limits, for every command that runs one.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Computing time one handler call may take, in milliseconds.

@@ -8,7 +8,7 @@
 //! the two.
 
 use super::UsageError;
-use super::flags::{AwsArgs, LimitArgs, RequestPlace, RequestPlaceArgs};
+use super::flags::{AwsArgs, LimitArgs, RequestPlace, RequestPlaceArgs, RequestSizeArgs};
 use super::run::{DestinationArgs, open_sink};
 use crate::aws::Aws;
 use crate::contract::{Context, Destination};
@@ -17,7 +17,7 @@ use crate::sink::Sink;
 use crate::sink::memory::MemorySink;
 use crate::source::dir::DirSource;
 use crate::source::s3::S3Source;
-use crate::source::{Redriven, Version};
+use crate::source::{Fetched, Redriven, Version};
 use clap::Args;
 use std::io::Write;
 use std::sync::Arc;
@@ -53,6 +53,9 @@ pub struct RedriveArgs {
 
     #[command(flatten)]
     limits: LimitArgs,
+
+    #[command(flatten)]
+    request_size: RequestSizeArgs,
 }
 
 /// The place the dead letters are in.
@@ -125,12 +128,23 @@ pub(super) async fn execute(
         }
         let shown = crate::logging::escape(key);
         if let Some((handler, store)) = &judge {
-            let body = match &place {
-                Place::Dir(source) => source.read_dead_letter(key)?,
-                Place::Bucket(source) => match source.read_dead_letter(key).await? {
-                    Some(body) => body,
-                    None => continue,
-                },
+            let limit = args.request_size.max_request_bytes;
+            let fetched = match &place {
+                Place::Dir(source) => source.read_dead_letter(key, limit)?,
+                Place::Bucket(source) => source.read_dead_letter(key, limit).await?,
+            };
+            let body = match fetched {
+                Fetched::Request(body, _) => body,
+                Fetched::Gone => continue,
+                Fetched::TooLarge(size, _) => {
+                    // Not read, as `run` would not read it: it stays.
+                    left += 1;
+                    writeln!(
+                        out,
+                        "{shown}: left: {size} bytes, over the limit of {limit} (--max-request-bytes); not read"
+                    )?;
+                    continue;
+                }
             };
             let context = Context {
                 key: key.clone(),

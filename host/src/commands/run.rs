@@ -2,14 +2,14 @@
 //! S3 bucket or a DynamoDB table, until the source is empty
 //! (`--until-empty`), the maximum run time, or a stop signal.
 
-use super::flags::{self, AwsArgs, LimitArgs, RequestPlace, RequestPlaceArgs};
+use super::flags::{self, AwsArgs, LimitArgs, RequestPlace, RequestPlaceArgs, RequestSizeArgs};
 use super::{Controls, UsageError};
 use crate::aws::s3::BucketRole;
 use crate::aws::{Aws, AwsSettings};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{self, Handler};
 use crate::metrics::{Metrics, Summary, exporter};
-use crate::pipeline::{self, DEFAULT_CONCURRENCY, DEFAULT_MAX_REQUEST_BYTES, Options};
+use crate::pipeline::{self, DEFAULT_CONCURRENCY, Options};
 use crate::progress;
 use crate::sink::{Sink, dir::DirSink, dynamodb::DynamoDbSink, s3::S3Sink};
 use crate::source::sqs::{MAX_WAIT_SECONDS, QueueOptions, SqsSource};
@@ -81,12 +81,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) metrics_addr: Option<String>,
 
-    /// Requests larger than this many bytes are dead-lettered unread (the
-    /// listing's size is checked before reading). Memory then stays bounded
-    /// by the concurrency times this limit (see the README).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) max_request_bytes: u64,
+    #[command(flatten)]
+    pub(crate) request_size: RequestSizeArgs,
 }
 
 /// How a queue of requests (`--request-queue`) is consumed.
@@ -264,7 +260,7 @@ impl RunConfig {
             options: Options {
                 concurrency: usize::from(args.concurrency),
                 until_empty: args.until_empty,
-                max_request_bytes: args.max_request_bytes,
+                max_request_bytes: args.request_size.max_request_bytes,
                 ..Options::default()
             },
             max_runtime: flags::max_runtime(args.max_runtime_ms),

@@ -143,10 +143,27 @@ impl DirSource {
         Ok(keys)
     }
 
-    /// A dead letter's bytes.
-    pub(crate) fn read_dead_letter(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+    /// A dead letter's bytes, unless it is gone or larger than
+    /// `max_bytes` (then it is not read).
+    pub(crate) fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
         let path = self.root.join(DEAD_LETTER).join(key);
-        std::fs::read(&path).map_err(|e| StorageError::io(format!("read {}", path.display()), e))
+        let failed = |e| StorageError::io(format!("read {}", path.display()), e);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Fetched::Gone),
+            Err(e) => return Err(failed(e)),
+        };
+        let size = file.metadata().map_err(failed)?.len();
+        if size > max_bytes {
+            return Ok(Fetched::TooLarge(size, Version::default()));
+        }
+        // It may have grown since: never more than the limit and a byte.
+        let mut body = Vec::with_capacity(size as usize);
+        file.take(max_bytes + 1).read_to_end(&mut body).map_err(failed)?;
+        Ok(match body.len() as u64 {
+            read if read > max_bytes => Fetched::TooLarge(read, Version::default()),
+            _ => Fetched::Request(body, Version::default()),
+        })
     }
 
     /// Moves the dead letter `key` back into the folder, then removes its

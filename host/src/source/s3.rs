@@ -121,13 +121,15 @@ impl S3Source {
         Ok(found)
     }
 
-    /// A dead letter's bytes, unless it is gone.
-    pub(crate) async fn read_dead_letter(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    /// A dead letter's bytes, unless it is gone or larger than
+    /// `max_bytes` (then it is not read).
+    pub(crate) async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
         let target = format!("{DEAD_LETTER_PREFIX}{key}");
         Ok(
-            match get_object(&self.client, &self.bucket, &target, u64::MAX).await? {
-                Got::Object(body, _) => Some(body),
-                Got::Missing | Got::TooLarge(..) => None,
+            match get_object(&self.client, &self.bucket, &target, max_bytes).await? {
+                Got::Object(body, etag) => Fetched::Request(body, Version(etag)),
+                Got::Missing => Fetched::Gone,
+                Got::TooLarge(size, etag) => Fetched::TooLarge(size, Version(etag)),
             },
         )
     }
