@@ -1067,3 +1067,23 @@ fn one_widget_throttled_for_ever_slows_no_other_and_holds_up_no_request_naming_n
         );
     }
 }
+
+#[test]
+fn diff_and_redrive_write_nothing_to_a_bucket_they_only_read() {
+    let client = s3(&moto());
+    let bucket = produce_into_bucket(&client, 20, 9);
+    put_request(&client, &bucket, "dead-letter/1600000000000", "{}");
+    let proxy = crate::slowdown::SlowDown::start(&moto(), "no such key anywhere");
+    let widgets = tempfile::tempdir().unwrap();
+    run_ok(
+        aws_host(&proxy.url, &dynamodb_local())
+            .args(["diff", "builtin", "builtin", "-rb", &bucket, "--widgets-dir"])
+            .arg(widgets.path()),
+    );
+    run_ok(aws_host(&proxy.url, &dynamodb_local()).args(["redrive", "-rb", &bucket, "--dry-run"]));
+    assert_eq!(
+        proxy.writes.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no PUT, POST or DELETE reached the bucket"
+    );
+}

@@ -1,6 +1,6 @@
 //! An HTTP proxy that answers S3's `503 SlowDown` to every request whose
 //! request line names a given text (one widget's object key) and forwards
-//! the rest: S3 throttles per prefix, so one hot key is throttled while the
+//! the rest, counting those that write: S3 throttles per prefix, so one hot key is throttled while the
 //! bucket serves every other. Each request is forwarded on a connection of
 //! its own, so that one client connection can carry both kinds.
 
@@ -13,6 +13,8 @@ pub struct SlowDown {
     pub url: String,
     /// Requests answered with SlowDown.
     pub refused: Arc<AtomicU64>,
+    /// Requests forwarded that write: PUT, POST, DELETE.
+    pub writes: Arc<AtomicU64>,
 }
 
 impl SlowDown {
@@ -22,15 +24,15 @@ impl SlowDown {
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let refused = Arc::new(AtomicU64::new(0));
-        let (hot, counted) = (hot.to_owned(), refused.clone());
+        let (refused, writes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (hot, counts) = (hot.to_owned(), (refused.clone(), writes.clone()));
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (upstream, hot, counted) = (upstream.clone(), hot.clone(), counted.clone());
-                std::thread::spawn(move || serve(client, &upstream, &hot, &counted));
+                let (upstream, hot, counts) = (upstream.clone(), hot.clone(), counts.clone());
+                std::thread::spawn(move || serve(client, &upstream, &hot, &counts.0, &counts.1));
             }
         });
-        SlowDown { url, refused }
+        SlowDown { url, refused, writes }
     }
 }
 
@@ -84,7 +86,7 @@ fn read_message(reader: &mut impl BufRead, no_body: bool) -> Option<Message> {
     Some(Message { head, body })
 }
 
-fn serve(client: TcpStream, upstream: &str, hot: &str, refused: &AtomicU64) {
+fn serve(client: TcpStream, upstream: &str, hot: &str, refused: &AtomicU64, writes: &AtomicU64) {
     let mut reader = BufReader::new(client.try_clone().unwrap());
     let mut writer = client;
     while let Some(request) = read_message(&mut reader, false) {
@@ -104,6 +106,12 @@ fn serve(client: TcpStream, upstream: &str, hot: &str, refused: &AtomicU64) {
             answer.extend_from_slice(body.as_bytes());
             answer
         } else {
+            if ["PUT ", "POST ", "DELETE "]
+                .iter()
+                .any(|method| line.starts_with(method))
+            {
+                writes.fetch_add(1, Ordering::SeqCst);
+            }
             let Ok(mut server) = TcpStream::connect(upstream) else {
                 return;
             };

@@ -100,3 +100,74 @@ fn a_request_without_a_widget_behind_a_hung_widget_holds_up_no_other_widget_and_
         );
     }
 }
+
+/// Every entry below `root`: its path, its kind, and a file's bytes or a
+/// link's target.
+fn snapshot(root: &Path) -> Vec<(String, String)> {
+    let mut entries = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            let kind = entry.file_type().unwrap();
+            let what = if kind.is_symlink() {
+                format!("link to {}", std::fs::read_link(&path).unwrap().display())
+            } else if kind.is_dir() {
+                folders.push(path.clone());
+                "folder".into()
+            } else if kind.is_file() {
+                format!("file {:?}", std::fs::read(&path).unwrap())
+            } else {
+                "special".into()
+            };
+            entries.push((name, what));
+        }
+    }
+    entries.sort();
+    entries
+}
+
+#[test]
+fn diff_and_a_dry_run_of_redrive_write_nothing_to_the_folders() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    produce(&mut host(), "--requests-dir", &requests, 20, 5);
+    // What a run would move aside: a link and a FIFO; and a dead letter.
+    std::os::unix::fs::symlink("/etc/hostname", requests.join("1700000000500")).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(requests.join("1700000000501"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::create_dir(requests.join("dead-letter")).unwrap();
+    std::fs::write(requests.join("dead-letter/1600000000000"), create("d", 1)).unwrap();
+    std::fs::write(requests.join("dead-letter/1600000000000.reason"), "rejected\n").unwrap();
+    let widgets = scratch.path().join("widgets");
+    let before = snapshot(scratch.path());
+    run_ok(
+        host()
+            .args(["diff", "builtin", "builtin"])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(&widgets),
+    );
+    assert_eq!(snapshot(scratch.path()), before, "diff changed nothing");
+    run_ok(
+        host()
+            .arg("redrive")
+            .arg("--requests-dir")
+            .arg(&requests)
+            .arg("--dry-run")
+            .args(["--handler", "builtin", "--widgets-dir"])
+            .arg(&widgets),
+    );
+    assert_eq!(
+        snapshot(scratch.path()),
+        before,
+        "redrive --dry-run changed nothing"
+    );
+    assert!(!widgets.exists(), "no widgets folder made");
+}

@@ -7,7 +7,7 @@
 //! written, and nothing is removed from the source).
 
 use super::flags::{AwsArgs, LimitArgs};
-use super::run::{DestinationArgs, open_sink};
+use super::run::{DestinationArgs, open_sink_to_read};
 use super::{UsageError, flags::RequestPlace};
 use crate::aws::Aws;
 use crate::contract::{Context, Operation, Plan};
@@ -122,14 +122,14 @@ pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Res
         false => None,
     };
     let source: Arc<dyn Source> = match &place {
-        RequestPlace::Dir(dir) => Arc::new(DirSource::open(dir)?),
+        RequestPlace::Dir(dir) => Arc::new(DirSource::open_read_only(dir)?),
         RequestPlace::Bucket(bucket) => {
             let aws = aws.as_ref().context("AWS clients are not set up")?;
-            Arc::new(S3Source::open(aws.s3.clone(), bucket).await?)
+            Arc::new(S3Source::open_read_only(aws.s3.clone(), bucket).await?)
         }
         RequestPlace::Queue(_) => unreachable!("diff reads folders and buckets"),
     };
-    let sink = open_sink(&sink_spec, aws.as_ref()).await?;
+    let sink = open_sink_to_read(&sink_spec, aws.as_ref()).await?;
 
     let mut tally = Tally::default();
     loop {

@@ -9,7 +9,7 @@
 
 use super::UsageError;
 use super::flags::{AwsArgs, LimitArgs, RequestPlace, RequestPlaceArgs, RequestSizeArgs};
-use super::run::{DestinationArgs, open_sink};
+use super::run::{DestinationArgs, open_sink_to_read};
 use crate::aws::Aws;
 use crate::contract::{Context, Destination};
 use crate::handler::{self, CallError, Handler};
@@ -76,10 +76,13 @@ pub(super) async fn execute(
         false => None,
     };
     let place = match place {
+        // A dry run writes nothing; a redrive moves dead letters with calls
+        // of its own, and needs no probe of how the server deletes.
+        RequestPlace::Dir(dir) if args.dry_run => Place::Dir(DirSource::open_read_only(dir)?),
         RequestPlace::Dir(dir) => Place::Dir(DirSource::open(dir)?),
         RequestPlace::Bucket(bucket) => {
             let aws = aws.as_ref().expect("set up for a bucket");
-            Place::Bucket(S3Source::open(aws.s3.clone(), &bucket).await?)
+            Place::Bucket(S3Source::open_read_only(aws.s3.clone(), &bucket).await?)
         }
         RequestPlace::Queue(_) => {
             return Err(UsageError(
@@ -94,7 +97,7 @@ pub(super) async fn execute(
         Some(choice) => {
             let handler = Handler::load(&args.limits.spec(choice.clone())?)?;
             let store: Arc<dyn Sink> = match &destination {
-                Some(spec) => open_sink(spec, aws.as_ref()).await?,
+                Some(spec) => open_sink_to_read(spec, aws.as_ref()).await?,
                 None => Arc::new(MemorySink::new(Destination::ObjectStore)),
             };
             Some((handler, store))

@@ -296,6 +296,15 @@ pub(super) async fn open_sink(spec: &SinkSpec, aws: Option<&Aws>) -> anyhow::Res
     })
 }
 
+/// [`open_sink`] for a command that only reads the store (`diff`,
+/// `redrive --handler`): a folder is neither made nor swept.
+pub(super) async fn open_sink_to_read(spec: &SinkSpec, aws: Option<&Aws>) -> anyhow::Result<Arc<dyn Sink>> {
+    match spec {
+        SinkSpec::Dir(path) => Ok(Arc::new(DirSink::open_read_only(path))),
+        spec => open_sink(spec, aws).await,
+    }
+}
+
 /// `run`: processes requests, then prints the summary.
 pub(super) async fn execute(args: &RunArgs, controls: Controls, out: &mut dyn Write) -> anyhow::Result<()> {
     let config = RunConfig::from_args(args)?;

@@ -27,6 +27,15 @@ impl DirSink {
         })
     }
 
+    /// The folder `root` as a store that is only read: not made if it is
+    /// missing (every document is then absent), nothing swept.
+    pub(crate) fn open_read_only(root: impl Into<PathBuf>) -> DirSink {
+        DirSink {
+            root: root.into(),
+            destination: Destination::ObjectStore,
+        }
+    }
+
     /// The same folder presented to handlers as another kind of store (a
     /// table whose items are files named by key), for `invoke`.
     pub(crate) fn presented_as(self, destination: Destination) -> DirSink {

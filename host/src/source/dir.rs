@@ -34,6 +34,9 @@ pub(crate) struct DirSource {
     /// at a time: a page costs its own 1,000 entries, not the whole folder.
     /// Files written meanwhile are seen by the next pass.
     pass: Mutex<VecDeque<Box<str>>>,
+    /// Opened to look, not to change: nothing is swept, and what can never
+    /// be a request is passed over rather than moved to the dead letters.
+    read_only: bool,
 }
 
 /// A folder entry that can never be a request, and why.
@@ -56,6 +59,25 @@ impl DirSource {
         Ok(DirSource {
             root,
             pass: Mutex::default(),
+            read_only: false,
+        })
+    }
+
+    /// A source reading `root`, which must exist, that writes nothing
+    /// there (for `diff` and `redrive --dry-run`): no stale temporary file
+    /// swept, no folder made, no odd entry moved (it is passed over).
+    pub(crate) fn open_read_only(root: impl Into<PathBuf>) -> Result<DirSource, StorageError> {
+        let root = root.into();
+        if !root.is_dir() {
+            return Err(StorageError::fatal(
+                format!("open request folder {}", root.display()),
+                "no such folder",
+            ));
+        }
+        Ok(DirSource {
+            root,
+            pass: Mutex::default(),
+            read_only: true,
         })
     }
 
@@ -348,7 +370,9 @@ impl Source for DirSource {
             .map_err(listing_error)?;
         let mut set_aside = Vec::new();
         for odd in odd.into_iter().chain(odd_now) {
-            set_aside.push(self.set_aside(odd).await?);
+            if !self.read_only {
+                set_aside.push(self.set_aside(odd).await?);
+            }
         }
         Ok(Page {
             requests,

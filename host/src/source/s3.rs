@@ -71,6 +71,19 @@ impl S3Source {
             deletions,
         })
     }
+
+    /// A source reading `bucket`, which must exist and be reachable, that
+    /// writes nothing there (for `diff` and `redrive`): no probe of how
+    /// the server deletes, since it will not remove requests.
+    pub(crate) async fn open_read_only(client: Client, bucket: &str) -> Result<S3Source, StorageError> {
+        check_bucket(&client, bucket, BucketRole::Request).await?;
+        Ok(S3Source {
+            client,
+            bucket: bucket.to_owned(),
+            watermark: Mutex::new(None),
+            deletions: None,
+        })
+    }
 }
 
 /// A batcher of conditional deletes. A call the server refuses as a whole
