@@ -221,6 +221,11 @@ impl Handler {
 
     /// The handler's ordering key for a request.
     pub async fn ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
+        let key = self.unbounded_ordering_key(request).await?;
+        Ok(key.map(output::bounded_key))
+    }
+
+    async fn unbounded_ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
         if self.reuses() {
             let (mut warm, kept) = self.warm(None, String::new()).await?;
             let waiting = warm.store.data().call.waiting.clone();
@@ -293,7 +298,7 @@ impl Handler {
                 output::check_plan(&plan, self.limits.plan()).map_err(CallError::Handler)?;
                 Ok(plan)
             }
-            Err(rejection) => Err(rejection.reason),
+            Err(rejection) => Err(output::bounded_reason(rejection.reason)),
         };
         Ok(Handled {
             verdict,

@@ -94,6 +94,43 @@ pub(super) fn bounded_kind(kind: String) -> String {
     }
 }
 
+/// The longest ordering key kept as the handler gave it.
+pub(crate) const MAX_KEY_BYTES: usize = 256;
+
+/// An ordering key as the host keeps and logs it: as given up to
+/// [`MAX_KEY_BYTES`], else its first 200 bytes and a hash of the whole, so
+/// that different long keys stay different keys (and equal ones equal).
+pub(super) fn bounded_key(key: String) -> String {
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let mut cut = 200;
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{}...#{hash:016x}", &key[..cut])
+}
+
+/// The longest rejection reason kept (it is logged, and stored beside the
+/// dead letter).
+pub(crate) const MAX_REASON_BYTES: usize = 4096;
+
+/// A rejection reason as the host keeps it: cut past [`MAX_REASON_BYTES`],
+/// saying how much was cut.
+pub(super) fn bounded_reason(reason: String) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut cut = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} more bytes)", &reason[..cut], reason.len() - cut)
+}
+
 /// Refuses a plan over its limits, with a reason naming the limit.
 pub(super) fn check_plan(plan: &Plan, limits: PlanLimits) -> Result<(), String> {
     if plan.operations.len() > limits.operations {
@@ -124,6 +161,34 @@ pub(super) fn check_plan(plan: &Plan, limits: PlanLimits) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_ordering_keys_and_reasons_are_cut_and_keys_stay_apart() {
+        assert_eq!(bounded_key("w1".into()), "w1");
+        let (a, b) = (
+            format!("{}a", "k".repeat(3 << 20)),
+            format!("{}b", "k".repeat(3 << 20)),
+        );
+        let (a, b) = (bounded_key(a.clone()), bounded_key(b));
+        assert!(
+            a.len() <= MAX_KEY_BYTES && b.len() <= MAX_KEY_BYTES,
+            "{}",
+            a.len()
+        );
+        assert_ne!(a, b, "different keys stay different");
+        assert_eq!(
+            a,
+            bounded_key(format!("{}a", "k".repeat(3 << 20))),
+            "the same key, the same bound"
+        );
+        assert_eq!(bounded_reason("too short".into()), "too short");
+        let long = bounded_reason("é".repeat(1 << 20));
+        assert!(
+            long.len() < MAX_REASON_BYTES + 40 && long.ends_with("more bytes)"),
+            "{}",
+            long.len()
+        );
+    }
 
     #[test]
     fn a_kind_that_is_long_or_odd_is_counted_as_other() {
