@@ -106,21 +106,11 @@ pub(super) async fn execute(
     };
 
     let letters: Vec<(String, Version)> = match &place {
-        Place::Dir(source) => {
-            let swept = if args.dry_run {
-                0
-            } else {
-                source.sweep_orphan_reasons()?
-            };
-            if swept > 0 {
-                writeln!(out, "Removed {swept} reasons left by an interrupted redrive.")?;
-            }
-            source
-                .dead_letters()?
-                .into_iter()
-                .map(|key| (key, Version::default()))
-                .collect()
-        }
+        Place::Dir(source) => source
+            .dead_letters()?
+            .into_iter()
+            .map(|key| (key, Version::default()))
+            .collect(),
         Place::Bucket(source) => source.dead_letters().await?,
     };
     let (mut moved, mut left) = (0, 0);

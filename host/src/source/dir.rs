@@ -39,6 +39,28 @@ pub(crate) struct DirSource {
     read_only: bool,
 }
 
+/// The file name of the dead letter of request `key`: the key, with `%`
+/// written `%25` and, when it ends in `.reason`, that dot written `%2E`.
+/// So no dead letter's name ends in `.reason`, and none can be taken for
+/// the reason beside another (`K.reason`, as SPEC.md lays them out), nor a
+/// reason for a dead letter; [`key_of`] reads it back.
+fn dead_letter_name(key: &str) -> String {
+    let name = key.replace('%', "%25");
+    match name.strip_suffix(".reason") {
+        Some(stem) => format!("{stem}%2Ereason"),
+        None => name,
+    }
+}
+
+/// The request key a dead letter's file name stands for.
+fn key_of(name: &str) -> String {
+    let name = match name.strip_suffix("%2Ereason") {
+        Some(stem) => format!("{stem}.reason"),
+        None => name.to_owned(),
+    };
+    name.replace("%25", "%")
+}
+
 /// A folder entry that can never be a request, and why.
 struct Odd {
     name: OsString,
@@ -138,16 +160,17 @@ impl DirSource {
     async fn set_aside(&self, odd: Odd) -> Result<SetAside, StorageError> {
         let name = odd.name.as_bytes().escape_ascii().to_string();
         let reason = format!("{}; its name, escaped: {name}", odd.reason);
-        self.move_to_dead_letters(&self.root.join(&odd.name), &name, &reason)
+        self.move_to_dead_letters(&self.root.join(&odd.name), &dead_letter_name(&name), &reason)
             .await?;
         Ok(SetAside { name, reason })
     }
 }
 
 impl DirSource {
-    /// The dead letters, in key order: the regular files in `dead-letter/`
-    /// other than reasons (what the listing set aside, links and the like,
-    /// is left there).
+    /// The dead letters, by request key, in key order: the regular files in
+    /// `dead-letter/` other than reasons (what the listing set aside, links
+    /// and the like, is left there). A file an earlier version dead-lettered
+    /// under a name ending in `.reason` is passed over, never removed.
     pub(crate) fn dead_letters(&self) -> Result<Vec<String>, StorageError> {
         let folder = self.root.join(DEAD_LETTER);
         let entries = match std::fs::read_dir(&folder) {
@@ -160,6 +183,7 @@ impl DirSource {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|name| !name.ends_with(".reason") && !name.starts_with('.'))
+            .map(|name| key_of(&name))
             .collect();
         keys.sort();
         Ok(keys)
@@ -168,7 +192,7 @@ impl DirSource {
     /// A dead letter's bytes, unless it is gone or larger than
     /// `max_bytes` (then it is not read).
     pub(crate) fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
-        let path = self.root.join(DEAD_LETTER).join(key);
+        let path = self.root.join(DEAD_LETTER).join(dead_letter_name(key));
         let failed = |e| StorageError::io(format!("read {}", path.display()), e);
         let file = match std::fs::File::open(&path) {
             Ok(file) => file,
@@ -188,52 +212,47 @@ impl DirSource {
         })
     }
 
-    /// Moves the dead letter `key` back into the folder, then removes its
-    /// reason. The move is one rename that never replaces a file: at any
-    /// moment the request is in one place, and a request written under the
-    /// key meanwhile is never overwritten.
+    /// Moves the dead letter `key` back into the folder, its reason
+    /// removed first. The move is one rename that never replaces a file: at
+    /// any moment the request is in one place, and a request written under
+    /// the key meanwhile is never overwritten (its reason is then put
+    /// back). A stop between the two steps leaves the dead letter without
+    /// its reason, for the next redrive to move; nothing here removes a
+    /// file it cannot prove is a reason of its own.
     pub(crate) fn redrive(&self, key: &str) -> Result<Redriven, StorageError> {
         let folder = self.root.join(DEAD_LETTER);
-        let (from, to) = (folder.join(key), self.root.join(key));
+        let name = dead_letter_name(key);
+        let (from, to) = (folder.join(&name), self.root.join(key));
         let action = || format!("move {} back to {}", from.display(), to.display());
+        if std::fs::symlink_metadata(&to).is_ok() {
+            return Ok(Redriven::Occupied);
+        }
+        let reason_path = folder.join(format!("{name}.reason"));
+        let reason = match std::fs::read(&reason_path) {
+            Ok(reason) => Some(reason),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(StorageError::io(format!("read {}", reason_path.display()), e)),
+        };
+        if reason.is_some() {
+            std::fs::remove_file(&reason_path)
+                .map_err(|e| StorageError::io(format!("remove {}", reason_path.display()), e))?;
+        }
         match rename_no_replace(&from, &to) {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(Redriven::Occupied),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // Written under the key just now: the dead letter stays,
+                // with its reason.
+                if let Some(reason) = reason {
+                    std::fs::write(&reason_path, reason)
+                        .map_err(|e| StorageError::io(format!("write {}", reason_path.display()), e))?;
+                }
+                return Ok(Redriven::Occupied);
+            }
             Err(e) => return Err(StorageError::io(action(), e)),
         }
         sync_dir(&self.root).map_err(|e| StorageError::io(action(), e))?;
-        let reason = folder.join(format!("{key}.reason"));
-        match std::fs::remove_file(&reason) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io(format!("remove {}", reason.display()), e)),
-        }
         sync_dir(&folder).map_err(|e| StorageError::io(action(), e))?;
         Ok(Redriven::Moved)
-    }
-
-    /// Removes the reasons whose dead letter is gone (a redrive stopped
-    /// between its move and the reason's removal, or a dead-lettering
-    /// stopped before its move); returns how many.
-    pub(crate) fn sweep_orphan_reasons(&self) -> Result<usize, StorageError> {
-        let folder = self.root.join(DEAD_LETTER);
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            return Ok(0);
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".reason")) else {
-                continue;
-            };
-            if std::fs::symlink_metadata(folder.join(key)).is_err() {
-                let path = entry.path();
-                std::fs::remove_file(&path)
-                    .map_err(|e| StorageError::io(format!("remove {}", path.display()), e))?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 }
 
@@ -444,7 +463,8 @@ impl Source for DirSource {
         if self.replaced(&path, version).await? {
             return Ok(());
         }
-        self.move_to_dead_letters(&path, key, reason).await
+        self.move_to_dead_letters(&path, &dead_letter_name(key), reason)
+            .await
     }
 }
 
@@ -644,9 +664,57 @@ mod tests {
         assert_eq!(source.redrive("2").unwrap(), Redriven::Occupied);
         assert_eq!(std::fs::read(dir.path().join("2")).unwrap(), b"newer");
         assert!(dir.path().join("dead-letter/2").exists());
-        // A reason left by a redrive that stopped halfway is swept.
-        std::fs::write(dir.path().join("dead-letter/9.reason"), b"x").unwrap();
-        assert_eq!(source.sweep_orphan_reasons().unwrap(), 1);
-        assert!(dir.path().join("dead-letter/2.reason").exists());
+        assert!(
+            dir.path().join("dead-letter/2.reason").exists(),
+            "with its reason"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_request_name_collides_with_a_reason_and_every_one_is_redriven() {
+        let names = ["K", "K.reason", "K%2Ereason", "100%", "x.reason.reason"];
+        let dir = folder(&names);
+        let source = DirSource::open(dir.path()).unwrap();
+        for key in names {
+            let version = version(&source, key).await;
+            source
+                .dead_letter(key, &version, &format!("why {key}"))
+                .await
+                .unwrap();
+        }
+        let mut keys = names.map(str::to_owned).to_vec();
+        keys.sort();
+        assert_eq!(
+            source.dead_letters().unwrap(),
+            keys,
+            "each dead letter listed once, by its key"
+        );
+        for key in names {
+            let reason = std::fs::read_to_string(
+                dir.path()
+                    .join(format!("dead-letter/{}.reason", dead_letter_name(key))),
+            );
+            assert_eq!(reason.unwrap(), format!("why {key}\n"), "{key}'s own reason");
+            assert_eq!(key_of(&dead_letter_name(key)), key);
+        }
+        for key in names {
+            assert_eq!(source.redrive(key).unwrap(), Redriven::Moved, "{key}");
+            assert_eq!(
+                std::fs::read(dir.path().join(key)).unwrap(),
+                key.as_bytes(),
+                "{key} back, bytes unchanged"
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("dead-letter"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
+        // A file an earlier version left under a name ending in .reason,
+        // whose own dead letter is gone, is never removed.
+        std::fs::write(dir.path().join("dead-letter/9.reason"), b"a request, or a reason").unwrap();
+        assert!(source.dead_letters().unwrap().is_empty());
+        assert!(dir.path().join("dead-letter/9.reason").exists());
     }
 }
