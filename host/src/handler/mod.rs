@@ -422,15 +422,21 @@ mod tests {
         assert!(handled.verdict.is_err());
     }
 
-    #[tokio::test]
-    async fn a_reused_instance_shows_no_call_the_stderr_of_another() {
+    /// The hostile test handler, its instances serving up to 1,000 calls,
+    /// and an empty store.
+    fn reused_hostile() -> (Handler, Arc<dyn Sink>) {
         let limits = Limits {
             reuse: 1000,
             ..Limits::default()
         };
         let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
         let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
-        let hostile = Handler::from_bytes(&hostile, limits).unwrap();
+        (Handler::from_bytes(&hostile, limits).unwrap(), sink)
+    }
+
+    #[tokio::test]
+    async fn a_reused_instance_shows_no_call_the_stderr_of_another() {
+        let (hostile, sink) = reused_hostile();
         // A line of stderr per call: far more than one call may keep.
         for i in 0..200 {
             let request = format!("chatty {i} {}", "x".repeat(60));
@@ -451,13 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_failing_on_a_reused_instance_is_tried_once_on_a_fresh_one() {
-        let limits = Limits {
-            reuse: 1000,
-            ..Limits::default()
-        };
-        let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
-        let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
-        let hostile = Handler::from_bytes(&hostile, limits).unwrap();
+        let (hostile, sink) = reused_hostile();
         hostile.handle(b"poison", &context(), sink.clone()).await.unwrap();
         // The kept instance traps on anything now; a fresh one does not.
         let handled = hostile.handle(b"echo", &context(), sink.clone()).await.unwrap();

@@ -70,36 +70,30 @@ struct Odd {
 impl DirSource {
     /// A source reading `root`, which must exist.
     pub(crate) fn open(root: impl Into<PathBuf>) -> Result<DirSource, StorageError> {
-        let root = root.into();
-        if !root.is_dir() {
-            return Err(StorageError::fatal(
-                format!("open request folder {}", root.display()),
-                "no such folder",
-            ));
-        }
-        sweep_stale_temp_files(&root);
-        Ok(DirSource {
-            root,
-            pass: Mutex::default(),
-            read_only: false,
-        })
+        DirSource::opened(root.into(), false)
     }
 
     /// A source reading `root`, which must exist, that writes nothing
     /// there (for `diff` and `redrive --dry-run`): no stale temporary file
     /// swept, no folder made, no odd entry moved (it is passed over).
     pub(crate) fn open_read_only(root: impl Into<PathBuf>) -> Result<DirSource, StorageError> {
-        let root = root.into();
+        DirSource::opened(root.into(), true)
+    }
+
+    fn opened(root: PathBuf, read_only: bool) -> Result<DirSource, StorageError> {
         if !root.is_dir() {
             return Err(StorageError::fatal(
                 format!("open request folder {}", root.display()),
                 "no such folder",
             ));
         }
+        if !read_only {
+            sweep_stale_temp_files(&root);
+        }
         Ok(DirSource {
             root,
             pass: Mutex::default(),
-            read_only: true,
+            read_only,
         })
     }
 

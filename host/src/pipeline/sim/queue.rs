@@ -144,21 +144,6 @@ impl SimQueue {
             }
             chosen.truncate(RECEIVE);
         }
-        if std::env::var("SIM_TRACE").is_ok() {
-            eprintln!(
-                "{:?} receive {:?} in flight {:?}",
-                now,
-                chosen
-                    .iter()
-                    .map(|&i| messages[i].request.key.clone())
-                    .collect::<Vec<_>>(),
-                messages
-                    .iter()
-                    .filter(|m| in_flight(m))
-                    .map(|m| (m.request.key.clone(), group(&m.request), m.held, m.visible_at))
-                    .collect::<Vec<_>>()
-            );
-        }
         chosen
             .into_iter()
             .map(|i| {
