@@ -423,6 +423,44 @@ mod tests {
         let _again = slots.acquire(3, "k").await;
     }
 
+    #[tokio::test]
+    async fn requests_that_failed_before_hold_at_most_half_the_slots_while_others_wait() {
+        let slots = Slots::new(2, Gauge::default());
+        // `a` and `b` failed; `a` is back and holds one slot of two, the
+        // share of requests that failed before; `c` holds the other.
+        let mut a = slots.acquire(1, "a").await;
+        let mut b = slots.acquire(2, "b").await;
+        a.release();
+        b.release();
+        a.reacquire().await;
+        let c = slots.acquire(3, "c").await;
+        let order = Mutex::new(Vec::new());
+        // `b` asks for its slot back first, then `d`, new, asks; then `c`
+        // frees one.
+        let retrying = async {
+            b.reacquire().await;
+            order.lock().unwrap().push("b");
+        };
+        let fresh = async {
+            tokio::task::yield_now().await;
+            let d = slots.acquire(4, "d").await;
+            order.lock().unwrap().push("d");
+            tokio::task::yield_now().await;
+            drop(d);
+        };
+        let freeing = async {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            drop(c);
+        };
+        tokio::join!(retrying, fresh, freeing);
+        assert_eq!(*order.lock().unwrap(), ["d", "b"], "the new request first");
+        drop((a, b));
+        assert_eq!(in_use(&slots), 0);
+        assert_eq!(slots.lock().retrying_in_use, 0);
+    }
+
     #[test]
     fn one_throttled_key_leaves_the_slots_and_many_halve_them() {
         let slots = Slots::new(16, Gauge::default());
