@@ -7,9 +7,9 @@
 //! room for a queue); past that the key is busy, and its later requests
 //! are let go of until it is not: a source that lists again (a folder, a
 //! bucket) lists them on its next pass; a queue's messages are handed
-//! back, to be received again after [`HAND_BACK_DELAY`] (a FIFO queue
-//! keeps them behind the group's messages in flight, so their order
-//! holds). A key whose request fails and waits to retry holds that request
+//! back (a FIFO queue keeps them behind the group's messages in flight,
+//! so their order holds; a standard one gives them again after a few
+//! seconds). A key whose request fails and waits to retry holds that request
 //! only ([`shed`]). So failing keys never fill the host with their
 //! requests, and the requests of other keys keep coming in. Requests held
 //! in all are bounded by [`HELD_PER_SLOT`] times the concurrency.
@@ -31,9 +31,6 @@ use tracing::{debug, info, warn};
 
 /// Requests of one key held behind the one in progress.
 const WAITING_PER_KEY: usize = 4;
-
-/// How long a queue's message handed back for its busy key stays away.
-pub(crate) const HAND_BACK_DELAY: Duration = Duration::from_secs(5);
 
 /// How often a request without an ordering key that is still waiting for
 /// the requests in flight says so.
@@ -147,10 +144,9 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
 
 /// How many requests of one key may wait behind its current one. A source
 /// that lists again gives the rest again on its next pass; a queue's
-/// messages handed back stay away for [`HAND_BACK_DELAY`] (a FIFO queue
-/// holds the group's later ones back as long), so a busy but healthy key
-/// may fill up to half the room there; a failing one holds only its
-/// current request (see [`shed`]).
+/// messages handed back cost calls and, on a standard queue, seconds, so
+/// a busy but healthy key may fill up to half the room there; a failing
+/// one holds only its current request (see [`shed`]).
 fn waiting_per_key(shared: &Shared, cap: usize) -> usize {
     match shared.source.relists() {
         true => WAITING_PER_KEY,
@@ -201,7 +197,7 @@ pub(super) fn shed(shared: &Shared, widget: &str) {
         let (source, metrics) = (shared.source.clone(), shared.metrics.clone());
         tokio::spawn(async move {
             for job in shed {
-                source.hand_back(&job.key, &job.version, HAND_BACK_DELAY).await;
+                source.hand_back(&job.key, &job.version).await;
                 metrics.handed_back();
             }
         });
@@ -212,10 +208,7 @@ pub(super) fn shed(shared: &Shared, widget: &str) {
 /// listed on its next pass; a queue's message is handed back.
 async fn let_go_of(shared: &Shared, job: &Job) {
     if !shared.source.relists() {
-        shared
-            .source
-            .hand_back(&job.key, &job.version, HAND_BACK_DELAY)
-            .await;
+        shared.source.hand_back(&job.key, &job.version).await;
         shared.metrics.handed_back();
     }
 }

@@ -498,7 +498,7 @@ impl Source for OneShot {
     async fn dead_letter(&self, key: &str, _version: &Version, reason: &str) -> Result<(), StorageError> {
         panic!("{key} dead-lettered: {reason}")
     }
-    async fn hand_back(&self, key: &str, version: &Version, _delay: Duration) {
+    async fn hand_back(&self, key: &str, version: &Version) {
         self.handed_back.fetch_add(1, Ordering::SeqCst);
         let mut waiting = self.waiting.lock().unwrap();
         waiting.push(Listed {

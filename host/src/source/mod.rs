@@ -117,11 +117,14 @@ pub(crate) trait Source: Send + Sync {
     }
 
     /// The pipeline lets go of the request `key` it was handed (its
-    /// ordering key is busy): a queue makes the message visible again after
-    /// `delay` and stops holding it. A source that lists again has nothing
-    /// to do. Failures are logged, not returned: a message not handed back
-    /// returns after its visibility timeout all the same.
-    async fn hand_back(&self, _key: &str, _version: &Version, _delay: std::time::Duration) {}
+    /// ordering key is busy): a queue stops holding the message and makes
+    /// it visible again, at once where the queue itself keeps it behind
+    /// its group's messages in flight (FIFO), after a few seconds where
+    /// nothing would keep the host from receiving it straight back. A
+    /// source that lists again has nothing to do. Failures are logged, not
+    /// returned: a message not handed back returns after its visibility
+    /// timeout all the same.
+    async fn hand_back(&self, _key: &str, _version: &Version) {}
 
     /// The pipeline leaves the listed request `key` alone this run (it
     /// could not be removed earlier): a queue stops holding it.

@@ -45,6 +45,10 @@ const SOURCE_ATTRIBUTE: &str = "source-queue";
 /// A reason is cut to this many bytes (SQS allows 256 KiB per message).
 const MAX_REASON_BYTES: usize = 4096;
 
+/// How long a standard queue's message handed back for its busy widget
+/// stays away: visible at once, this host would receive it straight back.
+const STANDARD_HAND_BACK_DELAY: Duration = Duration::from_secs(5);
+
 /// Messages remembered as done though SQS refused to delete them.
 const MAX_DONE: usize = 100_000;
 
@@ -436,7 +440,14 @@ impl Source for SqsSource {
         }
     }
 
-    async fn hand_back(&self, key: &str, version: &Version, delay: Duration) {
+    async fn hand_back(&self, key: &str, version: &Version) {
+        // A FIFO queue delivers none of the group while its earlier
+        // messages are held: visible at once, it comes when its turn does.
+        let delay = if self.queue.fifo {
+            Duration::ZERO
+        } else {
+            STANDARD_HAND_BACK_DELAY
+        };
         // No longer extended by the heartbeat, whatever the call does.
         let Some(receipt) = self
             .held

@@ -21,6 +21,9 @@ const RECEIVE: usize = 10;
 /// How long a message a crashed host held stays invisible.
 const VISIBILITY: Duration = Duration::from_secs(30);
 
+/// How long a standard queue's message handed back stays away.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(5);
+
 /// How long an empty receive waits (long polling).
 const LONG_POLL: Duration = Duration::from_secs(1);
 
@@ -266,7 +269,14 @@ impl Source for SimQueue {
         Ok(())
     }
 
-    async fn hand_back(&self, key: &str, _version: &Version, delay: Duration) {
+    async fn hand_back(&self, key: &str, _version: &Version) {
+        // As the SQS source: at once on a FIFO queue, which holds the group
+        // back itself; later on a standard one.
+        let delay = if self.fifo {
+            Duration::ZERO
+        } else {
+            HAND_BACK_DELAY
+        };
         self.hand_back_message(key, delay);
     }
 
