@@ -82,11 +82,7 @@ where
     let SdkError::ServiceError(service) = error else {
         let mut text = DisplayErrorContext(error).to_string();
         if text.len() > MAX_DESCRIPTION {
-            let mut cut = MAX_DESCRIPTION;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
+            text.truncate(text.floor_char_boundary(MAX_DESCRIPTION));
             text.push_str("...");
         }
         return text;

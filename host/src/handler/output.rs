@@ -51,11 +51,7 @@ impl LogBudget {
             self.left -= cost;
             message
         } else {
-            let room = self.left - LINE_COST;
-            let mut cut = room;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
+            let cut = message.floor_char_boundary(self.left - LINE_COST);
             self.dropped_bytes += (message.len() - cut) as u64;
             self.left = 0;
             format!(
@@ -104,10 +100,7 @@ pub(super) fn bounded_key(key: String) -> String {
     if key.len() <= MAX_KEY_BYTES {
         return key;
     }
-    let mut cut = 200;
-    while !key.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let cut = key.floor_char_boundary(200);
     let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     });
@@ -124,10 +117,7 @@ pub(super) fn bounded_reason(reason: String) -> String {
     if reason.len() <= MAX_REASON_BYTES {
         return reason;
     }
-    let mut cut = MAX_REASON_BYTES;
-    while !reason.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let cut = reason.floor_char_boundary(MAX_REASON_BYTES);
     format!("{}... ({} more bytes)", &reason[..cut], reason.len() - cut)
 }
 
