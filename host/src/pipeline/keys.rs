@@ -197,8 +197,7 @@ pub(super) fn shed(shared: &Shared, widget: &str) {
         let (source, metrics) = (shared.source.clone(), shared.metrics.clone());
         tokio::spawn(async move {
             for job in shed {
-                source.hand_back(&job.key, &job.version).await;
-                metrics.handed_back();
+                hand_back(source.as_ref(), &metrics, &job).await;
             }
         });
     }
@@ -208,9 +207,14 @@ pub(super) fn shed(shared: &Shared, widget: &str) {
 /// listed on its next pass; a queue's message is handed back.
 async fn let_go_of(shared: &Shared, job: &Job) {
     if !shared.source.relists() {
-        shared.source.hand_back(&job.key, &job.version).await;
-        shared.metrics.handed_back();
+        hand_back(shared.source.as_ref(), &shared.metrics, job).await;
     }
+}
+
+/// Hands a queue's message back, and counts it.
+async fn hand_back(source: &dyn crate::source::Source, metrics: &crate::metrics::Metrics, job: &Job) {
+    source.hand_back(&job.key, &job.version).await;
+    metrics.handed_back();
 }
 
 /// Runs a request without an ordering key on its own, once nothing else
@@ -270,11 +274,10 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
         {
             process(&shared, &job, slot).await;
         }
-        if let Some(widget) = &widget {
-            shared.keys.0.lock().unwrap().failing.remove(widget);
-        }
         let next = widget.as_ref().and_then(|widget| {
             let mut keys = shared.keys.0.lock().unwrap();
+            // Its request is done, one way or another: failing no more.
+            keys.failing.remove(widget);
             let next = keys.waiting.get_mut(widget).and_then(VecDeque::pop_front);
             if next.is_none() {
                 keys.waiting.remove(widget);
