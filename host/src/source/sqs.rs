@@ -206,9 +206,9 @@ impl SqsSource {
     }
 
     /// Notes that the request `key` is done though its message is not
-    /// deleted. The note is bounded: past [`MAX_DONE`] the oldest go (such
-    /// a message is then processed again, which its plan's idempotence
-    /// allows).
+    /// deleted. The note is bounded: at [`MAX_DONE`] it is emptied (a
+    /// message forgotten so is processed again when it comes back, which
+    /// its plan's idempotence allows).
     fn remember_done(&self, key: &str) {
         let mut done = self.done.lock().unwrap();
         if done.len() >= MAX_DONE {
