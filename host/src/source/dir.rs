@@ -705,6 +705,14 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert!(left.is_empty(), "nothing left behind: {left:?}");
+        // A stop between a redrive's two steps leaves a dead letter whose
+        // reason is already gone: it is listed and moved all the same.
+        let version = version(&source, "K").await;
+        source.dead_letter("K", &version, "again").await.unwrap();
+        std::fs::remove_file(dir.path().join("dead-letter/K.reason")).unwrap();
+        assert_eq!(source.dead_letters().unwrap(), ["K"]);
+        assert_eq!(source.redrive("K").unwrap(), Redriven::Moved);
+        assert!(dir.path().join("K").is_file());
         // A file an earlier version left under a name ending in .reason,
         // whose own dead letter is gone, is never removed.
         std::fs::write(dir.path().join("dead-letter/9.reason"), b"a request, or a reason").unwrap();
