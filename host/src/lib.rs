@@ -41,6 +41,7 @@ mod pipeline;
 mod producer;
 mod progress;
 mod retry;
+mod runner;
 pub mod sink;
 mod source;
 

@@ -135,6 +135,15 @@ pub(crate) struct Retry {
 }
 
 impl Retry {
+    /// The default schedule, ended by `stop`, with a count of its own.
+    pub(crate) fn new(stop: CancellationToken) -> Retry {
+        Retry {
+            backoff: Backoff::default(),
+            stop,
+            count: RetryCount::default(),
+        }
+    }
+
     /// Makes `call` until it succeeds or fails permanently, waiting between
     /// transient failures.
     pub(crate) async fn run<T, E, F, Fut>(&self, call: F) -> Attempt<T, E>

@@ -99,6 +99,34 @@ impl Aws {
     }
 }
 
+/// The AWS clients of one command, connected on first use: a command
+/// whose places are all local folders never loads the configuration chain,
+/// and no command asks in advance whether it will need AWS.
+pub(crate) struct Clients {
+    settings: AwsSettings,
+    connected: tokio::sync::OnceCell<Aws>,
+}
+
+impl Clients {
+    /// Clients that will connect with `settings` when first asked for.
+    pub(crate) fn new(settings: AwsSettings) -> Clients {
+        Clients {
+            settings,
+            connected: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The clients, connected now if they were not yet.
+    pub(crate) async fn get(&self) -> &Aws {
+        self.connected.get_or_init(|| Aws::connect(&self.settings)).await
+    }
+
+    /// The count of HTTP requests sent, if anything was connected.
+    pub(crate) fn calls(&self) -> Option<ApiCalls> {
+        self.connected.get().map(|aws| aws.calls.clone())
+    }
+}
+
 /// Whether requests go somewhere other than AWS's own endpoints.
 fn endpoint_overridden(settings: &AwsSettings) -> bool {
     settings.endpoint_url.is_some()

@@ -3,19 +3,16 @@
 //! where to look.
 
 use super::Controls;
-use super::flags::RequestPlace;
-use super::produce::{Pacing, Target, now_ms, produce_into};
-use super::run::{RunConfig, SinkSpec, run};
-use crate::aws::AwsSettings;
-use crate::handler;
-use crate::pipeline::Options;
-use crate::sink::Sink;
-use crate::sink::dir::DirSink;
+use crate::aws::Clients;
+use crate::producer::write::{Pacing, now_ms, write_requests};
+use crate::retry::Retry;
+use crate::runner::{self, Config};
+use crate::sink;
+use crate::source::{NewRequest, Place};
 use anyhow::Context as _;
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) const EXAMPLES: &str = "\
@@ -78,9 +75,12 @@ pub(super) async fn execute(args: &DemoArgs, controls: Controls, out: &mut dyn W
         delay: Duration::ZERO,
         max_runtime: None,
     };
-    let target = Arc::new(DirSink::open(&requests)?);
-    produce_into(
-        &mut Target::Store(target.clone()),
+    let place = Place::Dir(requests.clone());
+    let mut target = place
+        .open_writer(&Clients::new(Default::default()), Retry::new(controls.stop.clone()))
+        .await?;
+    write_requests(
+        target.as_mut(),
         args.seed,
         start_ms,
         &pacing,
@@ -90,9 +90,13 @@ pub(super) async fn execute(args: &DemoArgs, controls: Controls, out: &mut dyn W
     .await?;
     for (i, body) in BAD_REQUESTS.iter().enumerate() {
         // Keys just after the first produced request, so they sort among them.
-        target
-            .put(&format!("{:013}", start_ms + 1 + i as u64), body)
-            .await?;
+        let bad = NewRequest {
+            key: format!("{:013}", start_ms + 1 + i as u64),
+            body: (*body).to_owned(),
+            ordering_key: format!("bad-{i}"),
+            id: format!("bad-{i}"),
+        };
+        target.write(bad, true).await?;
     }
     writeln!(
         out,
@@ -101,26 +105,10 @@ pub(super) async fn execute(args: &DemoArgs, controls: Controls, out: &mut dyn W
         args.seed,
         requests.display()
     )?;
-    let config = RunConfig {
-        source: RequestPlace::Dir(requests.clone()),
-        queue: Default::default(),
-        sink: SinkSpec::Dir(widgets.clone()),
-        handler: handler::Spec {
-            choice: handler::Choice::Builtin,
-            limits: handler::Limits::default(),
-            compile_cache: true,
-        },
-        options: Options {
-            until_empty: true,
-            ..Options::default()
-        },
-        max_runtime: None,
-        metrics_addr: None,
-        shutdown_timeout: Duration::from_secs(30),
-        watch: false,
-        aws: AwsSettings::default(),
-    };
-    let summary = run(config, controls).await?;
+    // A run's configuration, as `run` makes it, with its defaults.
+    let mut config = Config::new(place, sink::Spec::Dir(widgets.clone()));
+    config.options.until_empty = true;
+    let summary = runner::run(config, controls.stop, controls.reload).await?;
     writeln!(out, "{summary}")?;
     where_to_look(out, &dir, &requests, &widgets)?;
     Ok(())

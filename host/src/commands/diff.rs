@@ -6,22 +6,16 @@
 //! the requests before it would have changed is not applied (nothing is
 //! written, and nothing is removed from the source).
 
-use super::flags::{AwsArgs, LimitArgs};
-use super::run::{DestinationArgs, open_sink_to_read};
-use super::{UsageError, flags::RequestPlace};
-use crate::aws::Aws;
+use super::flags::{AwsArgs, DestinationArgs, LimitArgs, RequestPlaceArgs, RequestSizeArgs};
+use crate::aws::Clients;
 use crate::contract::{Context, Operation, Plan};
 use crate::handler::{self, CallError, Handler};
 use crate::jsondiff::{self, Sides};
-use crate::pipeline::DEFAULT_MAX_REQUEST_BYTES;
-use crate::source::dir::DirSource;
-use crate::source::s3::S3Source;
-use crate::source::{Fetched, Source};
+use crate::source::{Fetched, Place, Use};
 use anyhow::Context as _;
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
@@ -39,13 +33,16 @@ pub struct DiffArgs {
     #[arg(value_name = "NEW.wasm|builtin")]
     new: handler::Choice,
 
-    /// A folder of requests (or give --request-bucket).
+    /// A folder of requests, read and left in place (or give
+    /// --request-bucket).
     #[arg(value_name = "REQUESTS_DIR")]
-    requests_dir: Option<PathBuf>,
+    folder: Option<PathBuf>,
 
-    /// Requests in this S3 bucket, read and left in place. Also `-rb`.
-    #[arg(long, value_name = "BUCKET")]
-    request_bucket: Option<String>,
+    #[command(flatten)]
+    requests: RequestPlaceArgs,
+
+    #[command(flatten)]
+    request_size: RequestSizeArgs,
 
     #[command(flatten)]
     destination: DestinationArgs,
@@ -102,40 +99,24 @@ const OLD_NEW: Sides = Sides {
 };
 
 pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let place = match (&args.requests_dir, &args.request_bucket) {
-        (Some(dir), None) => RequestPlace::Dir(dir.clone()),
-        (None, Some(bucket)) => RequestPlace::Bucket(bucket.clone()),
-        (None, None) => {
-            return Err(
-                UsageError("no requests: give REQUESTS_DIR or --request-bucket BUCKET".into()).into(),
-            );
-        }
-        (Some(_), Some(_)) => {
-            return Err(UsageError("give REQUESTS_DIR or --request-bucket, not both".into()).into());
-        }
-    };
+    // The flags, checked before anything is opened.
+    let place = args.requests.place_or("requests", args.folder.clone().map(Place::Dir))?;
+    place.check(Use::Read)?;
     let sink_spec = args.destination.sink()?;
-    let old = Handler::load(&args.limits.spec(args.old.clone())?).context("cannot load the old handler")?;
-    let new = Handler::load(&args.limits.spec(args.new.clone())?).context("cannot load the new handler")?;
-    let aws = match place.uses_aws() || sink_spec.uses_aws() {
-        true => Some(Aws::connect(&args.aws.settings()).await),
-        false => None,
-    };
-    let source: Arc<dyn Source> = match &place {
-        RequestPlace::Dir(dir) => Arc::new(DirSource::open_read_only(dir)?),
-        RequestPlace::Bucket(bucket) => {
-            let aws = aws.as_ref().context("AWS clients are not set up")?;
-            Arc::new(S3Source::open_read_only(aws.s3.clone(), bucket).await?)
-        }
-        RequestPlace::Queue(_) => unreachable!("diff reads folders and buckets"),
-    };
-    let sink = open_sink_to_read(&sink_spec, aws.as_ref()).await?;
+    let (old, new) = (args.limits.spec(args.old.clone())?, args.limits.spec(args.new.clone())?);
+    let max_request_bytes = args.request_size.max_request_bytes;
+
+    let old = Handler::load(&old).context("cannot load the old handler")?;
+    let new = Handler::load(&new).context("cannot load the new handler")?;
+    let clients = Clients::new(args.aws.settings());
+    let source = place.open_to_read(&clients).await?;
+    let sink = sink_spec.open_to_read(&clients).await?;
 
     let mut tally = Tally::default();
     loop {
         let page = source.list().await?;
         for listed in &page.requests {
-            let body = match source.read(&listed.key, DEFAULT_MAX_REQUEST_BYTES).await? {
+            let body = match source.read(&listed.key, max_request_bytes).await? {
                 Fetched::Request(body, _) => body,
                 Fetched::Gone => continue,
                 Fetched::TooLarge(size, _) => {

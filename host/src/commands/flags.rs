@@ -1,9 +1,13 @@
 //! Flag groups that several commands share, each defined once with its
-//! default, and turned into checked values here.
+//! default, and turned into checked values here, with no I/O: the name of
+//! a place becomes a [`Place`] or a [`sink::Spec`], which the command then
+//! opens.
 
 use super::UsageError;
 use crate::aws::AwsSettings;
 use crate::handler::{self, Limits};
+use crate::sink;
+use crate::source::Place;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,44 +35,140 @@ pub struct RequestPlaceArgs {
     pub request_queue: Option<String>,
 }
 
-/// A folder, a bucket or a queue of requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum RequestPlace {
-    /// A local folder.
-    Dir(PathBuf),
-    /// An S3 bucket.
-    Bucket(String),
-    /// An SQS queue, by name or URL.
-    Queue(String),
-}
+impl RequestPlaceArgs {
+    /// The one place given; `role` names it in errors ("request source").
+    pub(crate) fn place(&self, role: &str) -> Result<Place, UsageError> {
+        self.place_or(role, None)
+    }
 
-impl RequestPlace {
-    /// Whether the place is on AWS.
-    pub(crate) fn uses_aws(&self) -> bool {
-        !matches!(self, RequestPlace::Dir(_))
+    /// The one place given, counting `also` (a command's own spelling of
+    /// one, like `diff`'s REQUESTS_DIR) among them.
+    pub(crate) fn place_or(&self, role: &str, also: Option<Place>) -> Result<Place, UsageError> {
+        let given = [
+            also,
+            self.requests_dir.clone().map(Place::Dir),
+            self.request_bucket.clone().map(Place::Bucket),
+            self.request_queue.clone().map(Place::Queue),
+        ];
+        exactly_one(given, || {
+            format!("{role}: --requests-dir DIR, --request-bucket BUCKET or --request-queue QUEUE")
+        })
     }
 }
 
-impl RequestPlaceArgs {
-    /// The one place given; `role` names it in errors ("request source").
-    pub(crate) fn place(&self, role: &str) -> Result<RequestPlace, UsageError> {
-        let mut places: Vec<RequestPlace> = [
-            self.requests_dir.clone().map(RequestPlace::Dir),
-            self.request_bucket.clone().map(RequestPlace::Bucket),
-            self.request_queue.clone().map(RequestPlace::Queue),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        match places.len() {
-            1 => Ok(places.remove(0)),
-            0 => Err(UsageError(format!(
-                "no {role}: give --requests-dir DIR, --request-bucket BUCKET or --request-queue QUEUE"
-            ))),
-            _ => Err(UsageError(format!(
-                "give one {role}: --requests-dir, --request-bucket or --request-queue, not more"
-            ))),
+/// Where widgets go.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DestinationArgs {
+    /// Store widgets in this folder, in the S3 layout.
+    #[arg(long, value_name = "DIR")]
+    widgets_dir: Option<PathBuf>,
+
+    /// Store widgets in this S3 bucket. Also `-wb`.
+    #[arg(long, value_name = "BUCKET")]
+    widget_bucket: Option<String>,
+
+    /// Store widgets in this DynamoDB table. Also `-dwt`.
+    #[arg(long, value_name = "TABLE")]
+    dynamodb_widget_table: Option<String>,
+
+    /// The original consumer.py's way to name the destination: `wb` (an S3
+    /// bucket) or `dwt` (a DynamoDB table), with --destination_name.
+    #[arg(long = "destination_flag", alias = "destination-flag", value_name = "wb|dwt")]
+    destination_flag: Option<DestinationFlag>,
+
+    /// The bucket or table --destination_flag refers to.
+    #[arg(long = "destination_name", alias = "destination-name", value_name = "NAME")]
+    destination_name: Option<String>,
+}
+
+/// `--destination_flag` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DestinationFlag {
+    /// An S3 bucket.
+    Wb,
+    /// A DynamoDB table.
+    Dwt,
+}
+
+impl DestinationArgs {
+    /// The destination if one is given (more than one is an error).
+    pub(crate) fn sink_if_given(&self) -> Result<Option<sink::Spec>, UsageError> {
+        if self.is_empty() {
+            return Ok(None);
         }
+        self.sink().map(Some)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.widgets_dir.is_none()
+            && self.widget_bucket.is_none()
+            && self.dynamodb_widget_table.is_none()
+            && self.destination_flag.is_none()
+            && self.destination_name.is_none()
+    }
+
+    /// The one destination given, in whichever spelling.
+    pub(crate) fn sink(&self) -> Result<sink::Spec, UsageError> {
+        let named = match (self.destination_flag, &self.destination_name) {
+            (Some(DestinationFlag::Wb), Some(name)) => Some(sink::Spec::S3Bucket(name.clone())),
+            (Some(DestinationFlag::Dwt), Some(name)) => Some(sink::Spec::DynamoDbTable(name.clone())),
+            (None, None) => None,
+            (Some(_), None) => return Err(UsageError("--destination_flag needs --destination_name".into())),
+            (None, Some(_)) => {
+                return Err(UsageError(
+                    "--destination_name needs --destination_flag wb|dwt".into(),
+                ));
+            }
+        };
+        let given = [
+            named,
+            self.widgets_dir.clone().map(sink::Spec::Dir),
+            self.widget_bucket.clone().map(sink::Spec::S3Bucket),
+            self.dynamodb_widget_table.clone().map(sink::Spec::DynamoDbTable),
+        ];
+        exactly_one(given, || {
+            "widget destination: --widgets-dir DIR, --widget-bucket BUCKET, --dynamodb-widget-table TABLE \
+             or --destination_flag wb|dwt --destination_name NAME"
+                .into()
+        })
+    }
+}
+
+/// The one value given among `given`; `choices` says what they are,
+/// `"<role>: <the flags>"`, for the errors: "no <role>: give <the flags>",
+/// "give one <role>: <the flags>, not more (N given)".
+fn exactly_one<T, const N: usize>(
+    given: [Option<T>; N],
+    choices: impl FnOnce() -> String,
+) -> Result<T, UsageError> {
+    let mut given: Vec<T> = given.into_iter().flatten().collect();
+    match given.len() {
+        1 => Ok(given.remove(0)),
+        n => {
+            let choices = choices();
+            let (role, flags) = choices.split_once(": ").unwrap_or((&choices, ""));
+            Err(UsageError(match n {
+                0 => format!("no {role}: give {flags}"),
+                _ => format!("give one {role}: {flags}, not more ({n} given)"),
+            }))
+        }
+    }
+}
+
+/// Stop after a while: `run` finishes the requests in flight, `produce`
+/// stops writing.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MaxRuntimeArgs {
+    /// Stop after this many milliseconds (0: no limit): `run` finishes the
+    /// requests in flight, `produce` writes no more. Also `-mrt`.
+    #[arg(long = "max-runtime", value_name = "MS", default_value_t = 0)]
+    max_runtime_ms: u64,
+}
+
+impl MaxRuntimeArgs {
+    /// The limit, if any.
+    pub(crate) fn max_runtime(&self) -> Option<Duration> {
+        (self.max_runtime_ms > 0).then(|| Duration::from_millis(self.max_runtime_ms))
     }
 }
 
@@ -182,7 +282,3 @@ impl LimitArgs {
     }
 }
 
-/// What a `--max-runtime MS` flag means: 0 is no limit.
-pub(crate) fn max_runtime(ms: u64) -> Option<Duration> {
-    (ms > 0).then(|| Duration::from_millis(ms))
-}

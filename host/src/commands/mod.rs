@@ -80,11 +80,7 @@ pub struct Controls {
     pub reload: watch::Receiver<u64>,
 }
 
-/// Flags that contradict each other or name nothing: the command line is
-/// wrong, not the world (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub(crate) String);
+pub use crate::error::UsageError;
 
 /// How a command wants its log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,20 +4,15 @@
 //!
 //! A folder's dead letter moves back in one rename that never overwrites:
 //! it is in one place at every moment. A bucket's is copied back on the
-//! server and then deleted; see [`S3Source::redrive`] for a stop between
-//! the two.
+//! server and then deleted; see `source/s3.rs` for a stop between the two.
 
-use super::UsageError;
-use super::flags::{AwsArgs, LimitArgs, RequestPlace, RequestPlaceArgs, RequestSizeArgs};
-use super::run::{DestinationArgs, open_sink_to_read};
-use crate::aws::Aws;
+use super::flags::{AwsArgs, DestinationArgs, LimitArgs, RequestPlaceArgs, RequestSizeArgs};
+use crate::aws::Clients;
 use crate::contract::{Context, Destination};
 use crate::handler::{self, CallError, Handler};
 use crate::sink::Sink;
 use crate::sink::memory::MemorySink;
-use crate::source::dir::DirSource;
-use crate::source::s3::S3Source;
-use crate::source::{Fetched, Redriven, Version};
+use crate::source::{Fetched, Redriven, Use, Version};
 use clap::Args;
 use std::io::Write;
 use std::sync::Arc;
@@ -58,46 +53,28 @@ pub struct RedriveArgs {
     request_size: RequestSizeArgs,
 }
 
-/// The place the dead letters are in.
-enum Place {
-    Dir(DirSource),
-    Bucket(S3Source),
-}
-
 pub(super) async fn execute(
     args: &RedriveArgs,
     stop: &CancellationToken,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    // The flags, checked before anything is opened.
     let place = args.requests.place("request source")?;
+    place.check(Use::Redrive)?;
     let destination = args.destination.sink_if_given()?;
-    let aws = match place.uses_aws() || destination.as_ref().is_some_and(|d| d.uses_aws()) {
-        true => Some(Aws::connect(&args.aws.settings()).await),
-        false => None,
+    let handler = match &args.handler {
+        Some(choice) => Some(args.limits.spec(choice.clone())?),
+        None => None,
     };
-    let place = match place {
-        // A dry run writes nothing; a redrive moves dead letters with calls
-        // of its own, and needs no probe of how the server deletes.
-        RequestPlace::Dir(dir) if args.dry_run => Place::Dir(DirSource::open_read_only(dir)?),
-        RequestPlace::Dir(dir) => Place::Dir(DirSource::open(dir)?),
-        RequestPlace::Bucket(bucket) => {
-            let aws = aws.as_ref().expect("set up for a bucket");
-            Place::Bucket(S3Source::open_read_only(aws.s3.clone(), &bucket).await?)
-        }
-        RequestPlace::Queue(_) => {
-            return Err(UsageError(
-                "redrive moves dead letters back into a folder or a bucket; a queue's dead-letter queue is \
-                 redriven by SQS itself (StartMessageMoveTask)"
-                    .into(),
-            )
-            .into());
-        }
-    };
-    let judge = match &args.handler {
-        Some(choice) => {
-            let handler = Handler::load(&args.limits.spec(choice.clone())?)?;
+    let limit = args.request_size.max_request_bytes;
+
+    let clients = Clients::new(args.aws.settings());
+    let dead_letters = place.open_dead_letters(&clients, args.dry_run).await?;
+    let judge = match handler {
+        Some(spec) => {
+            let handler = Handler::load(&spec)?;
             let store: Arc<dyn Sink> = match &destination {
-                Some(spec) => open_sink_to_read(spec, aws.as_ref()).await?,
+                Some(spec) => spec.open_to_read(&clients).await?,
                 None => Arc::new(MemorySink::new(Destination::ObjectStore)),
             };
             Some((handler, store))
@@ -105,14 +82,7 @@ pub(super) async fn execute(
         None => None,
     };
 
-    let letters: Vec<(String, Version)> = match &place {
-        Place::Dir(source) => source
-            .dead_letters()?
-            .into_iter()
-            .map(|key| (key, Version::default()))
-            .collect(),
-        Place::Bucket(source) => source.dead_letters().await?,
-    };
+    let letters: Vec<(String, Version)> = dead_letters.dead_letters().await?;
     let (mut moved, mut left) = (0, 0);
     for (key, version) in &letters {
         if stop.is_cancelled() {
@@ -121,12 +91,7 @@ pub(super) async fn execute(
         }
         let shown = crate::logging::escape(key);
         if let Some((handler, store)) = &judge {
-            let limit = args.request_size.max_request_bytes;
-            let fetched = match &place {
-                Place::Dir(source) => source.read_dead_letter(key, limit)?,
-                Place::Bucket(source) => source.read_dead_letter(key, limit).await?,
-            };
-            let body = match fetched {
+            let body = match dead_letters.read_dead_letter(key, limit).await? {
                 Fetched::Request(body, _) => body,
                 Fetched::Gone => continue,
                 Fetched::TooLarge(size, _) => {
@@ -163,11 +128,7 @@ pub(super) async fn execute(
             writeln!(out, "{shown}: would move back")?;
             continue;
         }
-        let redriven = match &place {
-            Place::Dir(source) => source.redrive(key)?,
-            Place::Bucket(source) => source.redrive(key, version).await?,
-        };
-        match redriven {
+        match dead_letters.redrive(key, version).await? {
             Redriven::Moved => {
                 moved += 1;
                 writeln!(out, "{shown}: moved back")?;

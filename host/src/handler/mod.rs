@@ -66,6 +66,17 @@ pub struct Spec {
     pub compile_cache: bool,
 }
 
+impl Default for Spec {
+    /// The built-in handler, under the default limits, cached.
+    fn default() -> Self {
+        Spec {
+            choice: Choice::Builtin,
+            limits: Limits::default(),
+            compile_cache: true,
+        }
+    }
+}
+
 /// Why a call produced no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {

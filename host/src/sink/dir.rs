@@ -8,7 +8,8 @@ use crate::folder::{key_path, sweep_stale_temp_files, write_atomically};
 use std::io::ErrorKind;
 use std::path::PathBuf;
 
-/// Documents in a local folder: widgets, or the requests `produce` writes.
+/// Documents in a local folder: widgets (or, for `invoke`, a handler's
+/// store).
 pub(crate) struct DirSink {
     root: PathBuf,
     destination: Destination,

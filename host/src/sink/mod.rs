@@ -6,6 +6,9 @@ pub(crate) mod dir;
 pub mod dynamodb;
 pub mod memory;
 pub(crate) mod s3;
+mod spec;
+
+pub(crate) use spec::Spec;
 
 use crate::contract::Destination;
 use crate::error::StorageError;

@@ -6,17 +6,16 @@ use crate::contract::Destination;
 use crate::error::StorageError;
 use aws_sdk_s3::Client;
 
-/// Documents in an S3 bucket: widgets, or the requests `produce` writes.
+/// Widgets in an S3 bucket.
 pub(crate) struct S3Sink {
     client: Client,
     bucket: String,
 }
 
 impl S3Sink {
-    /// A store in `bucket`, which must exist and be reachable; `role`
-    /// names it in errors.
-    pub(crate) async fn open(client: Client, bucket: &str, role: BucketRole) -> Result<S3Sink, StorageError> {
-        check_bucket(&client, bucket, role).await?;
+    /// A store in `bucket`, which must exist and be reachable.
+    pub(crate) async fn open(client: Client, bucket: &str) -> Result<S3Sink, StorageError> {
+        check_bucket(&client, bucket, BucketRole::Widget).await?;
         Ok(S3Sink {
             client,
             bucket: bucket.to_owned(),

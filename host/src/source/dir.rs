@@ -9,9 +9,10 @@
 //! UTF-8 text, or a FIFO, socket or device is moved to `dead-letter/` as
 //! met, unread, under an escaped name, with the reason.
 
-use super::{Fetched, Listed, Page, Redriven, SetAside, Source, Version};
+use super::{DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, SetAside, Source, Version, Writer, write_retried};
 use crate::error::StorageError;
-use crate::folder::{sweep_stale_temp_files, sync_dir, write_atomically};
+use crate::folder::{key_path, sweep_stale_temp_files, sync_dir, write_atomically};
+use crate::retry::Retry;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read as _};
@@ -160,32 +161,34 @@ impl DirSource {
     }
 }
 
-impl DirSource {
+#[async_trait::async_trait]
+impl DeadLetters for DirSource {
     /// The dead letters, by request key, in key order: the regular files in
     /// `dead-letter/` other than reasons (what the listing set aside, links
     /// and the like, is left there). A file an earlier version dead-lettered
-    /// under a name ending in `.reason` is passed over, never removed.
-    pub(crate) fn dead_letters(&self) -> Result<Vec<String>, StorageError> {
+    /// under a name ending in `.reason` is passed over, never removed. A
+    /// file's version is not kept: a rename moves the file itself.
+    async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError> {
         let folder = self.root.join(DEAD_LETTER);
         let entries = match std::fs::read_dir(&folder) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(StorageError::io(format!("list {}", folder.display()), e)),
         };
-        let mut keys: Vec<String> = entries
+        let mut keys: Vec<(String, Version)> = entries
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|name| !name.ends_with(".reason") && !name.starts_with('.'))
-            .map(|name| key_of(&name))
+            .map(|name| (key_of(&name), Version::default()))
             .collect();
-        keys.sort();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(keys)
     }
 
     /// A dead letter's bytes, unless it is gone or larger than
     /// `max_bytes` (then it is not read).
-    pub(crate) fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
+    async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
         let path = self.root.join(DEAD_LETTER).join(dead_letter_name(key));
         let failed = |e| StorageError::io(format!("read {}", path.display()), e);
         let file = match std::fs::File::open(&path) {
@@ -213,7 +216,7 @@ impl DirSource {
     /// back). A stop between the two steps leaves the dead letter without
     /// its reason, for the next redrive to move; nothing here removes a
     /// file it cannot prove is a reason of its own.
-    pub(crate) fn redrive(&self, key: &str) -> Result<Redriven, StorageError> {
+    async fn redrive(&self, key: &str, _version: &Version) -> Result<Redriven, StorageError> {
         let folder = self.root.join(DEAD_LETTER);
         let name = dead_letter_name(key);
         let (from, to) = (folder.join(&name), self.root.join(key));
@@ -247,6 +250,42 @@ impl DirSource {
         sync_dir(&self.root).map_err(|e| StorageError::io(action(), e))?;
         sync_dir(&folder).map_err(|e| StorageError::io(action(), e))?;
         Ok(Redriven::Moved)
+    }
+}
+
+/// Writes new requests into a folder, a file each, named by its key: each
+/// appears whole (written aside, then renamed), as a producer's should.
+pub(crate) struct DirWriter {
+    root: PathBuf,
+    retry: Retry,
+}
+
+impl DirWriter {
+    /// A writer into `root`, made if missing.
+    pub(crate) fn open(root: impl Into<PathBuf>, retry: Retry) -> Result<DirWriter, StorageError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)
+            .map_err(|e| StorageError::io(format!("create folder {}", root.display()), e))?;
+        sweep_stale_temp_files(&root);
+        Ok(DirWriter { root, retry })
+    }
+}
+
+#[async_trait::async_trait]
+impl Writer for DirWriter {
+    fn describe(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+
+    async fn write(&mut self, request: NewRequest, _now: bool) -> Result<(), StorageError> {
+        let action = || format!("write request {} into {}", request.key, self.root.display());
+        let path = key_path(&self.root, &request.key).map_err(|why| StorageError::request(action(), why))?;
+        write_retried(&self.retry, action, || async {
+            write_atomically(&self.root, &path, request.body.as_bytes())
+                .await
+                .map_err(|e| StorageError::io(action(), e))
+        })
+        .await
     }
 }
 
@@ -640,6 +679,12 @@ mod tests {
         assert!(source.list().await.unwrap().set_aside.is_empty());
     }
 
+    /// The dead letters' request keys.
+    async fn dead_letter_keys(source: &DirSource) -> Vec<String> {
+        let letters = source.dead_letters().await.unwrap();
+        letters.into_iter().map(|(key, _)| key).collect()
+    }
+
     #[tokio::test]
     async fn a_redriven_dead_letter_goes_back_under_its_key_without_its_reason() {
         let dir = folder(&["1", "2"]);
@@ -648,14 +693,14 @@ mod tests {
             let version = version(&source, key).await;
             source.dead_letter(key, &version, "bad").await.unwrap();
         }
-        assert_eq!(source.dead_letters().unwrap(), ["1", "2"]);
-        assert_eq!(source.redrive("1").unwrap(), Redriven::Moved);
+        assert_eq!(dead_letter_keys(&source).await, ["1", "2"]);
+        assert_eq!(source.redrive("1", &Version::default()).await.unwrap(), Redriven::Moved);
         assert!(dir.path().join("1").is_file());
         assert!(!dir.path().join("dead-letter/1").exists());
         assert!(!dir.path().join("dead-letter/1.reason").exists());
         // A request waiting under the key is never overwritten.
         std::fs::write(dir.path().join("2"), b"newer").unwrap();
-        assert_eq!(source.redrive("2").unwrap(), Redriven::Occupied);
+        assert_eq!(source.redrive("2", &Version::default()).await.unwrap(), Redriven::Occupied);
         assert_eq!(std::fs::read(dir.path().join("2")).unwrap(), b"newer");
         assert!(dir.path().join("dead-letter/2").exists());
         assert!(
@@ -679,7 +724,7 @@ mod tests {
         let mut keys = names.map(str::to_owned).to_vec();
         keys.sort();
         assert_eq!(
-            source.dead_letters().unwrap(),
+            dead_letter_keys(&source).await,
             keys,
             "each dead letter listed once, by its key"
         );
@@ -692,7 +737,7 @@ mod tests {
             assert_eq!(key_of(&dead_letter_name(key)), key);
         }
         for key in names {
-            assert_eq!(source.redrive(key).unwrap(), Redriven::Moved, "{key}");
+            assert_eq!(source.redrive(key, &Version::default()).await.unwrap(), Redriven::Moved, "{key}");
             assert_eq!(
                 std::fs::read(dir.path().join(key)).unwrap(),
                 key.as_bytes(),
@@ -710,13 +755,13 @@ mod tests {
         let version = version(&source, "K").await;
         source.dead_letter("K", &version, "again").await.unwrap();
         std::fs::remove_file(dir.path().join("dead-letter/K.reason")).unwrap();
-        assert_eq!(source.dead_letters().unwrap(), ["K"]);
-        assert_eq!(source.redrive("K").unwrap(), Redriven::Moved);
+        assert_eq!(dead_letter_keys(&source).await, ["K"]);
+        assert_eq!(source.redrive("K", &Version::default()).await.unwrap(), Redriven::Moved);
         assert!(dir.path().join("K").is_file());
         // A file an earlier version left under a name ending in .reason,
         // whose own dead letter is gone, is never removed.
         std::fs::write(dir.path().join("dead-letter/9.reason"), b"a request, or a reason").unwrap();
-        assert!(source.dead_letters().unwrap().is_empty());
+        assert!(dead_letter_keys(&source).await.is_empty());
         assert!(dir.path().join("dead-letter/9.reason").exists());
     }
 }

@@ -10,12 +10,23 @@
 //! A request larger than the run's limit is never read whole: the listing
 //! says its size, and a read stops at the limit. It is dead-lettered as it
 //! lies (a rename, a server-side copy).
+//!
+//! Everything a kind of place does lives in its own file: consuming it
+//! ([`Source`]), moving its dead letters back ([`DeadLetters`]) and writing
+//! new requests into it ([`Writer`]). [`Place`] is the one place that turns
+//! the name a user gave into an opened one, so a new kind of place touches
+//! this folder and the flag that names it, and no command.
 
 pub(crate) mod dir;
+mod place;
 pub(crate) mod s3;
 pub(crate) mod sqs;
+mod sqs_writer;
+
+pub(crate) use place::{Place, Use};
 
 use crate::error::StorageError;
+use crate::retry::{Attempt, Retry};
 
 /// One page of a listing.
 #[derive(Debug, Default)]
@@ -133,4 +144,63 @@ pub(crate) trait Source: Send + Sync {
     /// The run is over: whatever was listed and not done is handed back (a
     /// queue makes such messages visible again at once).
     async fn finish(&self) {}
+}
+
+/// The dead letters of a place, for `redrive`: listed, read, and moved back
+/// under their keys without their reasons.
+#[async_trait::async_trait]
+pub(crate) trait DeadLetters: Send + Sync {
+    /// The dead letters, in key order, by request key and version.
+    async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError>;
+
+    /// A dead letter's bytes, unless it is gone or larger than `max_bytes`
+    /// (then it is not read).
+    async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError>;
+
+    /// Moves the dead letter `key` (as listed at `version`) back under its
+    /// key, without its reason; never over a request waiting there.
+    async fn redrive(&self, key: &str, version: &Version) -> Result<Redriven, StorageError>;
+}
+
+/// A request to write into a place (`produce`, `demo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewRequest {
+    /// Its key: the file or object name (a queue names messages itself).
+    pub(crate) key: String,
+    /// Its JSON text.
+    pub(crate) body: String,
+    /// What orders it (the widget id): a FIFO queue's message group.
+    pub(crate) ordering_key: String,
+    /// Its own id (the request id): a FIFO queue's deduplication id.
+    pub(crate) id: String,
+}
+
+/// Writes new requests into a place. Each write is retried through the
+/// run's [`Retry`], so its retries are counted and a stop ends the waiting.
+#[async_trait::async_trait]
+pub(crate) trait Writer: Send {
+    /// A short name for the report: `dir:./requests`, `sqs:requests.fifo`.
+    fn describe(&self) -> String;
+
+    /// Writes `request`, or holds it for a batch unless `now`.
+    async fn write(&mut self, request: NewRequest, now: bool) -> Result<(), StorageError>;
+
+    /// Writes whatever is held.
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// A retried write's outcome: a stop while it waited to try again leaves
+/// the request unwritten, which the caller must hear of.
+pub(crate) async fn write_retried<F, Fut>(retry: &Retry, action: impl Fn() -> String, call: F) -> Result<(), StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), StorageError>>,
+{
+    match retry.run(call).await {
+        Attempt::Done(()) => Ok(()),
+        Attempt::Failed(e) => Err(e),
+        Attempt::Stopped => Err(StorageError::fatal(action(), "stopped while waiting to try again")),
+    }
 }

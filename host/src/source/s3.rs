@@ -4,14 +4,15 @@
 //! the server (a request too large to read never passes through the host),
 //! bytes unchanged, with the reason in the object's metadata.
 
-use super::{Fetched, Listed, Page, Redriven, Source, Version};
+use super::{DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, Source, Version, Writer, write_retried};
 use crate::aws::errors::storage_error;
 use crate::aws::s3::{
     BucketRole, Got, ObjectMeta, PROBE_PREFIX, Removal, batch_deletes_honour_etags, check_bucket,
-    copy_object_if, delete_object_if, delete_objects_if, get_object,
+    copy_object_if, delete_object_if, delete_objects_if, get_object, put_object,
 };
 use crate::batch::{Batcher, settle};
 use crate::error::StorageError;
+use crate::retry::Retry;
 use aws_sdk_s3::Client;
 use std::sync::Mutex;
 
@@ -106,10 +107,11 @@ fn deleting_in_batches(client: Client, bucket: String) -> Batcher<Removing, Resu
     )
 }
 
-impl S3Source {
+#[async_trait::async_trait]
+impl DeadLetters for S3Source {
     /// The dead letters, in key order, by their request key (without the
     /// prefix) and ETag.
-    pub(crate) async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError> {
+    async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError> {
         let mut found = Vec::new();
         let mut pages = self
             .client
@@ -136,7 +138,7 @@ impl S3Source {
 
     /// A dead letter's bytes, unless it is gone or larger than
     /// `max_bytes` (then it is not read).
-    pub(crate) async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
+    async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
         let target = format!("{DEAD_LETTER_PREFIX}{key}");
         Ok(
             match get_object(&self.client, &self.bucket, &target, max_bytes).await? {
@@ -153,7 +155,7 @@ impl S3Source {
     /// between the two, the request is in both places until the next
     /// redrive finds its copy in place (same ETag) and removes the dead
     /// letter ([`Redriven::Finished`]).
-    pub(crate) async fn redrive(&self, key: &str, version: &Version) -> Result<Redriven, StorageError> {
+    async fn redrive(&self, key: &str, version: &Version) -> Result<Redriven, StorageError> {
         let dead_letter = format!("{DEAD_LETTER_PREFIX}{key}");
         let waiting = self
             .client
@@ -312,6 +314,45 @@ fn metadata_safe(reason: &str) -> String {
         safe.push_str(&piece);
     }
     safe
+}
+
+/// Writes new requests into a bucket, an object each, named by its key,
+/// as JSON (`Content-Type: application/json`).
+pub(crate) struct S3Writer {
+    client: Client,
+    bucket: String,
+    retry: Retry,
+}
+
+impl S3Writer {
+    /// A writer into `bucket`, which must exist and be reachable.
+    pub(crate) async fn open(client: Client, bucket: &str, retry: Retry) -> Result<S3Writer, StorageError> {
+        check_bucket(&client, bucket, BucketRole::Request).await?;
+        Ok(S3Writer {
+            client,
+            bucket: bucket.to_owned(),
+            retry,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Writer for S3Writer {
+    fn describe(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+
+    async fn write(&mut self, request: NewRequest, _now: bool) -> Result<(), StorageError> {
+        let meta = || ObjectMeta {
+            content_type: Some("application/json"),
+            metadata: &[],
+        };
+        let action = || format!("write request s3://{}/{}", self.bucket, request.key);
+        write_retried(&self.retry, action, || {
+            put_object(&self.client, &self.bucket, &request.key, request.body.as_bytes(), meta())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

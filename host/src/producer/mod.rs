@@ -4,7 +4,10 @@
 //! run; updates often omit `label` and sometimes blank it with `""`.
 //!
 //! Everything is drawn from one seeded ChaCha generator, so a seed and a
-//! start time give the same requests on every machine.
+//! start time give the same requests on every machine. [`write`] paces
+//! them into a place.
+
+pub(crate) mod write;
 
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};

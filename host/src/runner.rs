@@ -1,0 +1,139 @@
+//! One run of the host, from a checked [`Config`] to its summary: the
+//! handler loaded, the source and the sink opened, the maximum run time,
+//! the handler's reloads, the metrics endpoint and the progress display
+//! started, the pipeline run, and a stop given at most the shutdown
+//! timeout. `run` and `demo` both come here, from [`Config::new`].
+
+use crate::aws::{AwsSettings, Clients};
+use crate::handler::swap::HandlerSlot;
+use crate::handler::{self, Handler};
+use crate::metrics::{Metrics, Summary, exporter};
+use crate::pipeline::{self, Options};
+use crate::progress;
+use crate::sink;
+use crate::source::Place;
+use crate::source::sqs::QueueOptions;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long a stop waits for the stores in flight, unless told otherwise.
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+
+/// Everything a run needs, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) source: Place,
+    /// How a queue source is consumed.
+    pub(crate) queue: QueueOptions,
+    pub(crate) sink: sink::Spec,
+    pub(crate) handler: handler::Spec,
+    pub(crate) options: Options,
+    /// Stop after this long (`-mrt`).
+    pub(crate) max_runtime: Option<Duration>,
+    /// Where to serve Prometheus metrics.
+    pub(crate) metrics_addr: Option<String>,
+    /// Reload the handler when its file changes.
+    pub(crate) watch: bool,
+    /// How long a stop waits for the stores in flight.
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) aws: AwsSettings,
+}
+
+impl Config {
+    /// A run from `source` into `sink` with every default: the built-in
+    /// handler under the default limits, the default concurrency, no time
+    /// limit, polling until stopped.
+    pub(crate) fn new(source: Place, sink: sink::Spec) -> Config {
+        Config {
+            source,
+            queue: QueueOptions::default(),
+            sink,
+            handler: handler::Spec::default(),
+            options: Options::default(),
+            max_runtime: None,
+            metrics_addr: None,
+            watch: false,
+            shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            aws: AwsSettings::default(),
+        }
+    }
+}
+
+/// Processes requests as configured, until the source is empty (with
+/// `until_empty`), the maximum run time, or `stop`; each change of
+/// `reload` reloads the handler from its file.
+pub(crate) async fn run(
+    config: Config,
+    stop: CancellationToken,
+    reload: watch::Receiver<u64>,
+) -> anyhow::Result<Summary> {
+    let handler = Handler::load(&config.handler)?;
+    let handlers = HandlerSlot::new(handler, config.handler.choice.clone());
+    let clients = Clients::new(config.aws.clone());
+    // The run's own stop: the caller's, or the maximum run time.
+    let stop = stop.child_token();
+    // A receive under way at a stop is let end only within the shutdown
+    // timeout, with a second to spare for the rest.
+    let queue = QueueOptions {
+        stop_grace: config.shutdown_timeout.saturating_sub(Duration::from_secs(1)),
+        ..config.queue.clone()
+    };
+    let source = config.source.open(&clients, queue, stop.clone()).await?;
+    let sink = config.sink.open(&clients).await?;
+    if let Some(max_runtime) = config.max_runtime {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(max_runtime) => {
+                    tracing::info!(?max_runtime, "Maximum run time reached: finishing the requests in flight.");
+                    stop.cancel();
+                }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+    handlers.reload_on(reload, stop.clone());
+    if config.watch {
+        handlers.watch(stop.clone());
+    }
+    let metrics = Arc::new(Metrics::default());
+    // Scrapes are answered until the run has ended, shutdown included.
+    let exporter_stop = CancellationToken::new();
+    let _exporter_stopped = exporter_stop.clone().drop_guard();
+    if let Some(address) = &config.metrics_addr {
+        let listener = exporter::bind(address).await?;
+        let registry = metrics.registry(clients.calls());
+        tokio::spawn(exporter::serve(listener, registry, exporter_stop.clone()));
+    }
+    // Progress is for a run that ends: one that polls forever has no end to
+    // show.
+    let shown = config
+        .options
+        .until_empty
+        .then(|| progress::show("requests", metrics.progress.clone()));
+    let pipeline = pipeline::run(source, sink, handlers, config.options, metrics, stop.clone());
+    let shutdown_timeout = config.shutdown_timeout;
+    let late = async {
+        stop.cancelled().await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    let summary = tokio::select! {
+        summary = pipeline => summary,
+        () = late => Err(anyhow::anyhow!(
+            "stopped without waiting longer than --shutdown-timeout ({shutdown_timeout:?}) for the \
+             stores in flight; their requests stay in the source"
+        )),
+    };
+    // Ends the timer and the reload tasks.
+    stop.cancel();
+    if let Some(shown) = shown {
+        shown.finish().await;
+    }
+    let mut summary = summary?;
+    if let Some(calls) = clients.calls() {
+        summary.api_calls = calls.snapshot();
+    }
+    Ok(summary)
+}
