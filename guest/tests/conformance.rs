@@ -2,7 +2,7 @@
 //! `widget-host check` runs against a handler component) run natively
 //! against this crate's planner: the same case files, the same meaning,
 //! no Wasm. `cargo mutants` runs this test alone to measure how much of
-//! the planner the cases pin down (see the README's "Writing a handler").
+//! the planner the cases pin down (see docs/handlers.md).
 
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -108,7 +108,10 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(run.max_runtime.max_runtime(), Some(std::time::Duration::from_millis(500)));
+        assert_eq!(
+            run.max_runtime.max_runtime(),
+            Some(std::time::Duration::from_millis(500))
+        );
         let cli = parse(&["widget-host", "produce", "--requests-dir", "r", "-mwr=7"]);
         assert!(format!("{:?}", cli.command).contains("max_widget_requests: 7"));
     }

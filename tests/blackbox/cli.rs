@@ -140,3 +140,76 @@ fn a_sighup_at_start_does_not_kill_the_host() {
     assert!(output.status.success(), "{}: {stderr}", output.status);
     assert!(stderr.contains("Handler loaded."), "{stderr}");
 }
+
+#[test]
+fn commands_check_every_flag_before_they_open_anything() {
+    // Nothing listens on port 1: a command that opened the bucket first
+    // would fail on the connection (exit 1), not on its flags (exit 2).
+    let unreachable = |command: &mut std::process::Command| {
+        command
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap()
+    };
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "redrive",
+                "-rb",
+                "requests",
+                "--handler",
+                "builtin",
+                "--handler-memory-mb",
+                "0",
+            ],
+            "--handler-memory-mb",
+        ),
+        (
+            &["redrive", "-rq", "requests.fifo"],
+            "redrive -rq needs --dead-letter-queue",
+        ),
+        (
+            &["produce", "-rq", "requests.fifo", "--dead-letter-queue", "d.fifo"],
+            "for run and redrive",
+        ),
+        (
+            &[
+                "run",
+                "-rb",
+                "requests",
+                "--dead-letter-queue",
+                "d.fifo",
+                "-wb",
+                "w",
+            ],
+            "needs --request-queue",
+        ),
+        (
+            &["diff", "builtin", "builtin", "-rq", "requests.fifo", "-wb", "w"],
+            "cannot be read and left in place",
+        ),
+        (
+            &[
+                "diff",
+                "builtin",
+                "builtin",
+                "-rb",
+                "requests",
+                "--handler-timeout-ms",
+                "0",
+                "-wb",
+                "w",
+            ],
+            "--handler-timeout-ms",
+        ),
+    ];
+    for (args, says) in cases {
+        let output = unreachable(host().args(args));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

@@ -452,3 +452,93 @@ fn an_idle_host_on_a_queue_stops_at_once_with_a_short_shutdown_timeout() {
         stopped.elapsed()
     );
 }
+
+#[test]
+fn produce_sends_a_refused_batch_again_through_the_retry_loop_and_counts_it() {
+    let client = sqs();
+    let queue = create_queue(&client, "produce-retried", true);
+    // Four refusals: more than the SDK's own three attempts at one call, so
+    // the host's retry loop must send the batch again.
+    let proxy = crate::slowdown::SlowDown::first(&fauxqs(), "AmazonSQS.SendMessageBatch", 4);
+    let output = run_ok(
+        host()
+            .env("AWS_ENDPOINT_URL_SQS", &proxy.url)
+            .args(["produce", "-rq", &queue, "-mwr", "25", "--seed", "3"]),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Wrote 25 requests"), "{stdout}");
+    assert!(
+        count_after(&stdout, "seed 3, ") >= 1,
+        "the retries are counted: {stdout}"
+    );
+    assert_eq!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(drain(&client, &queue).len(), 25, "every request sent once");
+}
+
+#[test]
+fn a_queues_dead_letters_are_redriven_back_without_their_reasons() {
+    let client = sqs();
+    let queue = create_queue(&client, "redrive", true);
+    let dead_letters = create_queue(&client, "redrive-rejected", true);
+    produce(&queue, 20, 11);
+    for (i, body) in ["{}", "not json"].into_iter().enumerate() {
+        let id = format!("bad-{i}");
+        block_on(
+            client
+                .send_message()
+                .queue_url(&queue)
+                .message_body(body)
+                .message_group_id(&id)
+                .message_deduplication_id(&id)
+                .send(),
+        )
+        .unwrap();
+    }
+    let widgets = tempfile::tempdir().unwrap();
+    let widgets = widgets.path().to_str().unwrap();
+    let dlq = ["--dead-letter-queue", dead_letters.as_str()];
+    let run = run_ok(
+        queue_host()
+            .args(["-rq", &queue, "--widgets-dir", widgets, "--until-empty"])
+            .args(dlq)
+            .args(["--queue-wait-seconds", "1"]),
+    );
+    assert_eq!(
+        count_after(&String::from_utf8_lossy(&run.stdout), "dead-lettered:"),
+        2
+    );
+    let redrive = |extra: &[&str]| {
+        let output = run_ok(
+            queue_host()
+                .args(["redrive", "-rq", &queue])
+                .args(dlq)
+                .args(extra),
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+
+    // A look, and a handler that still refuses both: nothing moves, and
+    // every dead letter is visible again at once.
+    assert!(redrive(&["--dry-run"]).contains("Would move 2 of 2 dead letters back (0 left)."));
+    assert_eq!(counts(&client, &dead_letters), (2, 0));
+    let judged = redrive(&["--handler", "builtin"]);
+    assert!(
+        judged.contains("Moved 0 of 2 dead letters back (2 left)."),
+        "{judged}"
+    );
+    assert_eq!(counts(&client, &dead_letters), (2, 0));
+
+    let moved = redrive(&[]);
+    assert!(
+        moved.contains("Moved 2 of 2 dead letters back (0 left)."),
+        "{moved}"
+    );
+    assert_eq!(counts(&client, &dead_letters), (0, 0));
+    let mut back = drain(&client, &queue);
+    back.sort();
+    assert_eq!(
+        back,
+        [("not json".to_owned(), None), ("{}".to_owned(), None)],
+        "both back in the request queue, without their reasons"
+    );
+}

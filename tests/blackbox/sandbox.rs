@@ -6,11 +6,11 @@
 use crate::util::*;
 use std::path::Path;
 
-/// The host's peak memory the README promises for hostile handlers under
+/// The host's peak memory docs/limits.md promises for hostile handlers under
 /// the default limits and 8 workers.
 const PEAK_RSS_BOUND: u64 = 600 << 20;
 
-/// Log the README promises per hostile request, at most.
+/// Log docs/limits.md promises per hostile request, at most.
 const LOG_PER_REQUEST_BOUND: u64 = 1 << 20;
 
 /// Writes `requests` (name, body) into a new folder `requests/` of `root`.
@@ -93,7 +93,7 @@ fn every_hostile_handler_costs_its_request_only_within_memory_and_log_bounds() {
     let widgets = scratch.path().join("widgets");
     let log = scratch.path().join("host.log");
 
-    // The default limits; 8 workers, as the README's bound says.
+    // The default limits; 8 workers, as docs/limits.md's bound says.
     let run = run_measured(
         run_until_empty(&test_guest("hostile_guest"), &dir, scratch.path())
             .args(["--concurrency", "8", "--log-file"])

@@ -1,7 +1,9 @@
-//! An HTTP proxy that answers S3's `503 SlowDown` to every request whose
+//! An HTTP proxy that answers `503 SlowDown` to every request whose
 //! request line names a given text (one widget's object key) and forwards
 //! the rest, counting those that write: S3 throttles per prefix, so one hot key is throttled while the
-//! bucket serves every other. Each request is forwarded on a connection of
+//! bucket serves every other. Or, [`SlowDown::first`], to the first few
+//! requests whose head (request line and headers: an SQS call's
+//! `X-Amz-Target`) names it. Each request is forwarded on a connection of
 //! its own, so that one client connection can carry both kinds.
 
 use std::io::{BufRead, BufReader, Write};
@@ -21,19 +23,52 @@ impl SlowDown {
     /// Forwards a loopback port to `upstream` (`http://127.0.0.1:PORT`),
     /// refusing requests whose request line contains `hot`.
     pub fn start(upstream: &str, hot: &str) -> SlowDown {
+        SlowDown::with(
+            upstream,
+            Rule {
+                hot: hot.to_owned(),
+                in_head: false,
+                times: u64::MAX,
+            },
+        )
+    }
+
+    /// Forwards a loopback port to `upstream`, refusing the first `times`
+    /// requests whose head contains `hot`.
+    pub fn first(upstream: &str, hot: &str, times: u64) -> SlowDown {
+        SlowDown::with(
+            upstream,
+            Rule {
+                hot: hot.to_owned(),
+                in_head: true,
+                times,
+            },
+        )
+    }
+
+    fn with(upstream: &str, rule: Rule) -> SlowDown {
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (refused, writes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (hot, counts) = (hot.to_owned(), (refused.clone(), writes.clone()));
+        let (rule, counts) = (Arc::new(rule), (refused.clone(), writes.clone()));
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (upstream, hot, counts) = (upstream.clone(), hot.clone(), counts.clone());
-                std::thread::spawn(move || serve(client, &upstream, &hot, &counts.0, &counts.1));
+                let (upstream, rule, counts) = (upstream.clone(), rule.clone(), counts.clone());
+                std::thread::spawn(move || serve(client, &upstream, &rule, &counts.0, &counts.1));
             }
         });
         SlowDown { url, refused, writes }
     }
+}
+
+/// Which requests are refused.
+struct Rule {
+    hot: String,
+    /// Look for `hot` in the headers too, not only the request line.
+    in_head: bool,
+    /// Refuse this many at most, then forward them all.
+    times: u64,
 }
 
 /// One HTTP message: its head (up to the blank line) and its body.
@@ -86,7 +121,7 @@ fn read_message(reader: &mut impl BufRead, no_body: bool) -> Option<Message> {
     Some(Message { head, body })
 }
 
-fn serve(client: TcpStream, upstream: &str, hot: &str, refused: &AtomicU64, writes: &AtomicU64) {
+fn serve(client: TcpStream, upstream: &str, rule: &Rule, refused: &AtomicU64, writes: &AtomicU64) {
     let mut reader = BufReader::new(client.try_clone().unwrap());
     let mut writer = client;
     while let Some(request) = read_message(&mut reader, false) {
@@ -95,8 +130,18 @@ fn serve(client: TcpStream, upstream: &str, hot: &str, refused: &AtomicU64, writ
             .next()
             .unwrap_or_default()
             .to_owned();
-        let answer = if line.contains(hot) {
-            refused.fetch_add(1, Ordering::SeqCst);
+        let head = String::from_utf8_lossy(&request.head).to_ascii_lowercase();
+        let named = match rule.in_head {
+            true => head.contains(&rule.hot.to_ascii_lowercase()),
+            false => line.contains(&rule.hot),
+        };
+        let refuse = named
+            && refused
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < rule.times).then_some(n + 1)
+                })
+                .is_ok();
+        let answer = if refuse {
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
             let mut answer = format!(
                 "HTTP/1.1 503 Slow Down\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nx-amz-request-id: SLOWDOWN\r\n\r\n",

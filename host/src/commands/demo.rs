@@ -77,7 +77,10 @@ pub(super) async fn execute(args: &DemoArgs, controls: Controls, out: &mut dyn W
     };
     let place = Place::Dir(requests.clone());
     let mut target = place
-        .open_writer(&Clients::new(Default::default()), Retry::new(controls.stop.clone()))
+        .open_writer(
+            &Clients::new(Default::default()),
+            Retry::new(controls.stop.clone()),
+        )
         .await?;
     write_requests(
         target.as_mut(),

@@ -100,10 +100,15 @@ const OLD_NEW: Sides = Sides {
 
 pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // The flags, checked before anything is opened.
-    let place = args.requests.place_or("requests", args.folder.clone().map(Place::Dir))?;
+    let place = args
+        .requests
+        .place_or("requests", args.folder.clone().map(Place::Dir))?;
     place.check(Use::Read)?;
     let sink_spec = args.destination.sink()?;
-    let (old, new) = (args.limits.spec(args.old.clone())?, args.limits.spec(args.new.clone())?);
+    let (old, new) = (
+        args.limits.spec(args.old.clone())?,
+        args.limits.spec(args.new.clone())?,
+    );
     let max_request_bytes = args.request_size.max_request_bytes;
 
     let old = Handler::load(&old).context("cannot load the old handler")?;

@@ -33,6 +33,13 @@ pub struct RequestPlaceArgs {
     /// each; a FIFO queue keeps each widget's requests in order. Also `-rq`.
     #[arg(long, value_name = "URL_OR_NAME", visible_alias = "request_queue")]
     pub request_queue: Option<String>,
+
+    /// With --request-queue: the queue (a name or URL) `run` sends rejected
+    /// requests to, body unchanged, the reason in the message attribute
+    /// `reason`, and `redrive` takes them back from. Without it, `run`
+    /// leaves them in the request queue for its own redrive policy.
+    #[arg(long, value_name = "URL_OR_NAME")]
+    pub dead_letter_queue: Option<String>,
 }
 
 impl RequestPlaceArgs {
@@ -44,11 +51,17 @@ impl RequestPlaceArgs {
     /// The one place given, counting `also` (a command's own spelling of
     /// one, like `diff`'s REQUESTS_DIR) among them.
     pub(crate) fn place_or(&self, role: &str, also: Option<Place>) -> Result<Place, UsageError> {
+        if self.dead_letter_queue.is_some() && self.request_queue.is_none() {
+            return Err(UsageError("--dead-letter-queue needs --request-queue".into()));
+        }
         let given = [
             also,
             self.requests_dir.clone().map(Place::Dir),
             self.request_bucket.clone().map(Place::Bucket),
-            self.request_queue.clone().map(Place::Queue),
+            self.request_queue.clone().map(|queue| Place::Queue {
+                queue,
+                dead_letters: self.dead_letter_queue.clone(),
+            }),
         ];
         exactly_one(given, || {
             format!("{role}: --requests-dir DIR, --request-bucket BUCKET or --request-queue QUEUE")
@@ -208,7 +221,7 @@ pub struct RequestSizeArgs {
     /// Requests larger than this many bytes are dead-lettered unread (the
     /// listing's size is checked before reading), and `redrive` leaves dead
     /// letters larger than this unread. Memory then stays bounded by the
-    /// concurrency times this limit (see the README).
+    /// concurrency times this limit (see docs/limits.md).
     #[arg(long, value_name = "BYTES", default_value_t = crate::pipeline::DEFAULT_MAX_REQUEST_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_request_bytes: u64,
@@ -281,4 +294,3 @@ impl LimitArgs {
         })
     }
 }
-

@@ -69,11 +69,21 @@ pub(super) async fn execute(
     let start_ms = args.start_ms.unwrap_or_else(now_ms);
 
     let retry = Retry::new(controls.stop.clone());
-    let mut target = place.open_writer(&Clients::new(args.aws.settings()), retry.clone()).await?;
+    let mut target = place
+        .open_writer(&Clients::new(args.aws.settings()), retry.clone())
+        .await?;
     let progress = progress::Counts::default();
     progress.known_at_least(pacing.count);
     let shown = progress::show("requests written", progress.clone());
-    let written = write_requests(target.as_mut(), seed, start_ms, &pacing, &progress, &controls.stop).await;
+    let written = write_requests(
+        target.as_mut(),
+        seed,
+        start_ms,
+        &pacing,
+        &progress,
+        &controls.stop,
+    )
+    .await;
     shown.finish().await;
     let written = written?;
     let retries = match retry.count.get() {

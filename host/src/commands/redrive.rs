@@ -12,7 +12,7 @@ use crate::contract::{Context, Destination};
 use crate::handler::{self, CallError, Handler};
 use crate::sink::Sink;
 use crate::sink::memory::MemorySink;
-use crate::source::{Fetched, Redriven, Use, Version};
+use crate::source::{DeadLetters, Fetched, Redriven, Use, Version};
 use clap::Args;
 use std::io::Write;
 use std::sync::Arc;
@@ -66,7 +66,6 @@ pub(super) async fn execute(
         Some(choice) => Some(args.limits.spec(choice.clone())?),
         None => None,
     };
-    let limit = args.request_size.max_request_bytes;
 
     let clients = Clients::new(args.aws.settings());
     let dead_letters = place.open_dead_letters(&clients, args.dry_run).await?;
@@ -82,9 +81,36 @@ pub(super) async fn execute(
         None => None,
     };
 
-    let letters: Vec<(String, Version)> = dead_letters.dead_letters().await?;
+    // Whatever happens, what the listing holds is let go of at the end.
+    let moved = match dead_letters.dead_letters().await {
+        Ok(letters) => {
+            let judge = judge.as_ref().map(|(handler, store)| (handler, store.clone()));
+            move_back(&letters, dead_letters.as_ref(), judge, args, stop, out)
+                .await
+                .map(|counts| (counts, letters.len()))
+        }
+        Err(e) => Err(e.into()),
+    };
+    dead_letters.finish().await;
+    let ((moved, left), listed) = moved?;
+    let verb = if args.dry_run { "Would move" } else { "Moved" };
+    writeln!(out, "{verb} {moved} of {listed} dead letters back ({left} left).")?;
+    Ok(())
+}
+
+/// Moves `letters` back (only those `judge` accepts, if given), or says it
+/// would; returns how many were moved and how many left.
+async fn move_back(
+    letters: &[(String, Version)],
+    dead_letters: &dyn DeadLetters,
+    judge: Option<(&Handler, Arc<dyn Sink>)>,
+    args: &RedriveArgs,
+    stop: &CancellationToken,
+    out: &mut dyn Write,
+) -> anyhow::Result<(u64, u64)> {
+    let limit = args.request_size.max_request_bytes;
     let (mut moved, mut left) = (0, 0);
-    for (key, version) in &letters {
+    for (key, version) in letters {
         if stop.is_cancelled() {
             writeln!(out, "Stopped.")?;
             break;
@@ -146,11 +172,5 @@ pub(super) async fn execute(
             }
         }
     }
-    let verb = if args.dry_run { "Would move" } else { "Moved" };
-    writeln!(
-        out,
-        "{verb} {moved} of {} dead letters back ({left} left).",
-        letters.len()
-    )?;
-    Ok(())
+    Ok((moved, left))
 }

@@ -90,12 +90,6 @@ pub(crate) struct QueueArgs {
     /// how soon another host takes over the messages of one that died.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=43_200))]
     queue_visibility_seconds: Option<u32>,
-
-    /// Send rejected requests to this queue (a name or URL), body unchanged,
-    /// the reason in the message attribute `reason`. Without it they are
-    /// left in the request queue for its own redrive policy.
-    #[arg(long, value_name = "URL_OR_NAME")]
-    dead_letter_queue: Option<String>,
 }
 
 impl QueueArgs {
@@ -105,7 +99,6 @@ impl QueueArgs {
             visibility: self
                 .queue_visibility_seconds
                 .map(|s| Duration::from_secs(s.into())),
-            dead_letters: self.dead_letter_queue.clone(),
             ..QueueOptions::default()
         }
     }
@@ -184,7 +177,10 @@ mod tests {
         let c = config(&["--requests-dir", "r", "--dynamodb-widget-table", "t"]).unwrap();
         assert_eq!(c.sink, SinkSpec::DynamoDbTable("t".into()));
         let c = config(&["--requests-dir", "r", "--widgets-dir", "w"]).unwrap();
-        assert_eq!((c.source, c.sink), (Place::Dir("r".into()), SinkSpec::Dir("w".into())));
+        assert_eq!(
+            (c.source, c.sink),
+            (Place::Dir("r".into()), SinkSpec::Dir("w".into()))
+        );
         let c = config(&[
             "--requests_bucket",
             "r",

@@ -47,7 +47,7 @@ use tracing::{error, info};
 /// time is spent waiting on the store, and batched calls grow with the
 /// requests waiting: in the benchmark S3 -> DynamoDB took 771 requests/s
 /// at 8, 996 at 16 and 1,058 at 32; 16 keeps the worst-case memory (see
-/// the README) at half of 32's.
+/// docs/limits.md) at half of 32's.
 pub(crate) const DEFAULT_CONCURRENCY: u16 = 16;
 
 /// How a run behaves.

@@ -9,6 +9,7 @@
 
 pub(crate) mod write;
 
+use crate::source::NewRequest;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -38,19 +39,6 @@ pub(crate) const ATTRIBUTE_NAMES: [&str; 14] = [
 const COLORS: [&str; 8] = [
     "red", "orange", "yellow", "green", "blue", "indigo", "violet", "pink",
 ];
-
-/// One generated request: its key and its JSON body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Produced {
-    /// The request's key: 13-digit epoch milliseconds.
-    pub(crate) key: String,
-    /// The request's JSON text.
-    pub(crate) body: String,
-    /// The widget it is about: a queue's message group.
-    pub(crate) widget_id: String,
-    /// Its `requestId`: a queue's deduplication id.
-    pub(crate) request_id: String,
-}
 
 /// A request body and the ids in it.
 struct Drawn {
@@ -110,8 +98,10 @@ impl Producer {
         }
     }
 
-    /// The next request. Keys strictly increase, so name order is time order.
-    pub(crate) fn next_request(&mut self) -> Produced {
+    /// The next request: its key (13-digit epoch milliseconds, strictly
+    /// increasing, so name order is time order), its JSON text, its widget
+    /// id as the ordering key and its `requestId` as its id.
+    pub(crate) fn next_request(&mut self) -> NewRequest {
         self.clock_ms += self.rng.random_range(1..=400);
         let key = format!("{:013}", self.clock_ms);
         let roll = self.rng.random_range(0..100);
@@ -122,11 +112,11 @@ impl Producer {
         } else {
             self.delete()
         };
-        Produced {
+        NewRequest {
             key,
             body: drawn.body,
-            widget_id: drawn.widget_id,
-            request_id: drawn.request_id,
+            ordering_key: drawn.widget_id,
+            id: drawn.request_id,
         }
     }
 
@@ -239,7 +229,7 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn requests(n: usize) -> Vec<Produced> {
+    fn requests(n: usize) -> Vec<NewRequest> {
         let mut p = Producer::new(7, 1_612_306_368_338);
         (0..n).map(|_| p.next_request()).collect()
     }

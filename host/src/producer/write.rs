@@ -1,10 +1,10 @@
 //! Generated requests written into a place (`produce`, `demo`), as many
 //! and as fast as asked, until done, the maximum run time, or a stop.
 
-use super::{Produced, Producer};
+use super::Producer;
 use crate::error::StorageError;
 use crate::progress;
-use crate::source::{NewRequest, Writer};
+use crate::source::Writer;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
@@ -45,21 +45,12 @@ pub(crate) async fn write_requests(
         if out_of_time || stop.is_cancelled() {
             break;
         }
-        target.write(new_request(producer.next_request()), paced).await?;
+        target.write(producer.next_request(), paced).await?;
         written += 1;
         progress.add_done(1);
     }
     target.flush().await?;
     Ok(written)
-}
-
-fn new_request(produced: Produced) -> NewRequest {
-    NewRequest {
-        key: produced.key,
-        body: produced.body,
-        ordering_key: produced.widget_id,
-        id: produced.request_id,
-    }
 }
 
 /// Now, in epoch milliseconds: where generated keys start by default.
@@ -80,7 +71,10 @@ mod tests {
     async fn folder_writer(dir: &std::path::Path) -> Box<dyn Writer> {
         let place = Place::Dir(dir.to_owned());
         place
-            .open_writer(&Clients::new(Default::default()), Retry::new(CancellationToken::new()))
+            .open_writer(
+                &Clients::new(Default::default()),
+                Retry::new(CancellationToken::new()),
+            )
             .await
             .unwrap()
     }

@@ -27,9 +27,7 @@ impl Spec {
     pub(crate) async fn open(&self, clients: &Clients) -> Result<Arc<dyn Sink>, StorageError> {
         Ok(match self {
             Spec::Dir(path) => Arc::new(DirSink::open(path)?),
-            Spec::S3Bucket(bucket) => {
-                Arc::new(S3Sink::open(clients.get().await.s3.clone(), bucket).await?)
-            }
+            Spec::S3Bucket(bucket) => Arc::new(S3Sink::open(clients.get().await.s3.clone(), bucket).await?),
             Spec::DynamoDbTable(table) => {
                 Arc::new(DynamoDbSink::open(clients.get().await.dynamodb.clone(), table).await?)
             }

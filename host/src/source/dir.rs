@@ -9,7 +9,10 @@
 //! UTF-8 text, or a FIFO, socket or device is moved to `dead-letter/` as
 //! met, unread, under an escaped name, with the reason.
 
-use super::{DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, SetAside, Source, Version, Writer, write_retried};
+use super::{
+    DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, SetAside, Source, Version, Writer,
+    write_retried,
+};
 use crate::error::StorageError;
 use crate::folder::{key_path, sweep_stale_temp_files, sync_dir, write_atomically};
 use crate::retry::Retry;
@@ -694,13 +697,19 @@ mod tests {
             source.dead_letter(key, &version, "bad").await.unwrap();
         }
         assert_eq!(dead_letter_keys(&source).await, ["1", "2"]);
-        assert_eq!(source.redrive("1", &Version::default()).await.unwrap(), Redriven::Moved);
+        assert_eq!(
+            source.redrive("1", &Version::default()).await.unwrap(),
+            Redriven::Moved
+        );
         assert!(dir.path().join("1").is_file());
         assert!(!dir.path().join("dead-letter/1").exists());
         assert!(!dir.path().join("dead-letter/1.reason").exists());
         // A request waiting under the key is never overwritten.
         std::fs::write(dir.path().join("2"), b"newer").unwrap();
-        assert_eq!(source.redrive("2", &Version::default()).await.unwrap(), Redriven::Occupied);
+        assert_eq!(
+            source.redrive("2", &Version::default()).await.unwrap(),
+            Redriven::Occupied
+        );
         assert_eq!(std::fs::read(dir.path().join("2")).unwrap(), b"newer");
         assert!(dir.path().join("dead-letter/2").exists());
         assert!(
@@ -737,7 +746,11 @@ mod tests {
             assert_eq!(key_of(&dead_letter_name(key)), key);
         }
         for key in names {
-            assert_eq!(source.redrive(key, &Version::default()).await.unwrap(), Redriven::Moved, "{key}");
+            assert_eq!(
+                source.redrive(key, &Version::default()).await.unwrap(),
+                Redriven::Moved,
+                "{key}"
+            );
             assert_eq!(
                 std::fs::read(dir.path().join(key)).unwrap(),
                 key.as_bytes(),
@@ -756,7 +769,10 @@ mod tests {
         source.dead_letter("K", &version, "again").await.unwrap();
         std::fs::remove_file(dir.path().join("dead-letter/K.reason")).unwrap();
         assert_eq!(dead_letter_keys(&source).await, ["K"]);
-        assert_eq!(source.redrive("K", &Version::default()).await.unwrap(), Redriven::Moved);
+        assert_eq!(
+            source.redrive("K", &Version::default()).await.unwrap(),
+            Redriven::Moved
+        );
         assert!(dir.path().join("K").is_file());
         // A file an earlier version left under a name ending in .reason,
         // whose own dead letter is gone, is never removed.

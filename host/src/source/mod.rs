@@ -21,6 +21,7 @@ pub(crate) mod dir;
 mod place;
 pub(crate) mod s3;
 pub(crate) mod sqs;
+mod sqs_dead_letters;
 mod sqs_writer;
 
 pub(crate) use place::{Place, Use};
@@ -160,6 +161,10 @@ pub(crate) trait DeadLetters: Send + Sync {
     /// Moves the dead letter `key` (as listed at `version`) back under its
     /// key, without its reason; never over a request waiting there.
     async fn redrive(&self, key: &str, version: &Version) -> Result<Redriven, StorageError>;
+
+    /// The redrive is over: whatever listing held and did not move is let
+    /// go (a queue makes its dead letters visible again).
+    async fn finish(&self) {}
 }
 
 /// A request to write into a place (`produce`, `demo`).
@@ -193,7 +198,11 @@ pub(crate) trait Writer: Send {
 
 /// A retried write's outcome: a stop while it waited to try again leaves
 /// the request unwritten, which the caller must hear of.
-pub(crate) async fn write_retried<F, Fut>(retry: &Retry, action: impl Fn() -> String, call: F) -> Result<(), StorageError>
+pub(crate) async fn write_retried<F, Fut>(
+    retry: &Retry,
+    action: impl Fn() -> String,
+    call: F,
+) -> Result<(), StorageError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), StorageError>>,
@@ -201,6 +210,9 @@ where
     match retry.run(call).await {
         Attempt::Done(()) => Ok(()),
         Attempt::Failed(e) => Err(e),
-        Attempt::Stopped => Err(StorageError::fatal(action(), "stopped while waiting to try again")),
+        Attempt::Stopped => Err(StorageError::fatal(
+            action(),
+            "stopped while waiting to try again",
+        )),
     }
 }

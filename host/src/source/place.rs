@@ -5,6 +5,7 @@
 use super::dir::{DirSource, DirWriter};
 use super::s3::{S3Source, S3Writer};
 use super::sqs::{QueueOptions, SqsSource};
+use super::sqs_dead_letters::QueueDeadLetters;
 use super::sqs_writer::QueueWriter;
 use super::{DeadLetters, Source, Writer};
 use crate::aws::Clients;
@@ -21,8 +22,12 @@ pub(crate) enum Place {
     Dir(PathBuf),
     /// An S3 bucket.
     Bucket(String),
-    /// An SQS queue, by name or URL.
-    Queue(String),
+    /// An SQS queue, by name or URL, and the queue its rejected requests
+    /// go to, if one is named.
+    Queue {
+        queue: String,
+        dead_letters: Option<String>,
+    },
 }
 
 /// What a command does with a place.
@@ -43,15 +48,29 @@ impl Place {
     /// not. No I/O.
     pub(crate) fn check(&self, wanted: Use) -> Result<(), UsageError> {
         match (self, wanted) {
-            (Place::Queue(_), Use::Read) => Err(UsageError(
+            (Place::Queue { .. }, Use::Read) => Err(UsageError(
                 "a queue's messages cannot be read and left in place (receiving one hides it from \
                  every other consumer): give a folder or a bucket of requests"
                     .into(),
             )),
-            (Place::Queue(_), Use::Redrive) => Err(UsageError(
-                "redrive moves dead letters back into a folder or a bucket; a queue's dead-letter queue is \
-                 redriven by SQS itself (StartMessageMoveTask)"
+            (
+                Place::Queue {
+                    dead_letters: None, ..
+                },
+                Use::Redrive,
+            ) => Err(UsageError(
+                "redrive -rq needs --dead-letter-queue QUEUE, the queue `run` sent the rejected requests \
+                 to; a queue's own redrive policy is redriven by SQS itself (StartMessageMoveTask)"
                     .into(),
+            )),
+            (
+                Place::Queue {
+                    dead_letters: Some(_),
+                    ..
+                },
+                Use::Write,
+            ) => Err(UsageError(
+                "--dead-letter-queue is for run and redrive: produce writes requests only".into(),
             )),
             _ => Ok(()),
         }
@@ -59,7 +78,8 @@ impl Place {
 
     /// Opens the place to take requests from and remove them once done.
     /// A queue's receive under way at `stop` is let end within
-    /// `queue.stop_grace`.
+    /// `queue.stop_grace`; its rejected requests go to its dead-letter
+    /// queue if it names one.
     pub(crate) async fn open(
         &self,
         clients: &Clients,
@@ -69,8 +89,15 @@ impl Place {
         Ok(match self {
             Place::Dir(path) => Arc::new(DirSource::open(path)?),
             Place::Bucket(bucket) => Arc::new(S3Source::open(clients.get().await.s3.clone(), bucket).await?),
-            Place::Queue(name) => {
-                Arc::new(SqsSource::open(clients.get().await.sqs.clone(), name, queue, stop).await?)
+            Place::Queue {
+                queue: name,
+                dead_letters,
+            } => {
+                let options = QueueOptions {
+                    dead_letters: dead_letters.clone(),
+                    ..queue
+                };
+                Arc::new(SqsSource::open(clients.get().await.sqs.clone(), name, options, stop).await?)
             }
         })
     }
@@ -83,12 +110,13 @@ impl Place {
             Place::Bucket(bucket) => {
                 Arc::new(S3Source::open_read_only(clients.get().await.s3.clone(), bucket).await?)
             }
-            Place::Queue(_) => return Err(self.refused(Use::Read)),
+            Place::Queue { .. } => return Err(self.refused(Use::Read)),
         })
     }
 
     /// Opens the place's dead letters; with `look_only`, for a look that
-    /// moves nothing.
+    /// moves nothing (a queue's are received all the same, and made
+    /// visible again when the look is over).
     pub(crate) async fn open_dead_letters(
         &self,
         clients: &Clients,
@@ -102,24 +130,43 @@ impl Place {
             Place::Bucket(bucket) => {
                 Box::new(S3Source::open_read_only(clients.get().await.s3.clone(), bucket).await?)
             }
-            Place::Queue(_) => return Err(self.refused(Use::Redrive)),
+            Place::Queue {
+                queue,
+                dead_letters: Some(dead_letters),
+            } => {
+                Box::new(QueueDeadLetters::open(clients.get().await.sqs.clone(), queue, dead_letters).await?)
+            }
+            Place::Queue {
+                dead_letters: None, ..
+            } => return Err(self.refused(Use::Redrive)),
         })
     }
 
     /// Opens the place to write new requests into, each write retried
     /// through `retry`.
-    pub(crate) async fn open_writer(&self, clients: &Clients, retry: Retry) -> Result<Box<dyn Writer>, StorageError> {
+    pub(crate) async fn open_writer(
+        &self,
+        clients: &Clients,
+        retry: Retry,
+    ) -> Result<Box<dyn Writer>, StorageError> {
         Ok(match self {
             Place::Dir(path) => Box::new(DirWriter::open(path, retry)?),
-            Place::Bucket(bucket) => Box::new(S3Writer::open(clients.get().await.s3.clone(), bucket, retry).await?),
-            Place::Queue(name) => Box::new(QueueWriter::open(clients.get().await.sqs.clone(), name, retry).await?),
+            Place::Bucket(bucket) => {
+                Box::new(S3Writer::open(clients.get().await.s3.clone(), bucket, retry).await?)
+            }
+            Place::Queue { queue, .. } => {
+                Box::new(QueueWriter::open(clients.get().await.sqs.clone(), queue, retry).await?)
+            }
         })
     }
 
     /// What [`Place::check`] says, as the error of an open: a command that
     /// skipped its check gets the same answer, never a panic.
     fn refused(&self, wanted: Use) -> StorageError {
-        let why = self.check(wanted).err().map_or_else(|| "not supported".into(), |e| e.0);
+        let why = self
+            .check(wanted)
+            .err()
+            .map_or_else(|| "not supported".into(), |e| e.0);
         StorageError::fatal(format!("open {} ({wanted:?})", self.describe()), why)
     }
 
@@ -129,7 +176,7 @@ impl Place {
         match self {
             Place::Dir(path) => format!("dir:{}", path.display()),
             Place::Bucket(bucket) => format!("s3://{bucket}"),
-            Place::Queue(queue) => format!("sqs:{queue}"),
+            Place::Queue { queue, .. } => format!("sqs:{queue}"),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! the server (a request too large to read never passes through the host),
 //! bytes unchanged, with the reason in the object's metadata.
 
-use super::{DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, Source, Version, Writer, write_retried};
+use super::{
+    DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, Source, Version, Writer, write_retried,
+};
 use crate::aws::errors::storage_error;
 use crate::aws::s3::{
     BucketRole, Got, ObjectMeta, PROBE_PREFIX, Removal, batch_deletes_honour_etags, check_bucket,
@@ -349,7 +351,13 @@ impl Writer for S3Writer {
         };
         let action = || format!("write request s3://{}/{}", self.bucket, request.key);
         write_retried(&self.retry, action, || {
-            put_object(&self.client, &self.bucket, &request.key, request.body.as_bytes(), meta())
+            put_object(
+                &self.client,
+                &self.bucket,
+                &request.key,
+                request.body.as_bytes(),
+                meta(),
+            )
         })
         .await
     }

@@ -20,7 +20,11 @@ pub(crate) struct QueueWriter {
 
 impl QueueWriter {
     /// A writer into the queue `name_or_url`, which must exist.
-    pub(crate) async fn open(client: Client, name_or_url: &str, retry: Retry) -> Result<QueueWriter, StorageError> {
+    pub(crate) async fn open(
+        client: Client,
+        name_or_url: &str,
+        retry: Retry,
+    ) -> Result<QueueWriter, StorageError> {
         let queue = Queue::open(&client, name_or_url).await?;
         Ok(QueueWriter {
             client,
@@ -63,7 +67,13 @@ impl Writer for QueueWriter {
     async fn flush(&mut self) -> Result<(), StorageError> {
         let pending = Mutex::new(std::mem::take(&mut self.pending));
         let (client, queue) = (&self.client, &self.queue);
-        let action = || format!("send {} messages to queue {}", pending.lock().unwrap().len(), queue.name);
+        let action = || {
+            format!(
+                "send {} messages to queue {}",
+                pending.lock().unwrap().len(),
+                queue.name
+            )
+        };
         let sent = write_retried(&self.retry, action, || async {
             let batch = std::mem::take(&mut *pending.lock().unwrap());
             if batch.is_empty() {
@@ -82,7 +92,11 @@ impl Writer for QueueWriter {
 /// Sends `batch` once: the messages not sent, and the error to answer with
 /// (a permanent one over a transient one, which the retry loop would
 /// otherwise try again).
-async fn send_once(client: &Client, queue: &Queue, batch: Vec<Outgoing>) -> (Vec<Outgoing>, Option<StorageError>) {
+async fn send_once(
+    client: &Client,
+    queue: &Queue,
+    batch: Vec<Outgoing>,
+) -> (Vec<Outgoing>, Option<StorageError>) {
     let outcomes = match send_batch(client, queue, &batch).await {
         Ok(outcomes) => outcomes,
         Err(e) => return (batch, Some(e)),
@@ -92,7 +106,10 @@ async fn send_once(client: &Client, queue: &Queue, batch: Vec<Outgoing>) -> (Vec
     for (message, outcome) in batch.into_iter().zip(outcomes) {
         if let Err(e) = outcome {
             left.push(message);
-            if worst.as_ref().is_none_or(|w| w.is_transient() && !e.is_transient()) {
+            if worst
+                .as_ref()
+                .is_none_or(|w| w.is_transient() && !e.is_transient())
+            {
                 worst = Some(e);
             }
         }

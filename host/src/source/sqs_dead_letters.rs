@@ -1,0 +1,193 @@
+//! The dead letters of a queue, for `redrive -rq QUEUE --dead-letter-queue
+//! REJECTED`: the messages `run` sent to the dead-letter queue (body
+//! unchanged, the reason in an attribute), sent back to the request queue
+//! without their reasons.
+//!
+//! A queue cannot be listed without receiving: listing receives every
+//! message of the dead-letter queue and holds it invisible while the
+//! redrive lasts; a message is deleted from there only after it was sent
+//! back, and every one not sent back is made visible again at the end. A
+//! stop between the send and the delete leaves the request in both queues:
+//! the next redrive sends it again with the same deduplication id (FIFO:
+//! SQS drops it within five minutes), and `run` applies a request twice
+//! with the same result.
+
+use super::{DeadLetters, Fetched, Redriven, Version};
+use crate::aws::errors::storage_error;
+use crate::aws::sqs::{BATCH, Queue, change_visibility_batch};
+use crate::error::StorageError;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a listed dead letter stays invisible to others: the redrive
+/// must move it within this time (SQS's maximum is 12 hours).
+const HOLD: Duration = Duration::from_secs(3600);
+
+/// A dead letter received and held.
+struct Letter {
+    body: String,
+    receipt: String,
+    /// Its FIFO message group, which it goes back under.
+    group: Option<String>,
+}
+
+/// The dead-letter queue of a request queue.
+pub(crate) struct QueueDeadLetters {
+    client: Client,
+    requests: Queue,
+    dead_letters: Queue,
+    held: Mutex<HashMap<String, Letter>>,
+}
+
+impl QueueDeadLetters {
+    /// The dead letters `run` sent from `requests` to `dead_letters`; both
+    /// queues must exist, and be FIFO or not alike.
+    pub(crate) async fn open(
+        client: Client,
+        requests: &str,
+        dead_letters: &str,
+    ) -> Result<QueueDeadLetters, StorageError> {
+        let requests = Queue::open(&client, requests).await?;
+        let dead_letters = Queue::open(&client, dead_letters).await?;
+        if requests.fifo != dead_letters.fifo {
+            return Err(StorageError::fatal(
+                format!("redrive {} into {}", dead_letters.name, requests.name),
+                "one queue is FIFO and the other is not",
+            ));
+        }
+        Ok(QueueDeadLetters {
+            client,
+            requests,
+            dead_letters,
+            held: Mutex::default(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl DeadLetters for QueueDeadLetters {
+    /// Receives every message of the dead-letter queue, in the order
+    /// received, by message id; the version is the receipt handle.
+    async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError> {
+        let action = || format!("receive dead letters from queue {}", self.dead_letters.name);
+        let mut listed = Vec::new();
+        loop {
+            let received = self
+                .client
+                .receive_message()
+                .queue_url(&self.dead_letters.url)
+                .max_number_of_messages(BATCH as i32)
+                .visibility_timeout(HOLD.as_secs() as i32)
+                // Long enough for SQS to look at all its servers.
+                .wait_time_seconds(1)
+                .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+                .send()
+                .await
+                .map_err(|e| storage_error(action(), e))?;
+            if received.messages().is_empty() {
+                return Ok(listed);
+            }
+            let mut held = self.held.lock().unwrap();
+            for message in received.messages() {
+                let (Some(id), Some(receipt)) = (message.message_id(), message.receipt_handle()) else {
+                    continue;
+                };
+                let group = message
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                    .cloned();
+                listed.push((id.to_owned(), Version(Some(receipt.to_owned()))));
+                held.insert(
+                    id.to_owned(),
+                    Letter {
+                        body: message.body().unwrap_or_default().to_owned(),
+                        receipt: receipt.to_owned(),
+                        group,
+                    },
+                );
+            }
+        }
+    }
+
+    async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
+        let held = self.held.lock().unwrap();
+        Ok(match held.get(key) {
+            None => Fetched::Gone,
+            Some(letter) if letter.body.len() as u64 > max_bytes => {
+                Fetched::TooLarge(letter.body.len() as u64, Version(Some(letter.receipt.clone())))
+            }
+            Some(letter) => Fetched::Request(
+                letter.body.clone().into_bytes(),
+                Version(Some(letter.receipt.clone())),
+            ),
+        })
+    }
+
+    /// Sends the message back to the request queue without its reason (a
+    /// FIFO queue: in its group, deduplicated by the dead letter's id),
+    /// then deletes the dead letter.
+    async fn redrive(&self, key: &str, _version: &Version) -> Result<Redriven, StorageError> {
+        let Some((body, receipt, group)) = self
+            .held
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|l| (l.body.clone(), l.receipt.clone(), l.group.clone()))
+        else {
+            return Err(StorageError::request(
+                format!("redrive message {key}"),
+                "it is not held",
+            ));
+        };
+        let fifo = self.requests.fifo;
+        self.client
+            .send_message()
+            .queue_url(&self.requests.url)
+            .message_body(body)
+            .set_message_group_id(fifo.then(|| group.unwrap_or_else(|| "redriven".into())))
+            .set_message_deduplication_id(fifo.then(|| key.to_owned()))
+            .send()
+            .await
+            .map_err(|e| {
+                storage_error(
+                    format!("send message {key} back to queue {}", self.requests.name),
+                    e,
+                )
+            })?;
+        self.client
+            .delete_message()
+            .queue_url(&self.dead_letters.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|e| {
+                storage_error(
+                    format!("delete message {key} from queue {}", self.dead_letters.name),
+                    e,
+                )
+            })?;
+        self.held.lock().unwrap().remove(key);
+        Ok(Redriven::Moved)
+    }
+
+    /// Makes every dead letter not sent back visible again at once.
+    async fn finish(&self) {
+        let receipts: Vec<String> = self
+            .held
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, l)| l.receipt)
+            .collect();
+        for chunk in receipts.chunks(BATCH) {
+            if let Err(e) =
+                change_visibility_batch(&self.client, &self.dead_letters, chunk, Duration::ZERO).await
+            {
+                tracing::warn!(error = %e, "Dead letters not made visible again; they return after an hour.");
+            }
+        }
+    }
+}
