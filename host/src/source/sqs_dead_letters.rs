@@ -26,6 +26,11 @@ use std::time::Duration;
 /// must move it within this time (SQS's maximum is 12 hours).
 const HOLD: Duration = Duration::from_secs(3600);
 
+/// Dead letters one redrive takes at most: their bodies are held in memory,
+/// and SQS lets only so many be in flight (20,000 in a FIFO queue). The
+/// rest wait for the next redrive.
+const MAX_LISTED: usize = 10_000;
+
 /// A dead letter received and held.
 struct Letter {
     body: String,
@@ -67,10 +72,25 @@ impl QueueDeadLetters {
     }
 }
 
+impl QueueDeadLetters {
+    /// Makes the messages received with `receipts` visible again at once;
+    /// those SQS does not let go of return after [`HOLD`].
+    async fn release(&self, receipts: Vec<String>) {
+        for chunk in receipts.chunks(BATCH) {
+            if let Err(e) =
+                change_visibility_batch(&self.client, &self.dead_letters, chunk, Duration::ZERO).await
+            {
+                tracing::warn!(error = %e, "Dead letters not made visible again; they return within an hour.");
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl DeadLetters for QueueDeadLetters {
-    /// Receives every message of the dead-letter queue, in the order
-    /// received, by message id; the version is the receipt handle.
+    /// Receives the messages of the dead-letter queue (up to
+    /// [`MAX_LISTED`]), in the order received, by message id; the version is
+    /// the receipt handle.
     async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError> {
         let action = || format!("receive dead letters from queue {}", self.dead_letters.name);
         let mut listed = Vec::new();
@@ -88,6 +108,20 @@ impl DeadLetters for QueueDeadLetters {
                 .await
                 .map_err(|e| storage_error(action(), e))?;
             if received.messages().is_empty() {
+                return Ok(listed);
+            }
+            if listed.len() >= MAX_LISTED {
+                tracing::warn!(
+                    queue = %self.dead_letters.name,
+                    "Took the first {MAX_LISTED} dead letters; run redrive again for the rest."
+                );
+                let more: Vec<String> = received
+                    .messages()
+                    .iter()
+                    .filter_map(|m| m.receipt_handle().map(str::to_owned))
+                    .collect();
+                // Not held: visible again at once.
+                self.release(more).await;
                 return Ok(listed);
             }
             let mut held = self.held.lock().unwrap();
