@@ -216,12 +216,6 @@ impl DeadLetters for QueueDeadLetters {
             .drain()
             .map(|(_, l)| l.receipt)
             .collect();
-        for chunk in receipts.chunks(BATCH) {
-            if let Err(e) =
-                change_visibility_batch(&self.client, &self.dead_letters, chunk, Duration::ZERO).await
-            {
-                tracing::warn!(error = %e, "Dead letters not made visible again; they return after an hour.");
-            }
-        }
+        self.release(receipts).await;
     }
 }
