@@ -12,7 +12,8 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where requests are: `run` reads them there, `produce` writes them there.
+/// Where requests are: `run` takes them from there, `produce` writes them
+/// there, `diff` reads them, `redrive` moves dead letters back there.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RequestPlaceArgs {
     /// Requests in this folder, one file each, taken in file-name order.
