@@ -116,6 +116,8 @@ pub(crate) trait Hold {
     fn reacquire(&mut self) -> impl Future<Output = ()>;
     /// The call was throttled: the service wants fewer calls.
     fn throttled(&mut self) {}
+    /// The call failed and will be made again.
+    fn failed(&mut self) {}
     /// The call succeeded.
     fn succeeded(&mut self) {}
 }
@@ -175,6 +177,7 @@ impl Retry {
                     if e.is_throttling() {
                         held.throttled();
                     }
+                    held.failed();
                     held.release();
                     tokio::select! {
                         biased;

@@ -1087,3 +1087,49 @@ fn diff_and_redrive_write_nothing_to_a_bucket_they_only_read() {
         "no PUT, POST or DELETE reached the bucket"
     );
 }
+
+#[test]
+fn where_every_call_takes_20_ms_the_measured_concurrency_grows_and_a_fixed_one_does_not() {
+    let client = s3(&moto());
+    let expected = reference_end_state(&client, 600, 23);
+    let proxy = crate::slowdown::SlowDown::delaying(&moto(), Duration::from_millis(20));
+    let run = |extra: &[&str]| {
+        let requests = produce_into_bucket(&client, 600, 23);
+        let widgets = create_bucket(&client, "widgets");
+        let output = run_ok(
+            host()
+                .env("AWS_ENDPOINT_URL", &proxy.url)
+                .args(["-rb", &requests, "-wb", &widgets, "--until-empty"])
+                .args(extra),
+        );
+        assert_eq!(
+            bodies(&client, &widgets),
+            expected,
+            "the end state of an undelayed run"
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // The largest limit the log reported.
+    let largest = |log: &str| {
+        log.lines()
+            .filter(|line| line.contains("Concurrency limit changed."))
+            .filter_map(|line| {
+                line.split("concurrency=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max()
+    };
+    let measured = run(&[]);
+    let grown = largest(&measured).unwrap_or(0);
+    assert!(
+        grown > 16,
+        "the limit grew past where it starts (16): {grown}\n{measured}"
+    );
+    assert!(grown <= 64, "and no further than its ceiling: {grown}");
+    let fixed = run(&["--concurrency", "16"]);
+    assert_eq!(largest(&fixed), None, "a fixed number never changes:\n{fixed}");
+}

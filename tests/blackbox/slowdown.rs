@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 pub struct SlowDown {
     pub url: String,
@@ -29,6 +30,21 @@ impl SlowDown {
                 hot: hot.to_owned(),
                 in_head: false,
                 times: u64::MAX,
+                delay: Duration::ZERO,
+            },
+        )
+    }
+
+    /// Forwards a loopback port to `upstream`, every request `delay` later,
+    /// as a server in an AWS region answers a host outside it.
+    pub fn delaying(upstream: &str, delay: Duration) -> SlowDown {
+        SlowDown::with(
+            upstream,
+            Rule {
+                hot: String::new(),
+                in_head: false,
+                times: 0,
+                delay,
             },
         )
     }
@@ -42,6 +58,7 @@ impl SlowDown {
                 hot: hot.to_owned(),
                 in_head: true,
                 times,
+                delay: Duration::ZERO,
             },
         )
     }
@@ -69,6 +86,8 @@ struct Rule {
     in_head: bool,
     /// Refuse this many at most, then forward them all.
     times: u64,
+    /// Forward each request this much later.
+    delay: Duration,
 }
 
 /// One HTTP message: its head (up to the blank line) and its body.
@@ -157,6 +176,7 @@ fn serve(client: TcpStream, upstream: &str, rule: &Rule, refused: &AtomicU64, wr
             {
                 writes.fetch_add(1, Ordering::SeqCst);
             }
+            std::thread::sleep(rule.delay);
             let Ok(mut server) = TcpStream::connect(upstream) else {
                 return;
             };

@@ -5,7 +5,7 @@
 use super::flags::{AwsArgs, DestinationArgs, LimitArgs, MaxRuntimeArgs, RequestPlaceArgs, RequestSizeArgs};
 use super::{Controls, UsageError};
 use crate::handler;
-use crate::pipeline::DEFAULT_CONCURRENCY;
+use crate::pipeline::{Concurrency, DEFAULT_MAX_CONCURRENCY};
 use crate::runner::{self, Config, DEFAULT_SHUTDOWN_TIMEOUT_SECS};
 use crate::source::Use;
 use crate::source::sqs::{MAX_WAIT_SECONDS, QueueOptions};
@@ -61,10 +61,19 @@ pub struct RunArgs {
     #[arg(long = "shutdown-timeout", value_name = "SECS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS)]
     pub(crate) shutdown_timeout_secs: u64,
 
-    /// Requests processed at once. Requests about the same widget are never
-    /// processed at once, nor out of order.
-    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub(crate) concurrency: u16,
+    /// Process exactly N requests at once (fewer only while the backend
+    /// throttles many widgets). Without it the number is found by
+    /// measurement: it grows while requests take no longer, and falls when
+    /// they take longer or the backend throttles. Requests about the same
+    /// widget are never processed at once, nor out of order.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) concurrency: Option<u16>,
+
+    /// The most requests processed at once when the number is measured
+    /// (without --concurrency): memory is sized for this many.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONCURRENCY, conflicts_with = "concurrency",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) max_concurrency: u16,
 
     /// Serve Prometheus metrics on this address (`127.0.0.1:9898`; any
     /// path answers) while the run lasts.
@@ -121,7 +130,10 @@ impl RunArgs {
         config.aws = args.aws.settings();
         config.watch = args.watch;
         config.handler = args.limits.spec(args.handler.clone())?;
-        config.options.concurrency = usize::from(args.concurrency);
+        config.options.concurrency = match args.concurrency {
+            Some(count) => Concurrency::Fixed(usize::from(count)),
+            None => Concurrency::Adaptive(usize::from(args.max_concurrency)),
+        };
         config.options.until_empty = args.until_empty;
         config.options.max_request_bytes = args.request_size.max_request_bytes;
         config.max_runtime = args.max_runtime.max_runtime();
@@ -225,6 +237,39 @@ mod tests {
             ])
             .contains("not more")
         );
+    }
+
+    #[test]
+    fn the_concurrency_is_measured_unless_a_number_is_given() {
+        let c = config(&["--requests-dir", "r", "--widgets-dir", "w"]).unwrap();
+        assert_eq!(
+            c.options.concurrency,
+            Concurrency::Adaptive(usize::from(DEFAULT_MAX_CONCURRENCY))
+        );
+        let c = config(&[
+            "--requests-dir",
+            "r",
+            "--widgets-dir",
+            "w",
+            "--max-concurrency",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(c.options.concurrency, Concurrency::Adaptive(8));
+        let c = config(&["--requests-dir", "r", "--widgets-dir", "w", "--concurrency", "3"]).unwrap();
+        assert_eq!(c.options.concurrency, Concurrency::Fixed(3));
+        let both = [
+            "widget-host",
+            "-rb",
+            "r",
+            "-wb",
+            "w",
+            "--concurrency",
+            "3",
+            "--max-concurrency",
+            "8",
+        ];
+        assert!(Cli::parse_args(both).is_err(), "one or the other");
     }
 
     #[test]

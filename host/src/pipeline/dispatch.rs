@@ -89,7 +89,7 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
 
         let mut prepared = futures::stream::iter(fresh)
             .map(|listed| tokio::spawn(prepare(shared.clone(), listed)))
-            .buffered(options.concurrency.max(1));
+            .buffered(options.concurrency.ceiling());
         while let Some(next) = prepared.next().await {
             let job = match next.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
                 Prepared::Ready(job) => job,

@@ -96,7 +96,7 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
         job.seq = shared.keys.next_seq();
         return alone(shared, running, job).await;
     };
-    let cap = shared.options.concurrency.max(1) * HELD_PER_SLOT;
+    let cap = shared.options.concurrency.ceiling() * HELD_PER_SLOT;
     if !shared.wait_until(|tracker| tracker.in_flight.len() < cap).await {
         return Admission::Stopped;
     }

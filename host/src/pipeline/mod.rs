@@ -23,6 +23,7 @@
 //! handler calls in flight; stores that have started finish.
 
 mod dispatch;
+mod gradient;
 mod keys;
 mod process;
 #[cfg(test)]
@@ -43,19 +44,44 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-/// Requests processed at once unless told otherwise. Most of a request's
-/// time is spent waiting on the store, and batched calls grow with the
-/// requests waiting: in the benchmark S3 -> DynamoDB took 771 requests/s
-/// at 8, 996 at 16 and 1,058 at 32; 16 keeps the worst-case memory (see
-/// docs/limits.md) at half of 32's.
+/// Where the measured number of requests at once starts. Most of a
+/// request's time is spent waiting on the store, and batched calls grow
+/// with the requests waiting: in the benchmark S3 -> DynamoDB took 771
+/// requests/s at 8, 996 at 16 and 1,058 at 32 on local servers.
 pub(crate) const DEFAULT_CONCURRENCY: u16 = 16;
+
+/// The most requests an adaptive run processes at once, unless told
+/// otherwise: where a store call takes 20 ms, 64 at once is what a bare
+/// SDK loop needs to be bound by the backend rather than by waiting, and
+/// it bounds the worst-case memory (see docs/limits.md).
+pub(crate) const DEFAULT_MAX_CONCURRENCY: u16 = 64;
+
+/// How many requests are processed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Concurrency {
+    /// Exactly this many (fewer only while the backend throttles many
+    /// keys): `--concurrency N`.
+    Fixed(usize),
+    /// As many as measurement finds (see `gradient.rs`), from
+    /// [`DEFAULT_CONCURRENCY`], between 1 and this ceiling.
+    Adaptive(usize),
+}
+
+impl Concurrency {
+    /// The most requests processed at once: what memory is sized for.
+    pub(crate) fn ceiling(self) -> usize {
+        match self {
+            Concurrency::Fixed(n) | Concurrency::Adaptive(n) => n.max(1),
+        }
+    }
+}
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     /// Requests processed at once (a request waiting to retry does not
     /// count).
-    pub(crate) concurrency: usize,
+    pub(crate) concurrency: Concurrency,
     /// Stop once a full pass over the source finds nothing to do.
     pub(crate) until_empty: bool,
     /// How long to wait before listing an empty source again.
@@ -73,7 +99,7 @@ pub(crate) const DEFAULT_MAX_REQUEST_BYTES: u64 = 1 << 20;
 impl Default for Options {
     fn default() -> Self {
         Options {
-            concurrency: usize::from(DEFAULT_CONCURRENCY),
+            concurrency: Concurrency::Adaptive(usize::from(DEFAULT_MAX_CONCURRENCY)),
             until_empty: false,
             poll_interval: Duration::from_millis(100),
             backoff: Backoff::default(),
@@ -179,7 +205,7 @@ pub(crate) async fn run(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<Summary> {
-    info!(source = %source.describe(), sink = %sink.describe(), concurrency = options.concurrency, "Starting.");
+    info!(source = %source.describe(), sink = %sink.describe(), concurrency = ?options.concurrency, "Starting.");
     let retry = Retry {
         backoff: options.backoff,
         stop: stop.clone(),
@@ -189,7 +215,14 @@ pub(crate) async fn run(
         source,
         sink,
         handlers,
-        slots: slots::Slots::new(options.concurrency, metrics.concurrency.clone()),
+        slots: match options.concurrency {
+            Concurrency::Fixed(count) => slots::Slots::new(count, metrics.concurrency.clone()),
+            Concurrency::Adaptive(ceiling) => slots::Slots::adaptive(
+                usize::from(DEFAULT_CONCURRENCY),
+                ceiling,
+                metrics.concurrency.clone(),
+            ),
+        },
         options,
         metrics,
         retry,

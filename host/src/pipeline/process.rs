@@ -77,7 +77,7 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
             // removals then come in together and go out in one batch call
             // (the key's next request still waits for this removal). With
             // one slot the run stays strictly one request at a time.
-            if shared.options.concurrency > 1 {
+            if shared.options.concurrency.ceiling() > 1 {
                 slot.release();
             }
             match shared.retry.run(|| shared.source.ack(key, &job.version)).await {
@@ -166,6 +166,10 @@ impl Hold for Retrying<'_, '_> {
 
     fn throttled(&mut self) {
         self.slot.throttled();
+    }
+
+    fn failed(&mut self) {
+        self.slot.failed();
     }
 
     fn succeeded(&mut self) {

@@ -21,7 +21,14 @@
 //! throttling is answered by that key's own backoff (its request lets go
 //! of its slot while it waits). As many successes in a row as there are
 //! slots add one back, up to `--concurrency`.
+//!
+//! Unless `--concurrency` fixes the number, it is found by measurement
+//! (`gradient.rs`): each request that held its slot without failing
+//! reports how long it held it, and the number of slots follows, between 1
+//! and the ceiling (`--max-concurrency`); broad throttling halves it all
+//! the same.
 
+use super::gradient::Gradient;
 use crate::retry::Hold;
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{BTreeMap, VecDeque};
@@ -57,8 +64,12 @@ struct State {
     in_use: usize,
     /// Slots there are now.
     limit: usize,
-    /// Slots there may be: `--concurrency`.
+    /// Slots there may be: `--concurrency`, or the ceiling.
     max: usize,
+    /// Where the number of slots is found by measurement.
+    gradient: Option<Gradient>,
+    /// The number of slots the log last said.
+    logged: usize,
     /// Successes since the last change of `limit`.
     successes: usize,
     last_decrease: Option<Instant>,
@@ -114,12 +125,25 @@ impl State {
 impl Slots {
     /// `count` slots; `gauge` is kept at the number there are now.
     pub(super) fn new(count: usize, gauge: Gauge) -> Slots {
+        Slots::with(count, count, None, gauge)
+    }
+
+    /// `initial` slots at first, then as many as measurement finds, up to
+    /// `ceiling`.
+    pub(super) fn adaptive(initial: usize, ceiling: usize, gauge: Gauge) -> Slots {
+        let gradient = Gradient::new(initial, ceiling);
+        Slots::with(gradient.limit(), ceiling, Some(gradient), gauge)
+    }
+
+    fn with(count: usize, max: usize, gradient: Option<Gradient>, gauge: Gauge) -> Slots {
         gauge.set(count.max(1) as i64);
         Slots {
             state: Mutex::new(State {
                 in_use: 0,
                 limit: count.max(1),
-                max: count.max(1),
+                max: max.max(1),
+                gradient,
+                logged: count.max(1),
                 successes: 0,
                 last_decrease: None,
                 throttled: VecDeque::new(),
@@ -170,6 +194,8 @@ impl Slots {
                     key: key.to_owned(),
                     held: true,
                     retried: again,
+                    since: Instant::now(),
+                    clean: !again,
                 };
             }
             let (grant, granted) = oneshot::channel();
@@ -194,6 +220,8 @@ impl Slots {
             key: key.to_owned(),
             held: true,
             retried: again,
+            since: Instant::now(),
+            clean: !again,
         }
     }
 
@@ -233,9 +261,13 @@ impl Slots {
         }
         state.last_decrease = Some(now);
         state.successes = 0;
-        let lowered = (state.limit / 2).max(1);
+        let lowered = match &mut state.gradient {
+            Some(gradient) => gradient.halve(),
+            None => (state.limit / 2).max(1),
+        };
         if lowered < state.limit {
             state.limit = lowered;
+            state.logged = lowered;
             self.gauge.set(lowered as i64);
             tracing::warn!(
                 concurrency = lowered,
@@ -245,10 +277,40 @@ impl Slots {
         }
     }
 
-    /// A call succeeded: after as many as there are slots, add one.
+    /// A request held its slot for `latency` without failing: where the
+    /// number of slots is measured, it follows.
+    fn sample(&self, latency: Duration) {
+        let mut state = self.lock();
+        let in_use = state.in_use;
+        let Some(gradient) = &mut state.gradient else {
+            return;
+        };
+        let limit = gradient.limit();
+        let new = gradient.sample(latency, in_use);
+        if new == limit {
+            return;
+        }
+        state.limit = new;
+        self.gauge.set(new as i64);
+        // On the log when it has moved by a quarter since it last said.
+        if new.abs_diff(state.logged) >= (state.logged / 4).max(1) {
+            state.logged = new;
+            tracing::info!(
+                concurrency = new,
+                latency_ms = latency.as_millis() as u64,
+                "Concurrency limit changed."
+            );
+        }
+        if new > limit {
+            state.hand_out();
+        }
+    }
+
+    /// A call succeeded: after as many as there are slots, add one (where
+    /// the number is fixed; a measured one follows [`Slots::sample`]).
     fn succeeded(&self) {
         let mut state = self.lock();
-        if state.limit == state.max {
+        if state.limit == state.max || state.gradient.is_some() {
             return;
         }
         state.successes += 1;
@@ -310,6 +372,10 @@ pub(super) struct Slot<'a> {
     held: bool,
     /// Taken by a request that failed before (it counts in their share).
     retried: bool,
+    /// When its request took it.
+    since: Instant,
+    /// Its request has not failed: how long it holds the slot is a sample.
+    clean: bool,
 }
 
 impl Slot<'_> {
@@ -317,6 +383,8 @@ impl Slot<'_> {
     /// `seq`-th, unless an earlier request is waiting for one or there are
     /// fewer slots now; `false` then (drop this slot and wait for another).
     pub(super) fn keep_for(&mut self, seq: u64) -> bool {
+        // The request it was held for is done.
+        self.report();
         let state = self.slots.lock();
         let earlier_waiting = state
             .waiting
@@ -324,6 +392,7 @@ impl Slot<'_> {
             .is_some_and(|(first, _)| first.seq < seq);
         if self.held && !earlier_waiting && state.in_use <= state.limit {
             self.seq = seq;
+            (self.since, self.clean) = (Instant::now(), true);
             // The next request has not failed: the slot leaves the share
             // of those that did.
             if std::mem::take(&mut self.retried) {
@@ -336,11 +405,25 @@ impl Slot<'_> {
     }
 }
 
+impl Slot<'_> {
+    /// Reports how long its request has held it, if it has not failed.
+    fn report(&mut self) {
+        if self.held && std::mem::take(&mut self.clean) {
+            self.slots.sample(self.since.elapsed());
+        }
+    }
+}
+
 impl Hold for Slot<'_> {
     fn release(&mut self) {
+        self.report();
         if std::mem::take(&mut self.held) {
             self.slots.release(std::mem::take(&mut self.retried));
         }
+    }
+
+    fn failed(&mut self) {
+        self.clean = false;
     }
 
     async fn reacquire(&mut self) {
@@ -349,6 +432,7 @@ impl Hold for Slot<'_> {
             std::mem::forget(slot);
             self.held = true;
             self.retried = true;
+            self.since = Instant::now();
         }
     }
 

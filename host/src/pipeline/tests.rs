@@ -199,7 +199,7 @@ async fn a_failing_environment_stops_the_run_and_dead_letters_nothing() {
     );
     let source = Arc::new(DirSource::open(dir.path()).unwrap());
     let options = Options {
-        concurrency: 1,
+        concurrency: Concurrency::Fixed(1),
         ..quick()
     };
     let error = run(
@@ -541,7 +541,7 @@ async fn a_source_that_does_not_list_again_has_a_busy_keys_requests_handed_back_
     let sink = Scripted::new(|_| None, Duration::from_millis(2));
     // One slot: room for 8 requests, of which one key may hold half.
     let options = Options {
-        concurrency: 1,
+        concurrency: Concurrency::Fixed(1),
         ..quick()
     };
     let summary = run(

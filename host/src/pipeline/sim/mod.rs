@@ -32,7 +32,7 @@ mod queue;
 mod scenario;
 mod store;
 
-use super::{Options, run};
+use super::{Concurrency, Options, run};
 use crate::contract::{Context, Destination, Operation};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{BUILTIN, Choice, Handler, Limits};
@@ -204,7 +204,10 @@ fn play(scenario: &Scenario) -> Played {
             source.restarted();
             let stop = CancellationToken::new();
             let options = Options {
-                concurrency: scenario.concurrency,
+                concurrency: match scenario.adaptive {
+                    true => Concurrency::Adaptive(scenario.concurrency * 4),
+                    false => Concurrency::Fixed(scenario.concurrency),
+                },
                 until_empty: false,
                 backoff: Backoff::default(),
                 ..Options::default()

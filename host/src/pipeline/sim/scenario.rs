@@ -79,6 +79,9 @@ pub(super) struct Scenario {
     pub(super) seed: u64,
     pub(super) source: SourceKind,
     pub(super) concurrency: usize,
+    /// The number of slots is measured (four times `concurrency` its
+    /// ceiling), as without `--concurrency`: one seed in three.
+    pub(super) adaptive: bool,
     pub(super) requests: Vec<Request>,
     pub(super) faults: HashMap<String, Fault>,
     pub(super) interruptions: Vec<(Duration, Interruption)>,
@@ -168,6 +171,7 @@ impl Scenario {
                 seed,
                 source,
                 concurrency: concurrency.max(8),
+                adaptive: seed.is_multiple_of(3),
                 requests,
                 faults,
                 interruptions: Vec::new(),
@@ -216,6 +220,7 @@ impl Scenario {
             seed,
             source,
             concurrency,
+            adaptive: seed.is_multiple_of(3),
             requests,
             faults,
             interruptions,
@@ -251,10 +256,11 @@ impl fmt::Display for Scenario {
         let malformed = self.requests.iter().filter(|r| r.widget.is_none()).count();
         write!(
             f,
-            "seed {}: {:?}, concurrency {}, {} requests ({malformed} malformed), faults {:?}, interruptions {:?}",
+            "seed {}: {:?}, concurrency {}{}, {} requests ({malformed} malformed), faults {:?}, interruptions {:?}",
             self.seed,
             self.source,
             self.concurrency,
+            if self.adaptive { " (adaptive)" } else { "" },
             self.requests.len(),
             self.faults,
             self.interruptions
