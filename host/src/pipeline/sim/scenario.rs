@@ -80,7 +80,8 @@ pub(super) struct Scenario {
     pub(super) source: SourceKind,
     pub(super) concurrency: usize,
     /// The number of slots is measured (four times `concurrency` its
-    /// ceiling), as without `--concurrency`: one seed in three.
+    /// ceiling), as without `--concurrency`: one seed in three, other than
+    /// the throttling comparisons.
     pub(super) adaptive: bool,
     pub(super) requests: Vec<Request>,
     pub(super) faults: HashMap<String, Fault>,
@@ -171,7 +172,9 @@ impl Scenario {
                 seed,
                 source,
                 concurrency: concurrency.max(8),
-                adaptive: seed.is_multiple_of(3),
+                // The comparison is of one throttled widget's cost at a
+                // given number of slots.
+                adaptive: false,
                 requests,
                 faults,
                 interruptions: Vec::new(),
