@@ -24,9 +24,15 @@ SQS -> DynamoDB (a FIFO queue on fauxqs, which tests/servers.sh starts)
 runs one widget-host and then three on one queue, side by side.
 
 Then a concurrency sweep (widget-host and the floor, S3 -> DynamoDB,
-concurrency 1 to 32). Results go to target/bench/results.jsonl;
-bench/report.py turns them into the table and the chart. BENCH_ONLY=a,b
-runs only those parts (folder, s3, sqs, sweep).
+concurrency 1 to 32), and the same backends where every call takes 20 ms
+(a delaying proxy, target/release/widget-bench-delay, in front of each
+server; DELAY_N requests, 2,000 by default): widget-host with its
+defaults (the number of requests at once measured), widget-host at a fixed
+16 (the default before it was measured) and the floor at 64, for S3 -> S3,
+S3 -> DynamoDB and SQS -> DynamoDB. Every row records the CPU time per
+request. Results go to target/bench/results.jsonl; bench/report.py turns
+them into the table and the chart. BENCH_ONLY=a,b runs only those parts
+(folder, s3, sqs, sweep, delay).
 """
 import json
 import os
@@ -44,6 +50,8 @@ from measure import wait_measured  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = os.path.join(ROOT, "target/release/widget-host")
 FLOOR = os.path.join(ROOT, "target/release/widget-bench-floor")
+DELAY = os.path.join(ROOT, "target/release/widget-bench-delay")
+DELAY_MS = 20
 GARAGE = os.path.join(ROOT, "target/bench-tools/bin/garage")
 OUT = os.path.join(ROOT, "target/bench")
 SEED, START_MS = 7, 1_700_000_000_000
@@ -141,7 +149,7 @@ def main():
 
     sqs = boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL_SQS"], region_name="garage",
                        aws_access_key_id=garage.key_id, aws_secret_access_key=garage.secret)
-    only = set(filter(None, os.environ.get("BENCH_ONLY", "folder,s3,sqs,sweep").split(",")))
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "folder,s3,sqs,sweep,delay").split(",")))
 
     def queue():
         name = f"q{uuid.uuid4().hex[:12]}.fifo"
@@ -169,14 +177,19 @@ def main():
                    calls_per_request=round(calls / requests, 3) if calls is not None else None,
                    p50_ms=p50, p99_ms=p99, peak_rss_mb=rss,
                    # Cores the contender kept busy on average (the machine has os.cpu_count()).
-                   cpu_cores=round(CPU[-1] / seconds, 2))
+                   cpu_cores=round(CPU[-1] / seconds, 2),
+                   cpu_ms_per_request=round(CPU[-1] * 1000 / requests, 3) if requests else None)
         log(json.dumps(row))
         results.write(json.dumps(row) + "\n")
         results.flush()
 
-    def run_host(backend, source, sink, count, concurrency=16):
+    def fixed(concurrency):
+        """The flag for a fixed number of requests at once; none measures it."""
+        return [] if concurrency is None else ["--concurrency", str(concurrency)]
+
+    def run_host(backend, source, sink, count, concurrency=None, env=env, contender="widget-host"):
         logfile = tempfile.mktemp(suffix=".log")
-        out, seconds, rss = measured([HOST, "run", "--until-empty", "--concurrency", str(concurrency),
+        out, seconds, rss = measured([HOST, "run", "--until-empty", *fixed(concurrency),
                                       "--log-format", "json", "--log-file", logfile, *source, *sink], env)
         latencies = sorted(json.loads(l).get("latency_ms", 0) for l in open(logfile)
                            if '"Request done."' in l or '"Request dead-lettered."' in l)
@@ -186,16 +199,17 @@ def main():
             if "AWS calls:" in line:
                 calls = int(line.split("AWS calls:")[1].split()[0])
         q = lambda p: latencies[round((len(latencies) - 1) * p)] if latencies else 0
-        record(backend, "widget-host", count, concurrency, out, seconds, rss, len(latencies), calls, q(0.5), q(0.99))
+        record(backend, contender, count, concurrency or "measured", out, seconds, rss, len(latencies), calls,
+               q(0.5), q(0.99))
 
-    def run_hosts(backend, hosts, source, sink, count, concurrency=16):
+    def run_hosts(backend, hosts, source, sink, count, concurrency=None, env=env, contender=None):
         """`hosts` widget-hosts on one source at once, measured together:
         wall time to the last one's end, calls and CPU summed, the largest
         peak RSS."""
         import threading
         logs = [tempfile.mktemp(suffix=".log") for _ in range(hosts)]
         started = time.monotonic()
-        children = [subprocess.Popen([HOST, "run", "--until-empty", "--concurrency", str(concurrency),
+        children = [subprocess.Popen([HOST, "run", "--until-empty", *fixed(concurrency),
                                       "--log-format", "json", "--log-file", log_file, *source, *sink],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                     for log_file in logs]
@@ -221,11 +235,12 @@ def main():
         for f in logs:
             os.unlink(f)
         q = lambda p: latencies[round((len(latencies) - 1) * p)] if latencies else 0
-        contender = "widget-host" if hosts == 1 else f"widget-host x{hosts}"
-        record(backend, contender, count, concurrency, "", seconds, max(p for _, p, _ in measured_children) // 1024,
+        contender = contender or ("widget-host" if hosts == 1 else f"widget-host x{hosts}")
+        record(backend, contender, count, concurrency or "measured", "", seconds,
+               max(p for _, p, _ in measured_children) // 1024,
                len(latencies), calls, q(0.5), q(0.99))
 
-    def run_floor(backend, args, count, concurrency=16):
+    def run_floor(backend, args, count, concurrency=16, env=env):
         out, seconds, rss = measured([FLOOR, "--concurrency", str(concurrency), *args], env)
         r = json.loads(out.strip().splitlines()[-1])
         calls = r["calls"] if backend != "folder" else None
@@ -281,6 +296,35 @@ def main():
             requests = bucket()
             produce(["-rb", requests], sweep_n)
             run_floor("sweep-s3-dynamodb", ["--requests-bucket", requests, "--table", table()], sweep_n, concurrency)
+        # Where every call takes 20 ms: a delaying proxy before each server.
+        if "delay" in only:
+            delay_n = int(os.environ.get("DELAY_N", "2000"))
+            proxies = [subprocess.Popen([DELAY, upstream, str(DELAY_MS)], stdout=subprocess.PIPE, text=True)
+                       for upstream in [garage.endpoint, env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ENDPOINT_URL_SQS"]]]
+            try:
+                s3_url, ddb_url, sqs_url = (p.stdout.readline().strip() for p in proxies)
+                far = dict(env, AWS_ENDPOINT_URL_S3=s3_url, AWS_ENDPOINT_URL_DYNAMODB=ddb_url,
+                           AWS_ENDPOINT_URL_SQS=sqs_url)
+                for backend in ["s3-s3", "s3-dynamodb"]:
+                    dest = (lambda: ["--widget-bucket", bucket()]) if backend == "s3-s3" else (lambda: ["--dynamodb-widget-table", table()])
+                    name = f"{backend} @{DELAY_MS}ms"
+                    for concurrency, contender in [(None, "widget-host"), (16, "widget-host at 16")]:
+                        requests = bucket()
+                        produce(["-rb", requests], delay_n)
+                        run_host(name, ["--request-bucket", requests], dest(), delay_n, concurrency, far, contender)
+                    requests = bucket()
+                    produce(["-rb", requests], delay_n)
+                    run_floor(name, ["--requests-bucket", requests,
+                                     "--widget-bucket" if backend == "s3-s3" else "--table", dest()[1]], delay_n, 64, far)
+                for concurrency, contender in [(None, "widget-host"), (16, "widget-host at 16")]:
+                    url = queue()
+                    produce(["-rq", url], delay_n)
+                    run_hosts(f"sqs-dynamodb @{DELAY_MS}ms", 1, ["--request-queue", url, "--queue-wait-seconds", "1"],
+                              ["--dynamodb-widget-table", table()], delay_n, concurrency, far, contender)
+            finally:
+                for proxy in proxies:
+                    proxy.kill()
+                    proxy.wait()
     finally:
         garage.stop()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -12,7 +12,8 @@ from html import escape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target/bench")
-COLOURS = {"widget-host": "#1f77b4", "widget-host x3": "#17becf", "floor": "#7f7f7f", "seed-style": "#d62728"}
+COLOURS = {"widget-host": "#1f77b4", "widget-host at 16": "#aec7e8", "widget-host x3": "#17becf",
+           "floor": "#7f7f7f", "seed-style": "#d62728"}
 
 
 def main():
@@ -20,12 +21,13 @@ def main():
     machine = json.load(open(os.path.join(OUT, "machine.json")))
     main_rows = [r for r in rows if not r["backend"].startswith("sweep")]
     print(f"{machine['n']} requests, {machine['cores']} cores, {machine['garage']}, DynamoDB Local\n")
-    print("| backend | contender | backlog | requests/s | calls/request | p50 ms | p99 ms | peak RSS MB | CPU cores |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| backend | contender | concurrency | backlog | requests/s | calls/request | p50 ms | p99 ms | peak RSS MB | CPU cores | CPU ms/request |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in main_rows:
         calls = "-" if r["calls_per_request"] is None else r["calls_per_request"]
-        print(f"| {r['backend']} | {r['contender']} | {r['backlog']} | {r['rate']} | {calls} | "
-              f"{r['p50_ms']} | {r['p99_ms']} | {r['peak_rss_mb']} | {r.get('cpu_cores', '-')} |")
+        print(f"| {r['backend']} | {r['contender']} | {r['concurrency']} | {r['backlog']} | {r['rate']} | {calls} | "
+              f"{r['p50_ms']} | {r['p99_ms']} | {r['peak_rss_mb']} | {r.get('cpu_cores', '-')} | "
+              f"{r.get('cpu_ms_per_request') or '-'} |")
     print()
     for backend in sorted({r["backend"] for r in main_rows}):
         by = {(r["contender"], r["backlog"]): r["rate"] for r in main_rows if r["backend"] == backend}
@@ -38,6 +40,12 @@ def main():
             parts.append(f"three hosts/one host {hosts3 / host:.2f}")
         if host and floor:
             parts.append(f"widget-host/floor {host / floor:.2f}")
+        at16 = next((v for (c, _), v in by.items() if c == "widget-host at 16"), None)
+        if host and at16:
+            parts.append(f"measured/fixed 16 {host / at16:.2f}")
+        cpu = {r["contender"]: r.get("cpu_ms_per_request") for r in main_rows if r["backend"] == backend}
+        if cpu.get("widget-host") and cpu.get("floor"):
+            parts.append(f"CPU per request widget-host/floor {cpu['widget-host'] / cpu['floor']:.2f}")
         for backlog, v in sorted(seeds.items()):
             parts.append(f"widget-host/seed-style at {backlog} {host / v:.1f}x")
         print(f"- {backend}: " + ", ".join(parts))
@@ -45,14 +53,16 @@ def main():
 
 
 def write_svg(rows, sweep):
-    width, height = 900, 420
+    groups = sorted({r["backend"] for r in rows})
+    x0, bw = 60, 22
+    left = len(rows) * (bw + 2) + len(groups) * 24
+    width, height = x0 + left + 60 + (360 if sweep else 0), 420
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
              '<rect width="100%" height="100%" fill="white"/>']
     # Left: bars, requests/s per backend and contender.
-    groups = sorted({r["backend"] for r in rows})
     bars = [(g, r) for g in groups for r in rows if r["backend"] == g]
     top = max((r["rate"] for _, r in bars), default=1)
-    x0, y0, h, bw = 60, 360, 300, 22
+    y0, h = 360, 300
     parts.append(f'<text x="{x0}" y="30" font-size="14">requests/s by backend and contender</text>')
     x = x0
     for g in groups:
@@ -72,7 +82,7 @@ def write_svg(rows, sweep):
                      f'<text x="{x0 + i * 130 + 14}" y="{legend_y + 9}">{name}</text>')
     # Right: requests/s against concurrency.
     if sweep:
-        sx0, sy0, sw, sh = 560, 360, 300, 300
+        sx0, sy0, sw, sh = x0 + left + 60, 360, 300, 300
         levels = sorted({r["concurrency"] for r in sweep})
         stop = max(r["rate"] for r in sweep)
         parts.append(f'<text x="{sx0}" y="30" font-size="14">requests/s against concurrency ({escape(sweep[0]["backend"][6:])})</text>')
