@@ -56,7 +56,7 @@ def write_svg(rows, sweep):
     groups = sorted({r["backend"] for r in rows})
     x0, bw = 60, 22
     left = len(rows) * (bw + 2) + len(groups) * 24
-    width, height = x0 + left + 60 + (360 if sweep else 0), 420
+    width, height = x0 + left + 60 + (360 if sweep else 0), 425
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
              '<rect width="100%" height="100%" fill="white"/>']
     # Left: bars, requests/s per backend and contender.
@@ -65,7 +65,7 @@ def write_svg(rows, sweep):
     y0, h = 360, 300
     parts.append(f'<text x="{x0}" y="30" font-size="14">requests/s by backend and contender</text>')
     x = x0
-    for g in groups:
+    for i, g in enumerate(groups):
         members = [r for gg, r in bars if gg == g]
         for r in members:
             bh = h * r["rate"] / top
@@ -74,9 +74,11 @@ def write_svg(rows, sweep):
                          f'<title>{escape(label)}: {r["rate"]}/s</title></rect>')
             parts.append(f'<text x="{x + bw / 2}" y="{y0 - bh - 4:.1f}" text-anchor="middle" font-size="9">{r["rate"]:.0f}</text>')
             x += bw + 2
-        parts.append(f'<text x="{x - (bw + 2) * len(members) / 2}" y="{y0 + 16}" text-anchor="middle">{escape(g)}</text>')
+        # Every other label a line lower, so that long ones do not overlap.
+        parts.append(f'<text x="{x - (bw + 2) * len(members) / 2}" y="{y0 + 16 + 14 * (i % 2)}" '
+                     f'text-anchor="middle" font-size="11">{escape(g)}</text>')
         x += 24
-    legend_y = 390
+    legend_y = 400
     for i, (name, colour) in enumerate(COLOURS.items()):
         parts.append(f'<rect x="{x0 + i * 130}" y="{legend_y}" width="10" height="10" fill="{colour}"/>'
                      f'<text x="{x0 + i * 130 + 14}" y="{legend_y + 9}">{name}</text>')
