@@ -201,11 +201,7 @@ mod tests {
     use crate::error::{Class, StorageError};
 
     fn retry() -> Retry {
-        Retry {
-            backoff: Backoff::default(),
-            stop: CancellationToken::new(),
-            count: RetryCount::default(),
-        }
+        Retry::new(CancellationToken::new())
     }
 
     #[test]

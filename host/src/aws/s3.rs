@@ -138,6 +138,14 @@ pub(crate) struct ObjectMeta<'a> {
     pub(crate) metadata: &'a [(&'a str, &'a str)],
 }
 
+impl ObjectMeta<'static> {
+    /// A JSON document, with no user metadata.
+    pub(crate) const JSON: ObjectMeta<'static> = ObjectMeta {
+        content_type: Some("application/json"),
+        metadata: &[],
+    };
+}
+
 /// Writes an object, replacing what is at `key`.
 pub(crate) async fn put_object(
     client: &Client,

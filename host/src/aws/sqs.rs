@@ -148,6 +148,22 @@ pub(crate) async fn change_visibility_batch(
     Ok(outcomes(receipts.len(), answer.failed(), &action))
 }
 
+/// Makes the messages received with `receipts` visible again at once,
+/// [`BATCH`] per call; returns how many SQS let go of. A call that fails is
+/// logged: its messages come back after their visibility timeout anyway.
+pub(crate) async fn make_visible(client: &Client, queue: &Queue, receipts: &[String]) -> usize {
+    let mut released = 0;
+    for chunk in receipts.chunks(BATCH) {
+        match change_visibility_batch(client, queue, chunk, Duration::ZERO).await {
+            Ok(outcomes) => released += outcomes.iter().filter(|o| o.is_ok()).count(),
+            Err(e) => {
+                tracing::warn!(error = %e, queue = %queue.name, "Could not make messages visible again; they return after their visibility timeout.")
+            }
+        }
+    }
+    released
+}
+
 /// One message to send.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {

@@ -188,15 +188,7 @@ impl Slots {
             if state.in_use < state.limit && first_in_line && may_run {
                 state.in_use += 1;
                 state.retrying_in_use += usize::from(again);
-                return Slot {
-                    slots: self,
-                    seq,
-                    key: key.to_owned(),
-                    held: true,
-                    retried: again,
-                    since: Instant::now(),
-                    clean: !again,
-                };
+                return self.granted(seq, key, again);
             }
             let (grant, granted) = oneshot::channel();
             match again {
@@ -214,6 +206,12 @@ impl Slots {
         // of the map to be used.
         let _ = waiting.granted.as_mut().expect("set above").await;
         waiting.granted = None;
+        self.granted(seq, key, again)
+    }
+
+    /// The slot just granted to the request admitted `seq`-th (`again`:
+    /// back from waiting to retry), from now on.
+    fn granted(&self, seq: u64, key: &str, again: bool) -> Slot<'_> {
         Slot {
             slots: self,
             seq,
@@ -403,9 +401,7 @@ impl Slot<'_> {
         }
         false
     }
-}
 
-impl Slot<'_> {
     /// Reports how long its request has held it, if it has not failed.
     fn report(&mut self) {
         if self.held && std::mem::take(&mut self.clean) {

@@ -44,11 +44,14 @@ impl Sink for S3Sink {
     }
 
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
-        let meta = ObjectMeta {
-            content_type: Some("application/json"),
-            metadata: &[],
-        };
-        put_object(&self.client, &self.bucket, key, document.as_bytes(), meta).await
+        put_object(
+            &self.client,
+            &self.bucket,
+            key,
+            document.as_bytes(),
+            ObjectMeta::JSON,
+        )
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {

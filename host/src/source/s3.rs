@@ -170,17 +170,13 @@ impl DeadLetters for S3Source {
             Ok(object) if object.e_tag.is_some() && object.e_tag == version.0 => Redriven::Finished,
             Ok(_) => return Ok(Redriven::Occupied),
             Err(e) if crate::aws::errors::status(&e) == Some(404) => {
-                let meta = ObjectMeta {
-                    content_type: Some("application/json"),
-                    metadata: &[],
-                };
                 let copied = copy_object_if(
                     &self.client,
                     &self.bucket,
                     &dead_letter,
                     key,
                     version.0.as_deref(),
-                    meta,
+                    ObjectMeta::JSON,
                 )
                 .await?;
                 if copied == Removal::Replaced {
@@ -345,10 +341,6 @@ impl Writer for S3Writer {
     }
 
     async fn write(&mut self, request: NewRequest, _now: bool) -> Result<(), StorageError> {
-        let meta = || ObjectMeta {
-            content_type: Some("application/json"),
-            metadata: &[],
-        };
         let action = || format!("write request s3://{}/{}", self.bucket, request.key);
         write_retried(&self.retry, action, || {
             put_object(
@@ -356,7 +348,7 @@ impl Writer for S3Writer {
                 &self.bucket,
                 &request.key,
                 request.body.as_bytes(),
-                meta(),
+                ObjectMeta::JSON,
             )
         })
         .await

@@ -22,7 +22,7 @@
 
 use super::{Fetched, Listed, Page, Source, Version};
 use crate::aws::errors::storage_error;
-use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch, delete_one};
+use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch, delete_one, make_visible};
 use crate::batch::{Batcher, settle};
 use crate::error::{Class, StorageError};
 use aws_sdk_sqs::Client;
@@ -486,15 +486,7 @@ impl Source for SqsSource {
         if receipts.is_empty() {
             return;
         }
-        let mut released = 0;
-        for chunk in receipts.chunks(BATCH) {
-            match change_visibility_batch(&self.client, &self.queue, chunk, Duration::ZERO).await {
-                Ok(outcomes) => released += outcomes.iter().filter(|o| o.is_ok()).count(),
-                Err(e) => {
-                    warn!(error = %e, "Could not make messages visible again; they return after their visibility timeout.")
-                }
-            }
-        }
+        let released = make_visible(&self.client, &self.queue, &receipts).await;
         info!(messages = released, queue = %self.queue.name, "Messages received and not done are visible again.");
     }
 }

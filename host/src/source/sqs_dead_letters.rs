@@ -14,7 +14,7 @@
 
 use super::{DeadLetters, Fetched, Redriven, Version};
 use crate::aws::errors::storage_error;
-use crate::aws::sqs::{BATCH, Queue, change_visibility_batch};
+use crate::aws::sqs::{BATCH, Queue, make_visible};
 use crate::error::StorageError;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
@@ -72,20 +72,6 @@ impl QueueDeadLetters {
     }
 }
 
-impl QueueDeadLetters {
-    /// Makes the messages received with `receipts` visible again at once;
-    /// those SQS does not let go of return after [`HOLD`].
-    async fn release(&self, receipts: Vec<String>) {
-        for chunk in receipts.chunks(BATCH) {
-            if let Err(e) =
-                change_visibility_batch(&self.client, &self.dead_letters, chunk, Duration::ZERO).await
-            {
-                tracing::warn!(error = %e, "Dead letters not made visible again; they return within an hour.");
-            }
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl DeadLetters for QueueDeadLetters {
     /// Receives the messages of the dead-letter queue (up to
@@ -121,7 +107,7 @@ impl DeadLetters for QueueDeadLetters {
                     .filter_map(|m| m.receipt_handle().map(str::to_owned))
                     .collect();
                 // Not held: visible again at once.
-                self.release(more).await;
+                make_visible(&self.client, &self.dead_letters, &more).await;
                 return Ok(listed);
             }
             let mut held = self.held.lock().unwrap();
@@ -216,6 +202,6 @@ impl DeadLetters for QueueDeadLetters {
             .drain()
             .map(|(_, l)| l.receipt)
             .collect();
-        self.release(receipts).await;
+        make_visible(&self.client, &self.dead_letters, &receipts).await;
     }
 }

@@ -18,7 +18,10 @@ async fn main() -> anyhow::Result<()> {
     let [_, upstream, delay_ms] = args.as_slice() else {
         anyhow::bail!("usage: widget-bench-delay UPSTREAM_URL DELAY_MS");
     };
-    let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     let delay = Duration::from_millis(delay_ms.parse()?);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("http://{}", listener.local_addr()?);
