@@ -36,6 +36,21 @@ fn send(client: &aws_sdk_sqs::Client, queue: &str, body: &str) {
     block_on(client.send_message().queue_url(queue).message_body(body).send()).unwrap();
 }
 
+/// Sends `body` to a FIFO queue in its own message group `id` (also its
+/// deduplication id).
+fn send_in_group(client: &aws_sdk_sqs::Client, queue: &str, body: &str, id: &str) {
+    block_on(
+        client
+            .send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .message_group_id(id)
+            .message_deduplication_id(id)
+            .send(),
+    )
+    .unwrap();
+}
+
 /// Messages (visible, in flight) in a queue, as SQS counts them.
 fn counts(client: &aws_sdk_sqs::Client, queue: &str) -> (u64, u64) {
     let got = block_on(
@@ -482,17 +497,7 @@ fn a_queues_dead_letters_are_redriven_back_without_their_reasons() {
     let dead_letters = create_queue(&client, "redrive-rejected", true);
     produce(&queue, 20, 11);
     for (i, body) in ["{}", "not json"].into_iter().enumerate() {
-        let id = format!("bad-{i}");
-        block_on(
-            client
-                .send_message()
-                .queue_url(&queue)
-                .message_body(body)
-                .message_group_id(&id)
-                .message_deduplication_id(&id)
-                .send(),
-        )
-        .unwrap();
+        send_in_group(&client, &queue, body, &format!("bad-{i}"));
     }
     let widgets = tempfile::tempdir().unwrap();
     let widgets = widgets.path().to_str().unwrap();
@@ -541,4 +546,70 @@ fn a_queues_dead_letters_are_redriven_back_without_their_reasons() {
         [("not json".to_owned(), None), ("{}".to_owned(), None)],
         "both back in the request queue, without their reasons"
     );
+}
+
+#[test]
+fn a_queue_redrive_that_fails_half_way_leaves_every_dead_letter_it_held_visible() {
+    let client = sqs();
+    let queue = create_queue(&client, "redrive-fails", true);
+    let dead_letters = create_queue(&client, "redrive-fails-rejected", true);
+    for i in 0..3 {
+        send_in_group(
+            &client,
+            &dead_letters,
+            &format!("{{\"n\":{i}}}"),
+            &format!("w{i}"),
+        );
+    }
+    // Every SendMessage (moving one back) fails; receiving them works.
+    let proxy = crate::slowdown::SlowDown::first(&fauxqs(), "AmazonSQS.SendMessage\r\n", u64::MAX);
+    let output = host()
+        .env("AWS_ENDPOINT_URL_SQS", &proxy.url)
+        .args(["redrive", "-rq", &queue, "--dead-letter-queue", &dead_letters])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "a move was tried"
+    );
+    assert_eq!(
+        counts(&client, &queue),
+        (0, 0),
+        "nothing reached the request queue"
+    );
+    assert_eq!(
+        counts(&client, &dead_letters),
+        (3, 0),
+        "all three dead letters visible again at once, not held for an hour"
+    );
+}
+
+#[test]
+fn a_stop_while_produce_waits_to_send_a_refused_batch_again_ends_it_and_says_so() {
+    let client = sqs();
+    let queue = create_queue(&client, "produce-stopped", true);
+    // SQS refuses every batch: only a stop ends the retrying.
+    let proxy = crate::slowdown::SlowDown::first(&fauxqs(), "AmazonSQS.SendMessageBatch", u64::MAX);
+    let running = Running::start(
+        host()
+            .env("AWS_ENDPOINT_URL_SQS", &proxy.url)
+            .args(["produce", "-rq", &queue, "-mwr", "25", "--seed", "3"]),
+    );
+    running.wait_for("Transient failure; retrying.", Duration::from_secs(30));
+    let stopped = Instant::now();
+    running.signal("-TERM");
+    let (status, _, log) = running.finish();
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "the stop ended the waiting: {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("stopped while waiting to try again"),
+        "the batch not sent is named: {log}"
+    );
+    assert_eq!(counts(&client, &queue), (0, 0));
 }
