@@ -5,8 +5,10 @@
 //! and JavaScript handlers. Reported as calls per second and as the ratio
 //! to the native baseline. `key` is `ordering-key`, a call that does almost
 //! nothing: through the host it is about the cost of a fresh instance.
-//! Each component is measured twice: a fresh instance per call (the
-//! default), and an instance serving 1,000 calls (`--handler-reuse 1000`).
+//! Each component is measured three times: a fresh instance per call
+//! mapping its own memory, a fresh instance per call from the pooling
+//! allocator (`run`'s default), and an instance serving 1,000 calls
+//! (`--handler-reuse 1000`).
 //!
 //! `cargo bench -p widget-host --bench guest_cost`
 
@@ -158,6 +160,15 @@ fn main() {
         let (create, update, key) = measure(&handler);
         row(&name, &size, create, update, key, baseline);
         println!("{:<30} compiled in {:.2} s (uncached)", "", compile.as_secs_f64());
+        // As `run` has it: fresh instances from the pooling allocator's
+        // slots (the row above maps a new memory for each).
+        let pooled = Handler::from_bytes_pooled(&wasm, Limits::default(), 128).unwrap();
+        if pooled.pooled() {
+            let (create, update, key) = measure(&pooled);
+            row("  pooled (run's default)", &size, create, update, key, baseline);
+        } else {
+            println!("  pooled: does not fit a pool slot; run maps its memory as above");
+        }
         // The same component, an instance serving up to 1,000 requests
         // (`--handler-reuse 1000`): the isolation the default buys, priced.
         let reused = Handler::from_bytes(

@@ -3,6 +3,7 @@
 //!
 //! - [`bindings`]: the WIT world's Rust side, and conversions to [`crate::contract`];
 //! - [`sandbox`]: the store each call runs in, its time limit;
+//! - [`pool`]: the engines, and the instance slots calls take;
 //! - [`limiter`]: the memory, tables and instances a call may create;
 //! - [`output`]: the bounds on what a call logs and plans;
 //! - [`imports`]: what the handler may call (`store.get`, `log.log`);
@@ -13,6 +14,7 @@ mod call;
 mod imports;
 mod limiter;
 mod output;
+mod pool;
 mod sandbox;
 mod stderr;
 pub(crate) mod swap;
@@ -23,10 +25,12 @@ use crate::sink::{Read, ReadOnly, Sink};
 use anyhow::Context as _;
 use bindings::{WidgetHandler, WidgetHandlerPre};
 use output::Logs;
+use pool::{Engines, Slots};
 use sandbox::GuestState;
 pub use sandbox::Limits;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
@@ -117,7 +121,12 @@ pub struct Handled {
 /// with `Limits::reuse`, once per that many requests).
 #[derive(Clone)]
 pub struct Handler {
+    /// What it and its replacements compile on.
+    engines: Arc<Engines>,
+    /// The engine it was compiled on.
     engine: Engine,
+    /// The pool slots its instances take; `None`: not pooled.
+    slots: Option<Slots>,
     pre: WidgetHandlerPre<GuestState>,
     limits: Limits,
     /// Instances waiting for their next call, with `Limits::reuse`.
@@ -130,17 +139,24 @@ struct Warm {
     bindings: WidgetHandler,
     /// Calls it has served.
     calls: usize,
+    /// Its pool slot: after the store, so that it is given back only once
+    /// the store (and the instance in the slot) is gone.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Handler {
     /// Reads and compiles the handler `spec` names, on a new engine.
     pub fn load(spec: &Spec) -> anyhow::Result<Handler> {
-        let engine = sandbox::engine(spec.compile_cache)?;
-        Handler::load_on(&engine, &spec.choice, spec.limits)
+        let engines = Engines::new(spec.compile_cache, spec.limits.memory, pool::INSTANCES)?;
+        Handler::load_on(&Arc::new(engines), &spec.choice, spec.limits)
     }
 
-    /// Reads and compiles `choice` on `engine`.
-    pub(crate) fn load_on(engine: &Engine, choice: &Choice, limits: Limits) -> anyhow::Result<Handler> {
+    /// Reads and compiles `choice` on `engines`.
+    pub(crate) fn load_on(
+        engines: &Arc<Engines>,
+        choice: &Choice,
+        limits: Limits,
+    ) -> anyhow::Result<Handler> {
         let (name, wasm) = match choice {
             Choice::File(path) => (
                 path.display().to_string(),
@@ -149,7 +165,7 @@ impl Handler {
             Choice::Builtin => ("built-in widget handler".to_owned(), BUILTIN.to_vec()),
         };
         let started = std::time::Instant::now();
-        let handler = Handler::compile(engine, &wasm, limits)
+        let handler = Handler::compile(engines, &wasm, limits)
             .with_context(|| format!("{name} is not a usable widget-handler component"))?;
         tracing::info!(handler = %name, bytes = wasm.len(), compile_ms = started.elapsed().as_millis() as u64, "Handler loaded.");
         Ok(handler)
@@ -158,27 +174,54 @@ impl Handler {
     /// Compiles a component on a new engine without its disk cache, and
     /// checks that it exports the widget-handler world and imports nothing
     /// the host does not provide.
+    /// Its instances map their own memory (no pool): for `check`, and for
+    /// tests that make many handlers.
     pub fn from_bytes(wasm: &[u8], limits: Limits) -> anyhow::Result<Handler> {
-        Handler::compile(&sandbox::engine(false)?, wasm, limits)
+        Handler::compile(&Arc::new(Engines::on_demand(false)?), wasm, limits)
     }
 
-    fn compile(engine: &Engine, wasm: &[u8], limits: Limits) -> anyhow::Result<Handler> {
-        let component = Component::new(engine, wasm)?;
-        let mut linker = Linker::<GuestState>::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        WidgetHandler::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
-        let pre = WidgetHandlerPre::new(linker.instantiate_pre(&component)?)?;
+    /// Compiled as `run` compiles it: its instances from a pool of
+    /// `instances` slots, if it fits one (see `pool.rs`); no disk cache.
+    pub fn from_bytes_pooled(wasm: &[u8], limits: Limits, instances: u32) -> anyhow::Result<Handler> {
+        let engines = Engines::new(false, limits.memory, instances)?;
+        Handler::compile(&Arc::new(engines), wasm, limits)
+    }
+
+    /// Whether its instances come from the pool.
+    pub fn pooled(&self) -> bool {
+        self.slots.is_some()
+    }
+
+    fn compile(engines: &Arc<Engines>, wasm: &[u8], limits: Limits) -> anyhow::Result<Handler> {
+        let (pre, engine, slots) = engines.compile(|engine| {
+            let component = Component::new(engine, wasm)?;
+            let mut linker = Linker::<GuestState>::new(engine);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+            WidgetHandler::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
+            Ok(WidgetHandlerPre::new(linker.instantiate_pre(&component)?)?)
+        })?;
         Ok(Handler {
-            engine: engine.clone(),
+            engines: engines.clone(),
+            engine,
+            slots,
             pre,
             limits,
             warm: Arc::default(),
         })
     }
 
-    /// The engine the handler was compiled on; a replacement reuses it.
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
+    /// The engines the handler was compiled on; a replacement uses them.
+    pub(crate) fn engines(&self) -> &Arc<Engines> {
+        &self.engines
+    }
+
+    /// A pool slot for a new instance, once one is free; `None` if the
+    /// handler is not pooled.
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.slots {
+            Some(slots) => Some(slots.take().await),
+            None => None,
+        }
     }
 
     /// The limits each call runs under.
@@ -203,6 +246,7 @@ impl Handler {
             sandbox::begin_call(&mut warm.store, self.limits, reader, request_key);
             return Ok((warm, true));
         }
+        let slot = self.slot().await;
         let mut store = sandbox::new_store(&self.engine, self.limits, reader, request_key);
         let waiting = store.data().call.waiting.clone();
         match sandbox::bounded(self.limits, waiting, self.pre.instantiate_async(&mut store)).await {
@@ -211,6 +255,7 @@ impl Handler {
                     store,
                     bindings,
                     calls: 0,
+                    _slot: slot,
                 },
                 false,
             )),
@@ -221,10 +266,12 @@ impl Handler {
     }
 
     /// Keeps `warm` for another call, unless its call failed (a trap may
-    /// leave it broken) or it has served its share.
+    /// leave it broken), it has served its share, or a call may be waiting
+    /// for the pool slot it holds.
     fn put_back(&self, mut warm: Warm, succeeded: bool) {
         warm.calls += 1;
-        if succeeded && warm.calls < self.limits.reuse {
+        let slot_wanted = self.slots.as_ref().is_some_and(|slots| !slots.any_free());
+        if succeeded && warm.calls < self.limits.reuse && !slot_wanted {
             sandbox::end_call(&mut warm.store, self.limits);
             self.warm.lock().unwrap().push(warm);
         }
@@ -259,6 +306,8 @@ impl Handler {
     }
 
     async fn fresh_ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
+        // Declared before the store: dropped after it, the instance gone.
+        let _slot = self.slot().await;
         let mut store = sandbox::new_store(&self.engine, self.limits, None, String::new());
         let waiting = store.data().call.waiting.clone();
         let result = sandbox::bounded(self.limits, waiting, async {
@@ -325,6 +374,8 @@ impl Handler {
         reader: Arc<dyn Read>,
         context: &Context,
     ) -> Result<sandbox::Finished<Result<bindings::types::Plan, bindings::types::Rejection>>, CallError> {
+        // Declared before the store: dropped after it, the instance gone.
+        let _slot = self.slot().await;
         let mut store = sandbox::new_store(&self.engine, self.limits, Some(reader), context.key.clone());
         let waiting = store.data().call.waiting.clone();
         let result = sandbox::bounded(self.limits, waiting, async {
@@ -431,6 +482,87 @@ mod tests {
             .await
             .unwrap();
         assert!(handled.verdict.is_err());
+    }
+
+    /// A store whose reads take a while: calls overlap.
+    struct Slow;
+
+    #[async_trait::async_trait]
+    impl Sink for Slow {
+        fn destination(&self) -> Destination {
+            Destination::ObjectStore
+        }
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+        async fn get(&self, _key: &str) -> Result<Option<String>, StorageError> {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok(None)
+        }
+        async fn put(&self, _key: &str, _document: &str) -> Result<(), StorageError> {
+            unreachable!("the handler only reads")
+        }
+        async fn delete(&self, _key: &str) -> Result<(), StorageError> {
+            unreachable!("the handler only reads")
+        }
+    }
+
+    /// The built-in handler on a pool of `instances` slots.
+    fn pooled(instances: u32, limits: Limits) -> Handler {
+        let handler = Handler::from_bytes_pooled(BUILTIN, limits, instances).unwrap();
+        assert!(handler.pooled(), "the built-in handler fits the pool");
+        handler
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_beyond_the_pools_slots_wait_for_one_and_none_fails() {
+        for reuse in [0, 1000] {
+            let handler = pooled(
+                2,
+                Limits {
+                    reuse,
+                    ..Limits::default()
+                },
+            );
+            let calls: Vec<_> = (0..40)
+                .map(|_| {
+                    let handler = handler.clone();
+                    tokio::spawn(async move {
+                        handler.ordering_key(UPDATE).await?;
+                        handler.handle(UPDATE, &context(), Arc::new(Slow)).await
+                    })
+                })
+                .collect();
+            let expected = Handler::from_bytes(BUILTIN, Limits::default())
+                .unwrap()
+                .handle(UPDATE, &context(), Arc::new(Slow))
+                .await
+                .unwrap()
+                .verdict;
+            for call in calls {
+                let handled = call.await.unwrap().unwrap();
+                assert_eq!(format!("{:?}", handled.verdict), format!("{expected:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_component_that_does_not_fit_a_pool_slot_is_compiled_without_the_pool() {
+        let engines = Engines::new(false, Limits::default().memory, 2).unwrap();
+        let with_memories = |count: usize| {
+            let memories = "(memory 1) ".repeat(count);
+            format!("(component (core module $m {memories}) (core instance (instantiate $m)))")
+        };
+        let compile = |wat: String| move |engine: &Engine| Ok(Component::new(engine, wat.as_bytes())?);
+        let (_, _, slots) = engines.compile(compile(with_memories(4))).unwrap();
+        assert!(slots.is_some(), "four memories fit a slot");
+        let (_, _, slots) = engines.compile(compile(with_memories(5))).unwrap();
+        assert!(slots.is_none(), "five do not: compiled, without the pool");
+        assert!(
+            engines
+                .compile(compile("(component (core module $m (bad)))".into()))
+                .is_err()
+        );
     }
 
     /// The hostile test handler, its instances serving up to 1,000 calls,

@@ -1,4 +1,5 @@
-//! The sandbox one handler call runs in: a fresh wasmtime store per call,
+//! The sandbox one handler call runs in: a fresh wasmtime store per call
+//! (its instance's memory from the pool, `pool.rs`),
 //! with a time limit (epoch interruption, not counting time spent waiting
 //! on `store.get`), a limit on all its memories and tables together
 //! (`limiter.rs`), bounds on what it logs and plans (`output.rs`), and WASI
@@ -18,7 +19,7 @@ use crate::sink::Read;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 /// How often the engine's epoch advances: the granularity of the deadline.
@@ -90,11 +91,15 @@ impl Default for Limits {
     }
 }
 
-/// Creates an engine for handlers, and starts the thread that drives its
-/// deadlines (it ends when the engine is dropped).
-pub(crate) fn engine(cache: bool) -> anyhow::Result<Engine> {
+/// Creates an engine for handlers, its instances from `pool` if given (see
+/// `pool.rs`), and starts the thread that drives its deadlines (it ends
+/// when the engine is dropped).
+pub(super) fn engine(cache: bool, pool: Option<PoolingAllocationConfig>) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    if let Some(pool) = pool {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
     if cache {
         // Compiled components are cached on disk, keyed by their bytes and
         // the engine's settings: a large handler compiles once per machine.

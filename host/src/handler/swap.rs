@@ -47,7 +47,7 @@ impl HandlerSlot {
         let current = self.current();
         let choice = self.choice.clone();
         let handler = tokio::task::spawn_blocking(move || {
-            Handler::load_on(current.engine(), &choice, current.limits())
+            Handler::load_on(current.engines(), &choice, current.limits())
         })
         .await??;
         *self.current.write().unwrap() = handler;

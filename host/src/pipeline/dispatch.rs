@@ -1,6 +1,7 @@
-//! The dispatcher: lists the source a page at a time, reads requests ahead
-//! (each read and its ordering key on a task of its own: an ordering key
-//! costs a Wasm instance), and admits them, in source order, to [`keys`].
+//! The dispatcher: lists the source a page at a time (a queue's next page
+//! received while this one is admitted), reads requests ahead (each read
+//! and its ordering key on a task of its own: an ordering key costs a Wasm
+//! instance), and admits them, in source order, to [`keys`].
 
 use super::keys::{self, Admission};
 use super::process::{dead_lettered, refuse};
@@ -8,16 +9,48 @@ use super::{Job, Shared};
 use crate::error::{Class, StorageError};
 use crate::handler::CallError;
 use crate::retry::Attempt;
-use crate::source::{Fetched, Listed, Version};
+use crate::source::{Fetched, Listed, Page, Version};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
+
+/// A listing under way while the page before it is read and admitted. It
+/// ends with the dispatcher, even one dropped (a crash, as the simulation
+/// plays it): a receive left running would take messages no one processes.
+type Ahead = Option<AbortOnDropHandle<Attempt<Page, StorageError>>>;
 
 /// Lists, reads and admits requests until the source is empty (with
 /// `until_empty`) or the run stops. Tasks it starts go to `running`.
 pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) -> Result<(), StorageError> {
+    let mut ahead = None;
+    let dispatched = dispatch_pages(shared, running, &mut ahead).await;
+    // A receive made ahead holds what it gets until the run hands it back:
+    // it ends before the source is finished, or its messages would stay
+    // invisible for their timeout.
+    if let Some(listing) = ahead {
+        listing
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
+    dispatched
+}
+
+/// A listing of the source, retried, on a task of its own.
+fn list_ahead(shared: &Arc<Shared>) -> AbortOnDropHandle<Attempt<Page, StorageError>> {
+    let shared = shared.clone();
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        shared.retry.run(|| shared.source.list()).await
+    }))
+}
+
+async fn dispatch_pages(
+    shared: &Arc<Shared>,
+    running: &mut JoinSet<()>,
+    ahead: &mut Ahead,
+) -> Result<(), StorageError> {
     let options = &shared.options;
     // Requests found, and taken, during the current pass over the source.
     let mut found_this_pass = 0;
@@ -27,11 +60,25 @@ pub(super) async fn dispatch(shared: &Arc<Shared>, running: &mut JoinSet<()>) ->
     // Requests done when this pass began, for the progress display.
     let mut done_before_pass = 0;
     while !shared.stop.is_cancelled() {
-        let page = match shared.retry.run(|| shared.source.list()).await {
+        let listed = match ahead.take() {
+            Some(listing) => listing
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+            None => shared.retry.run(|| shared.source.list()).await,
+        };
+        let page = match listed {
             Attempt::Done(page) => page,
             Attempt::Failed(e) => return Err(e),
             Attempt::Stopped => break,
         };
+        // A queue that filled its page is received from again while this
+        // page is read and admitted, so that a receive's round trip is not
+        // added to every page's. (Not one that did not: its next receive
+        // would likely wait out its long poll, and a stop with it. A
+        // bucket's pages carry a thousand keys: it lists as it goes.)
+        if !shared.source.relists() && page.full && !shared.stop.is_cancelled() {
+            *ahead = Some(list_ahead(shared));
+        }
         if page.from_start {
             found_this_pass = 0;
             taken_this_pass = 0;

@@ -486,6 +486,7 @@ impl Source for OneShot {
             from_start: true,
             reached_end: true,
             set_aside: Vec::new(),
+            full: false,
         })
     }
     async fn read(&self, key: &str, _max_bytes: u64) -> Result<Fetched, StorageError> {

@@ -434,6 +434,7 @@ impl Source for DirSource {
             from_start,
             reached_end,
             set_aside,
+            full: false,
         })
     }
 

@@ -42,6 +42,9 @@ pub(crate) struct Page {
     pub(crate) reached_end: bool,
     /// What the listing dead-lettered on its way.
     pub(crate) set_aside: Vec<SetAside>,
+    /// The listing came back as full as it could: more is likely waiting
+    /// (a queue is received from ahead then, while this page is admitted).
+    pub(crate) full: bool,
 }
 
 /// A request as the listing shows it.

@@ -239,6 +239,7 @@ impl Source for S3Source {
             from_start: after.is_none(),
             reached_end,
             set_aside: Vec::new(),
+            full: false,
         })
     }
 

@@ -93,6 +93,7 @@ impl Source for SimBucket {
             from_start,
             reached_end,
             set_aside: Vec::new(),
+            full: false,
         })
     }
 

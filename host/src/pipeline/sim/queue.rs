@@ -230,6 +230,7 @@ impl Source for SimQueue {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         Ok(Page {
+            full: requests.len() == RECEIVE,
             requests,
             from_start: true,
             reached_end: true,

@@ -1,0 +1,143 @@
+//! The engines handlers are compiled on, and the instance pool.
+//!
+//! Every call gets a fresh instance (or, with `--handler-reuse`, one that
+//! served few enough calls). Made the ordinary way, an instance maps its
+//! memories when it starts and unmaps them when it ends: system calls and,
+//! with the Tokio workers on several cores, a TLB shootdown on each of
+//! them, twice a request. With wasmtime's pooling allocator the memories,
+//! tables and stacks are slots made once with the engine; an instance takes
+//! slots and gives them back, its memory image mapped copy-on-write and
+//! reset with `madvise`, so starting one maps nothing.
+//!
+//! The pool has a fixed number of instance slots, and wasmtime refuses an
+//! instance when all are taken: here a call waits for a slot instead
+//! ([`Slots`]), so a full pool slows calls and never fails one. A handler
+//! that does not fit a slot (more core instances, memories or tables than a
+//! slot has, a larger table) is compiled on an engine without the pool, as
+//! every handler was before; it runs as it did, only without the saving.
+
+use anyhow::Context as _;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::{Engine, PoolingAllocationConfig};
+
+/// Instance slots: twice the default ceiling of requests at once (a
+/// request's ordering key and its handling are each a call, at different
+/// times).
+pub(super) const INSTANCES: u32 = 128;
+
+/// Core instances a pooled component may create: the built-in handler
+/// makes a handful, a Python one 38 (which the pool takes), well under the
+/// call limit of [`super::limiter::MAX_INSTANCES`].
+const CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+
+/// Memories a pooled component may create: each is a slot with the
+/// address space of a 32-bit memory and its guard (4 GiB), reserved, not
+/// allocated.
+const MEMORIES_PER_COMPONENT: u32 = 4;
+
+/// Tables a pooled component may create.
+const TABLES_PER_COMPONENT: u32 = 16;
+
+/// Elements one pooled table may grow to (a megabyte of address space per
+/// table).
+const TABLE_ELEMENTS: usize = 1 << 17;
+
+/// The engines a handler, and the handlers that replace it, compile on.
+pub(crate) struct Engines {
+    /// With the instance pool; `None` where the pool could not be made
+    /// (an address space too small for it, say).
+    pooled: Option<(Engine, Slots)>,
+    /// Without: for handlers that do not fit the pool.
+    on_demand: Engine,
+}
+
+impl Engines {
+    /// Both engines, the pooled one with `instances` slots whose memories
+    /// may each grow to `memory` bytes (the call's limit: no one memory can
+    /// pass it).
+    pub(super) fn new(cache: bool, memory: usize, instances: u32) -> anyhow::Result<Engines> {
+        let pooled = match super::sandbox::engine(cache, Some(config(memory, instances))) {
+            Ok(engine) => Some((engine, Slots(Arc::new(Semaphore::new(instances as usize))))),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "Cannot make the handler instance pool; every instance maps its own memory.");
+                None
+            }
+        };
+        Ok(Engines {
+            pooled,
+            on_demand: super::sandbox::engine(cache, None)?,
+        })
+    }
+
+    /// The engine without the pool only.
+    pub(super) fn on_demand(cache: bool) -> anyhow::Result<Engines> {
+        Ok(Engines {
+            pooled: None,
+            on_demand: super::sandbox::engine(cache, None)?,
+        })
+    }
+
+    /// Compiles `wasm` with `compile` on the pooled engine, or on the other
+    /// if it does not fit the pool; the engine, and the slots its
+    /// instances wait for.
+    pub(super) fn compile<T>(
+        &self,
+        compile: impl Fn(&Engine) -> anyhow::Result<T>,
+    ) -> anyhow::Result<(T, Engine, Option<Slots>)> {
+        if let Some((engine, slots)) = &self.pooled {
+            match compile(engine) {
+                Ok(compiled) => return Ok((compiled, engine.clone(), Some(slots.clone()))),
+                Err(e) => {
+                    // Refused for what it needs of a slot, or not a valid
+                    // component at all: the other engine tells.
+                    let compiled = compile(&self.on_demand)?;
+                    tracing::info!(reason = %format!("{e:#}"), "The handler does not fit the instance pool; its instances map their own memory.");
+                    return Ok((compiled, self.on_demand.clone(), None));
+                }
+            }
+        }
+        let compiled = compile(&self.on_demand).context("cannot compile the handler")?;
+        Ok((compiled, self.on_demand.clone(), None))
+    }
+}
+
+/// The pooling allocator's settings.
+fn config(memory: usize, instances: u32) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(instances * MEMORIES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_memories_per_module(MEMORIES_PER_COMPONENT)
+        .total_tables(instances * TABLES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_tables_per_module(TABLES_PER_COMPONENT)
+        .table_elements(TABLE_ELEMENTS)
+        .total_stacks(instances)
+        .max_memory_size(memory);
+    pool
+}
+
+/// The pool's instance slots, one permit each: a call holds one for as long
+/// as its instance lives.
+#[derive(Clone)]
+pub(super) struct Slots(Arc<Semaphore>);
+
+impl Slots {
+    /// A slot, waiting for one if all are taken.
+    pub(super) async fn take(&self) -> OwnedSemaphorePermit {
+        self.0
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Whether a slot is free now: an instance kept for later use would
+    /// otherwise hold a slot a waiting call needs.
+    pub(super) fn any_free(&self) -> bool {
+        self.0.available_permits() > 0
+    }
+}
