@@ -44,6 +44,7 @@ mod retry;
 mod runner;
 pub mod sink;
 mod source;
+mod verdicts;
 
 /// The build script's check for the guests' target, compiled here too so
 /// that its tests run with the host's.

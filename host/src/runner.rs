@@ -8,7 +8,7 @@ use crate::aws::{AwsSettings, Clients};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{self, Handler};
 use crate::metrics::{Metrics, Summary, exporter};
-use crate::pipeline::{self, Options};
+use crate::pipeline::{self, Options, Shadow};
 use crate::progress;
 use crate::sink;
 use crate::source::Place;
@@ -29,6 +29,10 @@ pub(crate) struct Config {
     pub(crate) queue: QueueOptions,
     pub(crate) sink: sink::Spec,
     pub(crate) handler: handler::Spec,
+    /// A candidate handler in shadow (`--candidate`).
+    pub(crate) candidate: Option<handler::Spec>,
+    /// Promote the candidate after this many agreeing requests.
+    pub(crate) promote_after: Option<u64>,
     pub(crate) options: Options,
     /// Stop after this long (`-mrt`).
     pub(crate) max_runtime: Option<Duration>,
@@ -51,6 +55,8 @@ impl Config {
             queue: QueueOptions::default(),
             sink,
             handler: handler::Spec::default(),
+            candidate: None,
+            promote_after: None,
             options: Options::default(),
             max_runtime: None,
             metrics_addr: None,
@@ -70,6 +76,15 @@ pub(crate) async fn run(
     reload: watch::Receiver<u64>,
 ) -> anyhow::Result<Summary> {
     let handler = Handler::load(&config.handler)?;
+    // The candidate compiles on the live handler's engines: a promotion
+    // swaps one handler for another on them, as a reload does.
+    let candidate = match &config.candidate {
+        Some(spec) => Some(
+            Handler::load_on(handler.engines(), &spec.choice, spec.limits)
+                .map_err(|e| e.context("cannot load the candidate handler"))?,
+        ),
+        None => None,
+    };
     let handlers = HandlerSlot::new(handler, config.handler.choice.clone());
     let clients = Clients::new(config.aws.clone());
     // The run's own stop: the caller's, or the maximum run time.
@@ -99,6 +114,16 @@ pub(crate) async fn run(
         handlers.watch(stop.clone());
     }
     let metrics = Arc::new(Metrics::default());
+    let mut options = config.options.clone();
+    if let Some(candidate) = candidate {
+        options.shadow = Some(Arc::new(Shadow::new(
+            candidate,
+            config.promote_after,
+            options.concurrency.ceiling(),
+            handlers.clone(),
+            metrics.clone(),
+        )));
+    }
     // Scrapes are answered until the run has ended, shutdown included.
     let exporter_stop = CancellationToken::new();
     let _exporter_stopped = exporter_stop.clone().drop_guard();
@@ -113,7 +138,7 @@ pub(crate) async fn run(
         .options
         .until_empty
         .then(|| progress::show("requests", metrics.progress.clone()));
-    let pipeline = pipeline::run(source, sink, handlers, config.options, metrics, stop.clone());
+    let pipeline = pipeline::run(source, sink, handlers, options, metrics, stop.clone());
     let shutdown_timeout = config.shutdown_timeout;
     let late = async {
         stop.cancelled().await;

@@ -380,6 +380,139 @@ fn diff_names_each_request_whose_verdict_or_plan_differs_and_changes_nothing() {
     assert!(!widgets.join("widgets").exists());
 }
 
+/// The label stored for widget `id` of Sue Smith under `widgets`.
+fn stored_label(widgets: &Path, id: &str) -> String {
+    let stored = std::fs::read(widgets.join("widgets/sue-smith").join(id)).unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    stored["label"].as_str().unwrap().to_owned()
+}
+
+/// Runs the built-in handler over `requests` with `candidate` in shadow
+/// and `flags`; the summary and the log.
+fn run_with_candidate(requests: &Path, widgets: &Path, candidate: &str, flags: &[&str]) -> (String, String) {
+    let output = run_ok(
+        host()
+            .args(["run", "--until-empty", "--concurrency", "1", "--requests-dir"])
+            .arg(requests)
+            .arg("--widgets-dir")
+            .arg(widgets)
+            .arg("--candidate")
+            .arg(test_guest(candidate))
+            .args(flags),
+    );
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_candidate_in_shadow_is_compared_on_every_request_and_changes_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (requests, widgets) = (scratch.path().join("requests"), scratch.path().join("widgets"));
+    std::fs::create_dir_all(&requests).unwrap();
+    std::fs::write(requests.join("1"), create_request("w1", "  Big  ", 5)).unwrap();
+    std::fs::write(requests.join("2"), create_request("w2", "plain", 5)).unwrap();
+    std::fs::write(requests.join("3"), "not json").unwrap();
+
+    // The label-trimming candidate differs on one request, the echoing
+    // one accepts what the live handler rejects.
+    let (summary, log) = run_with_candidate(&requests, &widgets, "trimming_guest", &["--promote-after", "1"]);
+    assert!(
+        summary.contains("candidate:     2 agreed, 1 differed, 0 failed, 0 not compared\n")
+            || summary.ends_with("candidate:     2 agreed, 1 differed, 0 failed, 0 not compared"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("promoted"),
+        "a candidate that differs is never promoted: {summary}"
+    );
+    assert!(
+        log.contains("The candidate differs: its plan is another.")
+            && log.contains(r#"put widgets/sue-smith/w1: .label: old "  Big  ", new "Big""#),
+        "{log}"
+    );
+    // Only the live plans were carried out.
+    assert_eq!(stored_label(&widgets, "w1"), "  Big  ");
+    assert!(summary.contains("dead-lettered: 1"), "{summary}");
+
+    std::fs::write(requests.join("4"), "not json either").unwrap();
+    let (summary, log) = run_with_candidate(&requests, &widgets, "hostile_guest", &[]);
+    assert!(summary.contains("0 agreed, 1 differed"), "{summary}");
+    assert!(log.contains("difference=\"newly-accepted\""), "{log}");
+    assert!(
+        requests.join("dead-letter").join("4").exists(),
+        "the request is dead-lettered, as the live handler says"
+    );
+}
+
+#[test]
+fn a_candidate_reads_the_store_as_the_live_handler_read_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (requests, widgets) = (scratch.path().join("requests"), scratch.path().join("widgets"));
+    std::fs::create_dir_all(&requests).unwrap();
+    // Each request's own plan changes what the next read finds: the
+    // candidate, asked after the live plan is stored, must see the store
+    // as it was before it.
+    for (i, request) in [
+        create_request("w1", "one", 5),
+        r#"{"type":"update","requestId":"u1","widgetId":"w1","owner":"Sue Smith","label":"two"}"#.into(),
+        r#"{"type":"delete","requestId":"d1","widgetId":"w1","owner":"Sue Smith"}"#.into(),
+        create_request("w1", "three", 5),
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(requests.join(format!("{i}")), request).unwrap();
+    }
+    let output = run_ok(
+        host()
+            .args([
+                "run",
+                "--until-empty",
+                "--concurrency",
+                "1",
+                "--candidate",
+                "builtin",
+                "--requests-dir",
+            ])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(&widgets),
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains("candidate:     4 agreed, 0 differed, 0 failed, 0 not compared"),
+        "{summary}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stored_label(&widgets, "w1"), "three");
+}
+
+#[test]
+fn a_candidate_that_agrees_is_promoted_after_n_requests_and_then_handles_the_rest() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (requests, widgets) = (scratch.path().join("requests"), scratch.path().join("widgets"));
+    std::fs::create_dir_all(&requests).unwrap();
+    // Twenty requests both handlers treat alike, then one they would not.
+    for i in 1..=20 {
+        std::fs::write(
+            requests.join(format!("{i:02}")),
+            create_request(&format!("w{i}"), "plain", 5),
+        )
+        .unwrap();
+    }
+    std::fs::write(requests.join("21"), create_request("w21", "  Big  ", 5)).unwrap();
+
+    let (summary, log) = run_with_candidate(&requests, &widgets, "trimming_guest", &["--promote-after", "3"]);
+    assert!(summary.contains("; promoted"), "{summary}");
+    assert!(log.contains("Candidate promoted"), "{log}");
+    // Promoted: the last request was handled by the candidate, and no
+    // longer compared.
+    assert_eq!(stored_label(&widgets, "w21"), "Big");
+    assert!(!log.contains("The candidate differs"), "{log}");
+}
+
 #[test]
 fn redrive_after_a_fix_reaches_the_end_state_of_the_fixed_run() {
     let scratch = tempfile::tempdir().unwrap();

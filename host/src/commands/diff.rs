@@ -8,10 +8,10 @@
 
 use super::flags::{AwsArgs, DestinationArgs, LimitArgs, RequestPlaceArgs, RequestSizeArgs};
 use crate::aws::Clients;
-use crate::contract::{Context, Operation, Plan};
-use crate::handler::{self, CallError, Handler};
-use crate::jsondiff::{self, Sides};
+use crate::contract::Context;
+use crate::handler::{self, Handler};
 use crate::source::{Fetched, Place, Use};
+use crate::verdicts::{Comparison, Verdict, compare};
 use anyhow::Context as _;
 use clap::Args;
 use std::io::Write;
@@ -58,22 +58,6 @@ pub struct DiffArgs {
     verbose: bool,
 }
 
-/// What a handler made of a request.
-enum Verdict {
-    Accepted(Plan),
-    /// Rejected, or the handler failed on it (either way a dead letter).
-    Refused(String),
-}
-
-/// How the two handlers compare on one request.
-enum Comparison {
-    Same,
-    NewlyRejected(String),
-    NewlyAccepted(Plan),
-    /// Both accepted, with different plans: the differences, a line each.
-    PlansDiffer(Vec<String>),
-}
-
 /// The counts of the summary.
 #[derive(Default)]
 struct Tally {
@@ -89,14 +73,6 @@ impl Tally {
         self.newly_rejected + self.newly_accepted + self.plans_differ
     }
 }
-
-/// How the two plans' documents are compared.
-const OLD_NEW: Sides = Sides {
-    left: "old",
-    right: "new",
-    only_left: "only in old",
-    only_right: "only in new",
-};
 
 pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // The flags, checked before anything is opened.
@@ -134,8 +110,8 @@ pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Res
                 key: listed.key.clone(),
                 destination: sink.destination(),
             };
-            let before = verdict(old.handle(&body, &context, sink.clone()).await)?;
-            let after = verdict(new.handle(&body, &context, sink.clone()).await)?;
+            let before = Verdict::of(old.handle(&body, &context, sink.clone()).await)?;
+            let after = Verdict::of(new.handle(&body, &context, sink.clone()).await)?;
             report(&listed.key, compare(before, after), args.verbose, &mut tally, out)?;
         }
         if page.reached_end {
@@ -160,76 +136,6 @@ pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Res
 
 /// A handler's answer as a verdict; a store that cannot be read stops the
 /// comparison.
-fn verdict(handled: Result<handler::Handled, CallError>) -> anyhow::Result<Verdict> {
-    Ok(match handled {
-        Ok(handled) => match handled.verdict {
-            Ok(plan) => Verdict::Accepted(plan),
-            Err(reason) => Verdict::Refused(format!("rejected: {reason}")),
-        },
-        Err(CallError::Handler(reason)) => Verdict::Refused(format!("handler failed: {reason}")),
-        Err(CallError::Store(e)) => return Err(e.into()),
-    })
-}
-
-fn compare(before: Verdict, after: Verdict) -> Comparison {
-    match (before, after) {
-        (Verdict::Refused(_), Verdict::Refused(_)) => Comparison::Same,
-        (Verdict::Accepted(_), Verdict::Refused(reason)) => Comparison::NewlyRejected(reason),
-        (Verdict::Refused(_), Verdict::Accepted(plan)) => Comparison::NewlyAccepted(plan),
-        (Verdict::Accepted(old), Verdict::Accepted(new)) => {
-            let lines = plan_differences(&old, &new);
-            if lines.is_empty() {
-                Comparison::Same
-            } else {
-                Comparison::PlansDiffer(lines)
-            }
-        }
-    }
-}
-
-/// Where two plans differ, operation by operation; a put to the same key
-/// in both is compared field by field.
-fn plan_differences(old: &Plan, new: &Plan) -> Vec<String> {
-    let mut lines = Vec::new();
-    if old.kind != new.kind {
-        lines.push(format!("kind: old {:?}, new {:?}", old.kind, new.kind));
-    }
-    for i in 0..old.operations.len().max(new.operations.len()) {
-        match (old.operations.get(i), new.operations.get(i)) {
-            (
-                Some(Operation::Put { key, document }),
-                Some(Operation::Put {
-                    key: new_key,
-                    document: new_document,
-                }),
-            ) if key == new_key => {
-                let mut fields = Vec::new();
-                let (before, after) = (jsondiff::parse(document), jsondiff::parse(new_document));
-                jsondiff::differences("", &before, &after, &OLD_NEW, &mut fields);
-                lines.extend(fields.into_iter().map(|field| format!("put {key}: {field}")));
-            }
-            (Some(a), Some(b)) if a == b => {}
-            (Some(a), Some(b)) => lines.push(format!(
-                "operation {}: old {}, new {}",
-                i + 1,
-                describe(a),
-                describe(b)
-            )),
-            (Some(a), None) => lines.push(format!("operation {}: only in old: {}", i + 1, describe(a))),
-            (None, Some(b)) => lines.push(format!("operation {}: only in new: {}", i + 1, describe(b))),
-            (None, None) => {}
-        }
-    }
-    lines
-}
-
-fn describe(operation: &Operation) -> String {
-    match operation {
-        Operation::Put { key, .. } => format!("put {key}"),
-        Operation::Delete(key) => format!("delete {key}"),
-    }
-}
-
 fn report(
     key: &str,
     comparison: Comparison,
@@ -267,56 +173,4 @@ fn report(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(operations: Vec<Operation>) -> Plan {
-        Plan {
-            kind: "update".into(),
-            operations,
-        }
-    }
-
-    fn put(key: &str, document: &str) -> Operation {
-        Operation::Put {
-            key: key.into(),
-            document: document.into(),
-        }
-    }
-
-    #[test]
-    fn plans_differ_field_by_field_and_operation_by_operation() {
-        let old = plan(vec![
-            put("w/1", r#"{"label":"Big","n":1}"#),
-            Operation::Delete("w/2".into()),
-        ]);
-        let new = plan(vec![put("w/1", r#"{"label":"big","n":1}"#)]);
-        assert_eq!(
-            plan_differences(&old, &new),
-            [
-                r#"put w/1: .label: old "Big", new "big""#,
-                "operation 2: only in old: delete w/2",
-            ]
-        );
-        assert!(plan_differences(&old, &old).is_empty());
-    }
-
-    #[test]
-    fn verdicts_compare_as_the_summary_counts_them() {
-        let accepted = || Verdict::Accepted(plan(vec![put("k", "{}")]));
-        let refused = || Verdict::Refused("rejected: no".into());
-        assert!(matches!(compare(accepted(), accepted()), Comparison::Same));
-        assert!(matches!(compare(refused(), refused()), Comparison::Same));
-        assert!(matches!(
-            compare(accepted(), refused()),
-            Comparison::NewlyRejected(_)
-        ));
-        assert!(matches!(
-            compare(refused(), accepted()),
-            Comparison::NewlyAccepted(_)
-        ));
-    }
 }

@@ -40,6 +40,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.wasm|builtin", default_value = "builtin")]
     pub(crate) handler: handler::Choice,
 
+    /// A candidate handler to run in shadow: asked about every request
+    /// beside the live one, against what the live one read, its verdict and
+    /// plan compared and counted (summary, /metrics, a log line per
+    /// difference); it writes nothing and never affects a request.
+    #[arg(long, value_name = "FILE.wasm|builtin")]
+    pub(crate) candidate: Option<handler::Choice>,
+
+    /// Make the candidate the live handler, as a reload does, after N
+    /// requests on which it agrees with the live one and none on which it
+    /// differs or fails.
+    #[arg(long, value_name = "N", requires = "candidate", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) promote_after: Option<u64>,
+
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
 
@@ -130,6 +143,11 @@ impl RunArgs {
         config.aws = args.aws.settings();
         config.watch = args.watch;
         config.handler = args.limits.spec(args.handler.clone())?;
+        config.candidate = match &args.candidate {
+            Some(choice) => Some(args.limits.spec(choice.clone())?),
+            None => None,
+        };
+        config.promote_after = args.promote_after;
         config.options.concurrency = match args.concurrency {
             Some(count) => Concurrency::Fixed(usize::from(count)),
             None => Concurrency::Adaptive(usize::from(args.max_concurrency)),

@@ -38,6 +38,12 @@ impl HandlerSlot {
         self.current.read().unwrap().clone()
     }
 
+    /// Makes `handler` (a candidate that earned it) the handler for every
+    /// call from now on, as a reload does.
+    pub(crate) fn promote(&self, handler: Handler) {
+        *self.current.write().unwrap() = handler;
+    }
+
     /// Compiles the handler file again and switches to it if it is a valid
     /// widget-handler component; otherwise keeps the current one.
     async fn reload(&self) -> anyhow::Result<()> {

@@ -53,6 +53,12 @@ pub(crate) struct Metrics {
     pub(crate) concurrency: Gauge,
     /// Messages of a busy key handed back to their queue, to return later.
     handed_back: Counter,
+    /// Requests the candidate handler was compared on, by outcome.
+    candidate_requests: Family<CandidateLabels, Counter>,
+    /// Seconds per candidate call (`handle`, in shadow).
+    candidate_seconds: Histogram,
+    /// 1 once the candidate is the live handler.
+    candidate_promoted: Gauge,
     /// Requests done, and known of, for the progress display.
     pub(crate) progress: crate::progress::Counts,
 }
@@ -61,6 +67,33 @@ pub(crate) struct Metrics {
 struct RequestLabels {
     kind: String,
     outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CandidateLabels {
+    outcome: &'static str,
+}
+
+/// What a run saw of its candidate handler (`--candidate`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// Requests on which it agreed with the live handler.
+    pub agreed: u64,
+    /// Requests on which it did not: another verdict or another plan.
+    pub differed: u64,
+    /// Requests it failed on (trap, limit) where the live one did not.
+    pub failed: u64,
+    /// Requests not compared: no room, or a store read failed.
+    pub skipped: u64,
+    /// It became the live handler (`--promote-after`).
+    pub promoted: bool,
+}
+
+impl Candidate {
+    /// Whether a difference or a failure rules promotion out.
+    pub fn disqualified(&self) -> bool {
+        self.differed + self.failed > 0
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -93,6 +126,9 @@ impl Default for Metrics {
             keyless_wait_seconds: Gauge::default(),
             concurrency: Gauge::default(),
             handed_back: Counter::default(),
+            candidate_requests: Family::default(),
+            candidate_seconds: seconds(),
+            candidate_promoted: Gauge::default(),
             progress: Default::default(),
         }
     }
@@ -143,6 +179,23 @@ impl Metrics {
     /// Records how long one handler call took.
     pub(crate) fn handler_call(&self, took: Duration) {
         self.handler_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Records how long one candidate call took.
+    pub(crate) fn candidate_call(&self, took: Duration) {
+        self.candidate_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Counts a request the candidate was compared on (or not), by outcome.
+    pub(crate) fn candidate(&self, outcome: &'static str) {
+        self.candidate_requests
+            .get_or_create(&CandidateLabels { outcome })
+            .inc();
+    }
+
+    /// Records that the candidate is the live handler now.
+    pub(crate) fn candidate_promoted(&self) {
+        self.candidate_promoted.set(1);
     }
 
     /// Records how long a request took from its listing to its removal.
@@ -217,6 +270,21 @@ impl Metrics {
             "Messages of a busy ordering key handed back to their queue, to be received again later",
             self.handed_back.clone(),
         );
+        registry.register(
+            "candidate_requests",
+            "Requests the candidate handler (--candidate) was asked about, by outcome: same, newly-rejected, newly-accepted, plans-differ, candidate-failed, skipped",
+            self.candidate_requests.clone(),
+        );
+        registry.register(
+            "candidate_handler_seconds",
+            "Time of one candidate handler call (handle, in shadow), in seconds",
+            self.candidate_seconds.clone(),
+        );
+        registry.register(
+            "candidate_promoted",
+            "1 once the candidate handler is the live one (--promote-after)",
+            self.candidate_promoted.clone(),
+        );
         registry.register_collector(Box::new(Snapshot {
             metrics: self.clone(),
             api_calls,
@@ -237,6 +305,7 @@ impl Metrics {
             dead_letter_place,
             left_in_source: 0,
             api_calls: BTreeMap::new(),
+            candidate: None,
         }
     }
 }
@@ -264,6 +333,8 @@ pub struct Summary {
     pub left_in_source: u64,
     /// HTTP requests sent to AWS, by operation (`S3.GetObject`).
     pub api_calls: BTreeMap<String, u64>,
+    /// What the candidate handler made of the run, if there was one.
+    pub candidate: Option<Candidate>,
 }
 
 impl Summary {
@@ -308,6 +379,17 @@ impl fmt::Display for Summary {
         write!(f, "  retries:       {}", self.retries)?;
         if self.left_in_source > 0 {
             write!(f, "\n  left in source: {} (see the log)", self.left_in_source)?;
+        }
+        if let Some(c) = &self.candidate {
+            write!(
+                f,
+                "\n  candidate:     {} agreed, {} differed, {} failed, {} not compared{}",
+                c.agreed,
+                c.differed,
+                c.failed,
+                c.skipped,
+                if c.promoted { "; promoted" } else { "" }
+            )?;
         }
         if !self.api_calls.is_empty() {
             let total: u64 = self.api_calls.values().sum();

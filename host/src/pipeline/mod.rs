@@ -7,7 +7,8 @@
 //!   to the end, and different keys side by side: a key whose request keeps
 //!   failing holds up only its own requests;
 //! - [`process`] takes one request to the end: handle, store, then ack (or
-//!   dead-letter).
+//!   dead-letter);
+//! - [`shadow`] asks a candidate handler too, and compares.
 //!
 //! So requests about the same widget run in source order, never at once,
 //! and an earlier one is always removed before a later one is applied:
@@ -26,6 +27,7 @@ mod dispatch;
 mod gradient;
 mod keys;
 mod process;
+mod shadow;
 #[cfg(test)]
 mod sim;
 mod slots;
@@ -38,6 +40,7 @@ use crate::metrics::{Metrics, Summary};
 use crate::retry::{Backoff, Retry};
 use crate::sink::Sink;
 use crate::source::Source;
+pub(crate) use shadow::Shadow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -76,6 +79,10 @@ impl Concurrency {
     }
 }
 
+/// How long a run's end waits for the candidate's comparisons under way
+/// (`--candidate`): one still going then is not in the summary.
+const SHADOW_SETTLE: Duration = Duration::from_secs(5);
+
 /// How a run behaves.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
@@ -90,6 +97,8 @@ pub(crate) struct Options {
     pub(crate) backoff: Backoff,
     /// Requests larger than this are dead-lettered unread.
     pub(crate) max_request_bytes: u64,
+    /// A candidate handler asked beside the live one (`--candidate`).
+    pub(crate) shadow: Option<Arc<Shadow>>,
 }
 
 /// The default largest request, in bytes: far above any widget request,
@@ -104,6 +113,7 @@ impl Default for Options {
             poll_interval: Duration::from_millis(100),
             backoff: Backoff::default(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            shadow: None,
         }
     }
 }
@@ -249,5 +259,9 @@ pub(crate) async fn run(
     }
     let mut summary = shared.metrics.summary(shared.source.dead_letter_place());
     summary.left_in_source = shared.tracker.lock().unwrap().stuck.len() as u64;
+    if let Some(shadow) = &shared.options.shadow {
+        shadow.settle(SHADOW_SETTLE).await;
+        summary.candidate = Some(shadow.standing());
+    }
     Ok(summary)
 }

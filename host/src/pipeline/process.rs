@@ -13,7 +13,9 @@ use crate::error::{Class, StorageError};
 use crate::handler::CallError;
 use crate::metrics;
 use crate::retry::{Attempt, Hold};
+use crate::sink::Sink;
 use crate::source::Version;
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::{error, info, warn};
 
@@ -192,23 +194,36 @@ async fn decide_and_store(shared: &Shared, job: &Job, slot: &mut Slot<'_>) -> De
     // Each attempt takes the handler current when it starts.
     // A stop cancels the call: nothing is stored yet, so the request
     // simply stays in the source.
+    let shadow = shared.options.shadow.as_ref();
     let handled = shared
         .retry
         .run_holding(slot, || async {
             let handler = shared.handlers.current();
+            // With a candidate in shadow, what the live handler reads is
+            // kept for it.
+            let recorded = shadow.and_then(|shadow| shadow.recorder(&shared.sink));
+            let sink = match &recorded {
+                Some(recorded) => recorded.clone() as Arc<dyn Sink>,
+                None => shared.sink.clone(),
+            };
             let started = std::time::Instant::now();
             tokio::select! {
                 biased;
-                handled = handler.handle(&job.body, &context, shared.sink.clone()) => {
+                handled = handler.handle(&job.body, &context, sink) => {
                     shared.metrics.handler_call(started.elapsed());
-                    handled.map(Some)
+                    handled.map(|handled| Some((handled, recorded)))
                 }
                 _ = shared.stop.cancelled() => Ok(None),
             }
         })
         .await;
     let handled = match handled {
-        Attempt::Done(Some(handled)) => handled,
+        Attempt::Done(Some((handled, recorded))) => {
+            if let (Some(shadow), Some(recorded)) = (shadow, recorded) {
+                shadow.compare(&job.key, &job.body, &handled, recorded);
+            }
+            handled
+        }
         Attempt::Done(None) | Attempt::Stopped => return Decision::Stopped,
         Attempt::Failed(CallError::Handler(reason)) => return Decision::DeadLetter(reason),
         Attempt::Failed(CallError::Store(e)) => return Decision::Fatal(e),

@@ -1,0 +1,289 @@
+//! Shadow: a candidate handler (`run --candidate NEW.wasm`) is asked about
+//! every request the live handler answered, against what the live one read
+//! from the store, and its verdict and plan are compared with the live
+//! one's (`verdicts.rs`: the differences `diff` prints). Only the live plan
+//! is carried out: the candidate reads nothing the live handler did not
+//! (what it asks beyond that it reads, read only, from the store), writes
+//! nothing, and its traps, limits and hangs are counted, never felt by a
+//! request. Its calls run on tasks of their own, at most as many at once
+//! as the run has requests; a request finding no room is not compared
+//! (counted as skipped), rather than waiting.
+//!
+//! With `--promote-after N` the candidate becomes the live handler, as a
+//! reload does, once N requests were compared with no difference and no
+//! candidate failure; one difference or failure disqualifies it for the
+//! rest of the run.
+
+use crate::contract::{Context, Destination};
+use crate::error::StorageError;
+use crate::handler::swap::HandlerSlot;
+use crate::handler::{CallError, Handled, Handler};
+use crate::logging::escape;
+use crate::metrics::{Candidate as Standing, Metrics};
+use crate::sink::Sink;
+use crate::verdicts::{Comparison, Verdict, compare};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+/// Difference lines logged per request: the rest are counted.
+const MAX_LINES: usize = 20;
+
+/// The candidate, and where it stands.
+pub(crate) struct Shadow {
+    candidate: Handler,
+    promote_after: Option<u64>,
+    /// The live handler, replaced on promotion.
+    handlers: Arc<HandlerSlot>,
+    metrics: Arc<Metrics>,
+    /// Room for comparisons under way, and how much there is.
+    room: Arc<Semaphore>,
+    capacity: usize,
+    standing: Mutex<Standing>,
+}
+
+impl Shadow {
+    /// A shadow of `candidate` beside the live handler in `handlers`,
+    /// comparing at most `room` requests at once, counting in `metrics`.
+    pub(crate) fn new(
+        candidate: Handler,
+        promote_after: Option<u64>,
+        room: usize,
+        handlers: Arc<HandlerSlot>,
+        metrics: Arc<Metrics>,
+    ) -> Shadow {
+        if let Some(n) = promote_after {
+            info!(
+                promote_after = n,
+                "Candidate in shadow: promoted after {n} requests on which it agrees with the live handler and none on which it differs."
+            );
+        } else {
+            info!("Candidate in shadow: compared on every request, never promoted (no --promote-after).");
+        }
+        Shadow {
+            candidate,
+            promote_after,
+            handlers,
+            metrics,
+            room: Arc::new(Semaphore::new(room.max(1))),
+            capacity: room.max(1),
+            standing: Mutex::default(),
+        }
+    }
+
+    /// Waits, at most `within`, for the comparisons under way, so that the
+    /// summary counts them.
+    pub(crate) async fn settle(&self, within: Duration) {
+        let all = u32::try_from(self.capacity).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(within, self.room.acquire_many(all)).await;
+    }
+
+    /// Where the candidate stands now.
+    pub(crate) fn standing(&self) -> Standing {
+        *self.standing.lock().unwrap()
+    }
+
+    /// A recorder of what the live handler reads from `sink`, if the
+    /// candidate is still in shadow.
+    pub(crate) fn recorder(&self, sink: &Arc<dyn Sink>) -> Option<Arc<Recorded>> {
+        (!self.standing().promoted).then(|| {
+            Arc::new(Recorded {
+                inner: sink.clone(),
+                reads: Mutex::default(),
+            })
+        })
+    }
+
+    /// Asks the candidate about the request `key` with `body`, which the
+    /// live handler answered with `live` after the reads in `recorded`;
+    /// compares and counts on a task of its own.
+    pub(crate) fn compare(self: &Arc<Self>, key: &str, body: &[u8], live: &Handled, recorded: Arc<Recorded>) {
+        let Ok(room) = self.room.clone().try_acquire_owned() else {
+            self.count(key, Outcome::Skipped);
+            return;
+        };
+        let shadow = self.clone();
+        let (key, body) = (key.to_owned(), body.to_vec());
+        let live = Verdict::answered(live.verdict.clone());
+        tokio::spawn(async move {
+            let _room = room;
+            let context = Context {
+                key: key.clone(),
+                destination: recorded.destination(),
+            };
+            let replayed: Arc<dyn Sink> = Arc::new(Replayed(recorded));
+            let started = Instant::now();
+            let handled = shadow.candidate.handle(&body, &context, replayed).await;
+            shadow.metrics.candidate_call(started.elapsed());
+            let outcome = match handled {
+                Ok(handled) => Outcome::Compared(compare(live, Verdict::answered(handled.verdict))),
+                Err(CallError::Handler(reason)) => match live {
+                    // Both end in a dead letter: they agree.
+                    Verdict::Refused(_) => Outcome::Compared(Comparison::Same),
+                    Verdict::Accepted(_) => Outcome::Failed(reason),
+                },
+                Err(CallError::Store(e)) => Outcome::Unread(e),
+            };
+            shadow.count(&key, outcome);
+        });
+    }
+
+    /// Counts, logs, and promotes the candidate when it has earned it.
+    fn count(&self, key: &str, outcome: Outcome) {
+        let key = escape(key);
+        self.metrics.candidate(outcome.label());
+        let promote = {
+            let mut standing = self.standing.lock().unwrap();
+            if standing.promoted {
+                return;
+            }
+            match &outcome {
+                Outcome::Compared(Comparison::Same) => standing.agreed += 1,
+                Outcome::Compared(_) => standing.differed += 1,
+                Outcome::Failed(_) => standing.failed += 1,
+                Outcome::Skipped | Outcome::Unread(_) => standing.skipped += 1,
+            }
+            let earned = self
+                .promote_after
+                .is_some_and(|n| standing.agreed >= n && !standing.disqualified());
+            standing.promoted = earned;
+            earned
+        };
+        match outcome {
+            Outcome::Compared(Comparison::Same) => {}
+            Outcome::Compared(Comparison::NewlyRejected(reason)) => {
+                warn!(request_key = %key, difference = "newly-rejected", reason = %escape(&reason), "The candidate differs: it would reject a request the live handler accepted.")
+            }
+            Outcome::Compared(Comparison::NewlyAccepted(plan)) => {
+                warn!(request_key = %key, difference = "newly-accepted", kind = %plan.kind, operations = plan.operations.len(), "The candidate differs: it would accept a request the live handler rejected.")
+            }
+            Outcome::Compared(Comparison::PlansDiffer(lines)) => {
+                let more = lines.len().saturating_sub(MAX_LINES);
+                let shown: Vec<String> = lines
+                    .iter()
+                    .take(MAX_LINES)
+                    .map(|l| escape(l).into_owned())
+                    .collect();
+                warn!(request_key = %key, difference = "plans-differ", differences = %shown.join("; "), more, "The candidate differs: its plan is another.")
+            }
+            Outcome::Failed(reason) => {
+                warn!(request_key = %key, reason = %escape(&reason), "The candidate failed on a request the live handler accepted.")
+            }
+            Outcome::Unread(e) => {
+                info!(request_key = %key, error = %e, "The candidate could not read the store; request not compared.")
+            }
+            Outcome::Skipped => {}
+        }
+        if self.standing().disqualified() && self.promote_after.is_some() {
+            // Said once, at the first difference or failure.
+            let standing = self.standing();
+            if standing.differed + standing.failed == 1 {
+                warn!("The candidate differs from the live handler: it will not be promoted in this run.");
+            }
+        }
+        if promote {
+            self.handlers.promote(self.candidate.clone());
+            self.metrics.candidate_promoted();
+            let standing = self.standing();
+            info!(
+                agreed = standing.agreed,
+                skipped = standing.skipped,
+                "Candidate promoted: it is the live handler for every request from now on."
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for Shadow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shadow")
+            .field("promote_after", &self.promote_after)
+            .field("standing", &self.standing())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of one request's comparison.
+enum Outcome {
+    Compared(Comparison),
+    /// The candidate failed (trap, limit) where the live handler did not.
+    Failed(String),
+    /// No room for the comparison.
+    Skipped,
+    /// The store failed a read the live handler did not make.
+    Unread(StorageError),
+}
+
+impl Outcome {
+    /// The metrics label.
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Compared(comparison) => comparison.label(),
+            Outcome::Failed(_) => "candidate-failed",
+            Outcome::Skipped | Outcome::Unread(_) => "skipped",
+        }
+    }
+}
+
+/// The store as the live handler read it: every answer kept for the
+/// candidate.
+pub(crate) struct Recorded {
+    inner: Arc<dyn Sink>,
+    reads: Mutex<HashMap<String, Option<String>>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for Recorded {
+    fn destination(&self) -> Destination {
+        self.inner.destination()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let read = self.inner.get(key).await?;
+        self.reads.lock().unwrap().insert(key.to_owned(), read.clone());
+        Ok(read)
+    }
+    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
+        self.inner.put(key, document).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// What the candidate reads: the live handler's reads as they were, and
+/// the store for anything else. It writes nothing.
+struct Replayed(Arc<Recorded>);
+
+#[async_trait::async_trait]
+impl Sink for Replayed {
+    fn destination(&self) -> Destination {
+        self.0.destination()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let seen = self.0.reads.lock().unwrap().get(key).cloned();
+        match seen {
+            Some(read) => Ok(read),
+            None => self.0.inner.get(key).await,
+        }
+    }
+    async fn put(&self, key: &str, _document: &str) -> Result<(), StorageError> {
+        Err(StorageError::request(
+            format!("put {key}"),
+            "the candidate writes nothing",
+        ))
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        Err(StorageError::request(
+            format!("delete {key}"),
+            "the candidate writes nothing",
+        ))
+    }
+}
