@@ -8,7 +8,7 @@ use crate::aws::{AwsSettings, Clients};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{self, Handler};
 use crate::metrics::{Metrics, Summary, exporter};
-use crate::pipeline::{self, Options, Shadow};
+use crate::pipeline::{self, Options, Rollback, Shadow};
 use crate::progress;
 use crate::sink;
 use crate::source::Place;
@@ -33,6 +33,9 @@ pub(crate) struct Config {
     pub(crate) candidate: Option<handler::Spec>,
     /// Promote the candidate after this many agreeing requests.
     pub(crate) promote_after: Option<u64>,
+    /// Undo a swap whose handler dead-letters this many percentage points
+    /// more, over this many requests.
+    pub(crate) rollback: Option<(f64, usize)>,
     pub(crate) options: Options,
     /// Stop after this long (`-mrt`).
     pub(crate) max_runtime: Option<Duration>,
@@ -57,6 +60,7 @@ impl Config {
             handler: handler::Spec::default(),
             candidate: None,
             promote_after: None,
+            rollback: None,
             options: Options::default(),
             max_runtime: None,
             metrics_addr: None,
@@ -115,6 +119,14 @@ pub(crate) async fn run(
     }
     let metrics = Arc::new(Metrics::default());
     let mut options = config.options.clone();
+    if let Some((points, window)) = config.rollback {
+        options.rollback = Some(Arc::new(Rollback::new(
+            points,
+            window,
+            handlers.clone(),
+            metrics.clone(),
+        )));
+    }
     if let Some(candidate) = candidate {
         options.shadow = Some(Arc::new(Shadow::new(
             candidate,

@@ -276,6 +276,69 @@ fn swapping_handlers_under_load_loses_and_repeats_no_request() {
     );
 }
 
+/// Writes requests `from..to` (plain text: the echoing handler accepts
+/// them, the widget handler rejects them) and waits until they are all out
+/// of `requests`.
+fn feed_plain_requests(requests: &Path, from: u32, to: u32) {
+    for i in from..to {
+        let temp = requests.join(format!(".{i:04}"));
+        std::fs::write(&temp, format!("hello {i}")).unwrap();
+        std::fs::rename(&temp, requests.join(format!("{i:04}"))).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(requests)
+        .unwrap()
+        .flatten()
+        .any(|e| e.path().is_file())
+    {
+        assert!(Instant::now() < deadline, "requests were left unprocessed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_swap_that_dead_letters_more_is_rolled_back_and_its_dead_letters_are_listed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (requests, widgets) = (scratch.path().join("requests"), scratch.path().join("widgets"));
+    std::fs::create_dir_all(&requests).unwrap();
+    let handler = scratch.path().join("handler.wasm");
+    std::fs::copy(test_guest("hostile_guest"), &handler).unwrap();
+    let running = Running::start(
+        host()
+            .args(["run", "--watch", "--concurrency", "1"])
+            .args(["--rollback-on-dead-letters", "50", "--rollback-window", "10"])
+            .arg("--requests-dir")
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(&widgets)
+            .arg("--handler")
+            .arg(&handler),
+    );
+    // The echoing handler applies twenty: none dead-lettered.
+    feed_plain_requests(&requests, 0, 20);
+    // Swapped for the widget handler, which rejects every one of them.
+    replace(&handler, &std::fs::read(test_guest("widget_guest")).unwrap());
+    running.wait_for("Handler reloaded.", Duration::from_secs(30));
+    feed_plain_requests(&requests, 20, 50);
+    running.signal("-TERM");
+    let (status, summary, log) = running.finish();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("Rolled back to the previous handler"), "{log}");
+    assert!(summary.contains("rolled back:   1"), "{summary}");
+    // Ten dead letters in the window (one request at a time: the eleventh
+    // already had the echoing handler back), all listed; the rest applied.
+    let dead: Vec<String> = (20..30).map(|i| format!("{i:04}")).collect();
+    assert!(
+        log.contains(&format!("dead_lettered={}", dead.join(" "))),
+        "{log}"
+    );
+    assert!(summary.contains("dead-lettered: 10"), "{summary}");
+    assert!(summary.contains("applied:       40 (echo 40)"), "{summary}");
+    for key in dead {
+        assert!(requests.join("dead-letter").join(&key).exists(), "{key}");
+    }
+}
+
 /// A handler built by guest/build-handlers.sh (tests/run.sh runs it).
 fn other_language_handler(name: &str) -> std::path::PathBuf {
     let dir = std::env::var("WIDGET_HOST_TEST_HANDLERS").expect(

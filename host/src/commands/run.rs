@@ -5,7 +5,7 @@
 use super::flags::{AwsArgs, DestinationArgs, LimitArgs, MaxRuntimeArgs, RequestPlaceArgs, RequestSizeArgs};
 use super::{Controls, UsageError};
 use crate::handler;
-use crate::pipeline::{Concurrency, DEFAULT_MAX_CONCURRENCY};
+use crate::pipeline::{Concurrency, DEFAULT_MAX_CONCURRENCY, DEFAULT_ROLLBACK_WINDOW};
 use crate::runner::{self, Config, DEFAULT_SHUTDOWN_TIMEOUT_SECS};
 use crate::source::Use;
 use crate::source::sqs::{MAX_WAIT_SECONDS, QueueOptions};
@@ -52,6 +52,17 @@ pub struct RunArgs {
     /// differs or fails.
     #[arg(long, value_name = "N", requires = "candidate", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) promote_after: Option<u64>,
+
+    /// After a swap (SIGHUP, --watch, a promotion), put the previous
+    /// handler back if the new one dead-letters more than P percentage
+    /// points more than it did, over the last --rollback-window requests;
+    /// the new one's dead letters of the window are logged.
+    #[arg(long, value_name = "P", value_parser = percentage_points)]
+    pub(crate) rollback_on_dead_letters: Option<f64>,
+
+    /// How many requests the rollback policy compares over.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ROLLBACK_WINDOW as u64, requires = "rollback_on_dead_letters", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) rollback_window: u64,
 
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
@@ -148,6 +159,9 @@ impl RunArgs {
             None => None,
         };
         config.promote_after = args.promote_after;
+        config.rollback = args
+            .rollback_on_dead_letters
+            .map(|points| (points, usize::try_from(args.rollback_window).unwrap_or(usize::MAX)));
         config.options.concurrency = match args.concurrency {
             Some(count) => Concurrency::Fixed(usize::from(count)),
             None => Concurrency::Adaptive(usize::from(args.max_concurrency)),
@@ -158,6 +172,16 @@ impl RunArgs {
         config.metrics_addr = args.metrics_addr.clone();
         config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
         Ok(config)
+    }
+}
+
+/// A number of percentage points, 0 to 100.
+fn percentage_points(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(points) if (0.0..=100.0).contains(&points) => Ok(points),
+        _ => Err(format!(
+            "{text} is not a number of percentage points from 0 to 100"
+        )),
     }
 }
 

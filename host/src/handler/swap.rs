@@ -5,6 +5,10 @@
 //! kept. A request that has started keeps the handler it started with; the
 //! next one gets the new handler, so no request is lost or repeated across
 //! the switch.
+//!
+//! Every swap (a reload, a promoted candidate) keeps the handler it
+//! replaced, and counts a generation: a rollback (`pipeline/rollback.rs`)
+//! puts the previous handler back, if the one it judged is still current.
 
 use super::{Choice, Handler};
 use std::path::Path;
@@ -18,9 +22,16 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The handler in use, replaceable while the host runs.
 pub(crate) struct HandlerSlot {
-    current: RwLock<Handler>,
+    current: RwLock<Live>,
     /// What reloads read: the built-in handler cannot be reloaded.
     choice: Choice,
+}
+
+/// The handler in use, which swap it came with, and the one it replaced.
+struct Live {
+    handler: Handler,
+    generation: u64,
+    previous: Option<Handler>,
 }
 
 impl HandlerSlot {
@@ -28,20 +39,51 @@ impl HandlerSlot {
     /// handler gets the same engine and limits.
     pub(crate) fn new(handler: Handler, choice: Choice) -> Arc<HandlerSlot> {
         Arc::new(HandlerSlot {
-            current: RwLock::new(handler),
+            current: RwLock::new(Live {
+                handler,
+                generation: 0,
+                previous: None,
+            }),
             choice,
         })
     }
 
     /// The handler for the next call.
     pub(crate) fn current(&self) -> Handler {
-        self.current.read().unwrap().clone()
+        self.current.read().unwrap().handler.clone()
+    }
+
+    /// The handler for the next call, and its generation (0 for the one
+    /// the run started with, one more for each swap).
+    pub(crate) fn current_generation(&self) -> (Handler, u64) {
+        let live = self.current.read().unwrap();
+        (live.handler.clone(), live.generation)
     }
 
     /// Makes `handler` (a candidate that earned it) the handler for every
     /// call from now on, as a reload does.
     pub(crate) fn promote(&self, handler: Handler) {
-        *self.current.write().unwrap() = handler;
+        self.swap(handler);
+    }
+
+    /// Switches to `handler`, keeping the one it replaces.
+    fn swap(&self, handler: Handler) {
+        let mut live = self.current.write().unwrap();
+        let replaced = std::mem::replace(&mut live.handler, handler);
+        live.previous = Some(replaced);
+        live.generation += 1;
+    }
+
+    /// Puts the previous handler back if generation `judged` is still the
+    /// current one and one was kept; the new generation if so.
+    pub(crate) fn roll_back(&self, judged: u64) -> Option<u64> {
+        let mut live = self.current.write().unwrap();
+        if live.generation != judged {
+            return None;
+        }
+        live.handler = live.previous.take()?;
+        live.generation += 1;
+        Some(live.generation)
     }
 
     /// Compiles the handler file again and switches to it if it is a valid
@@ -56,7 +98,7 @@ impl HandlerSlot {
             Handler::load_on(current.engines(), &choice, current.limits())
         })
         .await??;
-        *self.current.write().unwrap() = handler;
+        self.swap(handler);
         Ok(())
     }
 

@@ -59,6 +59,8 @@ pub(crate) struct Metrics {
     candidate_seconds: Histogram,
     /// 1 once the candidate is the live handler.
     candidate_promoted: Gauge,
+    /// Swaps undone by the rollback policy.
+    rollbacks: Counter,
     /// Requests done, and known of, for the progress display.
     pub(crate) progress: crate::progress::Counts,
 }
@@ -129,6 +131,7 @@ impl Default for Metrics {
             candidate_requests: Family::default(),
             candidate_seconds: seconds(),
             candidate_promoted: Gauge::default(),
+            rollbacks: Counter::default(),
             progress: Default::default(),
         }
     }
@@ -196,6 +199,11 @@ impl Metrics {
     /// Records that the candidate is the live handler now.
     pub(crate) fn candidate_promoted(&self) {
         self.candidate_promoted.set(1);
+    }
+
+    /// Counts a swap the rollback policy undid.
+    pub(crate) fn rolled_back(&self) {
+        self.rollbacks.inc();
     }
 
     /// Records how long a request took from its listing to its removal.
@@ -285,6 +293,11 @@ impl Metrics {
             "1 once the candidate handler is the live one (--promote-after)",
             self.candidate_promoted.clone(),
         );
+        registry.register(
+            "handler_rollbacks",
+            "Swaps of the handler undone by --rollback-on-dead-letters",
+            self.rollbacks.clone(),
+        );
         registry.register_collector(Box::new(Snapshot {
             metrics: self.clone(),
             api_calls,
@@ -306,6 +319,7 @@ impl Metrics {
             left_in_source: 0,
             api_calls: BTreeMap::new(),
             candidate: None,
+            rolled_back: self.rollbacks.get(),
         }
     }
 }
@@ -335,6 +349,8 @@ pub struct Summary {
     pub api_calls: BTreeMap<String, u64>,
     /// What the candidate handler made of the run, if there was one.
     pub candidate: Option<Candidate>,
+    /// Swaps the rollback policy undid.
+    pub rolled_back: u64,
 }
 
 impl Summary {
@@ -389,6 +405,13 @@ impl fmt::Display for Summary {
                 c.failed,
                 c.skipped,
                 if c.promoted { "; promoted" } else { "" }
+            )?;
+        }
+        if self.rolled_back > 0 {
+            write!(
+                f,
+                "\n  rolled back:   {} (the dead letters of each are in the log)",
+                self.rolled_back
             )?;
         }
         if !self.api_calls.is_empty() {

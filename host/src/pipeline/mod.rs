@@ -8,7 +8,8 @@
 //!   failing holds up only its own requests;
 //! - [`process`] takes one request to the end: handle, store, then ack (or
 //!   dead-letter);
-//! - [`shadow`] asks a candidate handler too, and compares.
+//! - [`shadow`] asks a candidate handler too, and compares;
+//! - [`rollback`] undoes a swap whose handler dead-letters more.
 //!
 //! So requests about the same widget run in source order, never at once,
 //! and an earlier one is always removed before a later one is applied:
@@ -27,6 +28,7 @@ mod dispatch;
 mod gradient;
 mod keys;
 mod process;
+mod rollback;
 mod shadow;
 #[cfg(test)]
 mod sim;
@@ -40,6 +42,7 @@ use crate::metrics::{Metrics, Summary};
 use crate::retry::{Backoff, Retry};
 use crate::sink::Sink;
 use crate::source::Source;
+pub(crate) use rollback::{DEFAULT_WINDOW as DEFAULT_ROLLBACK_WINDOW, Rollback};
 pub(crate) use shadow::Shadow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,6 +102,9 @@ pub(crate) struct Options {
     pub(crate) max_request_bytes: u64,
     /// A candidate handler asked beside the live one (`--candidate`).
     pub(crate) shadow: Option<Arc<Shadow>>,
+    /// Swaps undone when the new handler dead-letters more
+    /// (`--rollback-on-dead-letters`).
+    pub(crate) rollback: Option<Arc<Rollback>>,
 }
 
 /// The default largest request, in bytes: far above any widget request,
@@ -114,6 +120,7 @@ impl Default for Options {
             backoff: Backoff::default(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             shadow: None,
+            rollback: None,
         }
     }
 }

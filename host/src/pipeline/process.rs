@@ -16,6 +16,7 @@ use crate::retry::{Attempt, Hold};
 use crate::sink::Sink;
 use crate::source::Version;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tracing::{error, info, warn};
 
@@ -71,7 +72,9 @@ impl Fate {
 pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
     let key = &job.key;
     let widget = job.widget.as_deref().unwrap_or("-");
-    let fate = match decide_and_store(shared, job, slot).await {
+    // The generation of the handler that decided, for the rollback policy.
+    let generation = AtomicU64::new(u64::MAX);
+    let fate = match decide_and_store(shared, job, slot, &generation).await {
         Decision::Stopped => Fate::Stopped,
         Decision::Fatal(e) => Fate::Fatal(e),
         Decision::Applied { plan, warnings } => {
@@ -100,6 +103,14 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
             Fate::dead_lettered(moved, reason)
         }
     };
+    if let Some(rollback) = &shared.options.rollback {
+        let generation = generation.load(Ordering::Relaxed);
+        match &fate {
+            Fate::Applied { .. } if generation != u64::MAX => rollback.record(generation, key, false),
+            Fate::DeadLettered(_) if generation != u64::MAX => rollback.record(generation, key, true),
+            _ => {}
+        }
+    }
     settle(shared, key, widget, job.listed, fate);
 }
 
@@ -181,7 +192,12 @@ impl Hold for Retrying<'_, '_> {
 
 /// Asks the handler, then carries out its operations. Transient failures
 /// are retried, with backoff, for as long as it takes.
-async fn decide_and_store(shared: &Shared, job: &Job, slot: &mut Slot<'_>) -> Decision {
+async fn decide_and_store(
+    shared: &Shared,
+    job: &Job,
+    slot: &mut Slot<'_>,
+    generation: &AtomicU64,
+) -> Decision {
     let slot = &mut Retrying {
         slot,
         shared,
@@ -198,7 +214,8 @@ async fn decide_and_store(shared: &Shared, job: &Job, slot: &mut Slot<'_>) -> De
     let handled = shared
         .retry
         .run_holding(slot, || async {
-            let handler = shared.handlers.current();
+            let (handler, current) = shared.handlers.current_generation();
+            generation.store(current, Ordering::Relaxed);
             // With a candidate in shadow, what the live handler reads is
             // kept for it.
             let recorded = shadow.and_then(|shadow| shadow.recorder(&shared.sink));
