@@ -159,9 +159,12 @@ impl RunArgs {
             None => None,
         };
         config.promote_after = args.promote_after;
-        config.rollback = args
-            .rollback_on_dead_letters
-            .map(|points| (points, usize::try_from(args.rollback_window).unwrap_or(usize::MAX)));
+        config.rollback = args.rollback_on_dead_letters.map(|points| {
+            (
+                points,
+                usize::try_from(args.rollback_window).unwrap_or(usize::MAX),
+            )
+        });
         config.options.concurrency = match args.concurrency {
             Some(count) => Concurrency::Fixed(usize::from(count)),
             None => Concurrency::Adaptive(usize::from(args.max_concurrency)),
