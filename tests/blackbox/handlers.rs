@@ -296,17 +296,25 @@ fn feed_plain_requests(requests: &Path, from: u32, to: u32) {
     }
 }
 
-#[test]
-fn a_swap_that_dead_letters_more_is_rolled_back_and_its_dead_letters_are_listed() {
-    let scratch = tempfile::tempdir().unwrap();
-    let (requests, widgets) = (scratch.path().join("requests"), scratch.path().join("widgets"));
+/// A host running the echoing handler from a file, watched, with the
+/// rollback policy at 50 points over 10 requests and `flags`; its requests
+/// folder and handler file.
+fn start_with_rollback(scratch: &Path, flags: &[&str]) -> (std::path::PathBuf, std::path::PathBuf, Running) {
+    let (requests, widgets) = (scratch.join("requests"), scratch.join("widgets"));
     std::fs::create_dir_all(&requests).unwrap();
-    let handler = scratch.path().join("handler.wasm");
+    let handler = scratch.join("handler.wasm");
     std::fs::copy(test_guest("hostile_guest"), &handler).unwrap();
     let running = Running::start(
         host()
-            .args(["run", "--watch", "--concurrency", "1"])
-            .args(["--rollback-on-dead-letters", "50", "--rollback-window", "10"])
+            .args([
+                "run",
+                "--watch",
+                "--rollback-on-dead-letters",
+                "50",
+                "--rollback-window",
+                "10",
+            ])
+            .args(flags)
             .arg("--requests-dir")
             .arg(&requests)
             .arg("--widgets-dir")
@@ -314,6 +322,14 @@ fn a_swap_that_dead_letters_more_is_rolled_back_and_its_dead_letters_are_listed(
             .arg("--handler")
             .arg(&handler),
     );
+    running.wait_for("Starting.", Duration::from_secs(30));
+    (requests, handler, running)
+}
+
+#[test]
+fn a_swap_that_dead_letters_more_is_rolled_back_and_its_dead_letters_are_listed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (requests, handler, running) = start_with_rollback(scratch.path(), &["--concurrency", "1"]);
     // The echoing handler applies twenty: none dead-lettered.
     feed_plain_requests(&requests, 0, 20);
     // Swapped for the widget handler, which rejects every one of them.
@@ -337,6 +353,52 @@ fn a_swap_that_dead_letters_more_is_rolled_back_and_its_dead_letters_are_listed(
     for key in dead {
         assert!(requests.join("dead-letter").join(&key).exists(), "{key}");
     }
+}
+
+#[test]
+fn every_request_a_rolled_back_handler_dead_lettered_is_named_even_with_many_at_once() {
+    let scratch = tempfile::tempdir().unwrap();
+    // Swapped before any request: the trusted handler counts as
+    // dead-lettering none.
+    let (requests, handler, running) = start_with_rollback(scratch.path(), &[]);
+    replace(&handler, &std::fs::read(test_guest("widget_guest")).unwrap());
+    running.wait_for("Handler reloaded.", Duration::from_secs(30));
+    feed_plain_requests(&requests, 0, 200);
+    running.signal("-TERM");
+    let (status, summary, log) = running.finish();
+    assert!(status.success(), "{log}");
+    assert!(summary.contains("rolled back:   1"), "{summary}");
+    let dead: BTreeSet<String> = std::fs::read_dir(requests.join("dead-letter"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with(".reason"))
+        .collect();
+    assert!(dead.len() >= 10, "{summary}");
+    let mut named = BTreeSet::new();
+    for line in log.lines() {
+        if let Some(list) = line.split("dead_lettered=").nth(1) {
+            named.extend(
+                list.split_whitespace()
+                    .take_while(|w| !w.contains('='))
+                    .map(str::to_owned),
+            );
+        }
+        if line.contains("Dead-lettered by the handler rolled back") {
+            let key = line
+                .split("request_key=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            named.insert(key.to_owned());
+        }
+    }
+    assert_eq!(
+        named, dead,
+        "every dead letter of the rolled-back handler is named:\n{log}"
+    );
 }
 
 /// A handler built by guest/build-handlers.sh (tests/run.sh runs it).

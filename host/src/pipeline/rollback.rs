@@ -1,11 +1,14 @@
 //! Rollback by policy (`--rollback-on-dead-letters P`): after a swap (a
 //! reload on SIGHUP or `--watch`, a promoted candidate), the new handler's
 //! dead-letter rate over its last `--rollback-window` requests is compared
-//! with the previous handler's over its last window before the swap. When
+//! with the previous handler's over its last window before the swap (0 %
+//! if it handled none). When
 //! the new one dead-letters more than P percentage points more (a trap or a
 //! limit dead-letters too, so they count), the previous handler is put back
 //! (`HandlerSlot::roll_back`), and the requests the new one dead-lettered in
-//! the window are logged by key: `redrive` takes them back. Watching stops
+//! the window are logged by key, and so is each one it dead-letters after
+//! (a request under way at the rollback): `redrive` takes them back.
+//! Watching stops
 //! until the next swap; a rollback is not a swap to watch.
 //!
 //! Requests are counted under the generation of the handler that decided
@@ -51,6 +54,9 @@ struct Seen {
     baseline: Option<Vec<bool>>,
     /// The generation a rollback made: not watched.
     rolled_back_to: Option<u64>,
+    /// The generation a rollback undid: its requests still under way then
+    /// are logged as they end, not counted.
+    rolled_back_from: Option<u64>,
 }
 
 impl Rollback {
@@ -78,14 +84,21 @@ impl Rollback {
     /// when the policy says so.
     pub(crate) fn record(&self, generation: u64, key: &str, dead_lettered: bool) {
         let mut seen = self.seen.lock().unwrap();
+        if seen.rolled_back_from == Some(generation) {
+            if dead_lettered {
+                warn!(request_key = %escape(key), "Dead-lettered by the handler rolled back (it was under way at the rollback); `redrive` takes it back.");
+            }
+            return;
+        }
         if generation < seen.generation {
             return;
         }
         if generation > seen.generation {
-            // A swap: the last window before it is the baseline, unless a
-            // rollback made it or there is none.
+            // A swap: the last window before it is the baseline (none at
+            // all, for a swap before any request: the trusted handler is
+            // taken to dead-letter nothing), unless a rollback made it.
             let before: Vec<bool> = seen.recent.drain(..).map(|(dead, _)| dead).collect();
-            seen.baseline = (seen.rolled_back_to != Some(generation) && !before.is_empty()).then_some(before);
+            seen.baseline = (seen.rolled_back_to != Some(generation)).then_some(before);
             seen.generation = generation;
         }
         seen.recent.push_back((dead_lettered, key.to_owned()));
@@ -107,6 +120,7 @@ impl Rollback {
             return;
         };
         seen.rolled_back_to = Some(restored);
+        seen.rolled_back_from = Some(generation);
         seen.baseline = None;
         let keys: Vec<String> = seen
             .recent
