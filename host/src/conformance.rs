@@ -167,6 +167,11 @@ impl Case {
     }
 }
 
+/// The request key a case's request is handled under.
+pub(crate) fn context_key(case_name: &str) -> String {
+    format!("conformance/{case_name}")
+}
+
 /// Runs one case; `Err` holds a readable account of what differed (the
 /// documents too, if `verbose`).
 async fn run_case(handler: &Handler, case: &Case, verbose: bool) -> Result<(), String> {
@@ -179,7 +184,7 @@ async fn run_case(handler: &Handler, case: &Case, verbose: bool) -> Result<(), S
             .map_err(|e| e.to_string())?;
     }
     let context = Context {
-        key: format!("conformance/{}", case.name),
+        key: context_key(&case.name),
         destination: case.destination.into(),
     };
     let handled = handler

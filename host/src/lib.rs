@@ -31,6 +31,7 @@ pub mod cli;
 pub mod commands;
 mod conformance;
 pub mod contract;
+mod dead_letter_cases;
 pub mod error;
 pub mod folder;
 pub mod handler;

@@ -33,6 +33,8 @@ pub(crate) struct Config {
     pub(crate) candidate: Option<handler::Spec>,
     /// Promote the candidate after this many agreeing requests.
     pub(crate) promote_after: Option<u64>,
+    /// Where the candidate's differences are written.
+    pub(crate) candidate_records: Option<std::path::PathBuf>,
     /// Undo a swap whose handler dead-letters this many percentage points
     /// more, over this many requests.
     pub(crate) rollback: Option<(f64, usize)>,
@@ -60,6 +62,7 @@ impl Config {
             handler: handler::Spec::default(),
             candidate: None,
             promote_after: None,
+            candidate_records: None,
             rollback: None,
             options: Options::default(),
             max_runtime: None,
@@ -128,12 +131,25 @@ pub(crate) async fn run(
         )));
     }
     if let Some(candidate) = candidate {
+        let records = match &config.candidate_records {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot open {} (--candidate-records): {e}", path.display())
+                    })?,
+            ),
+            None => None,
+        };
         options.shadow = Some(Arc::new(Shadow::new(
             candidate,
             config.promote_after,
             options.concurrency.ceiling(),
             handlers.clone(),
             metrics.clone(),
+            records,
         )));
     }
     // Scrapes are answered until the run has ended, shutdown included.

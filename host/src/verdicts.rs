@@ -6,6 +6,8 @@ use crate::contract::{Operation, Plan};
 use crate::error::StorageError;
 use crate::handler::{CallError, Handled};
 use crate::jsondiff::{self, Sides};
+use crate::logging::escape;
+use serde::{Deserialize, Serialize};
 
 /// What a handler made of a request.
 #[derive(Debug, Clone)]
@@ -52,6 +54,89 @@ impl Comparison {
             Comparison::NewlyRejected(_) => "newly-rejected",
             Comparison::NewlyAccepted(_) => "newly-accepted",
             Comparison::PlansDiffer(_) => "plans-differ",
+        }
+    }
+}
+
+/// One difference between two handlers on one request, as `diff` prints it
+/// and `run --candidate-records FILE` keeps it (a JSON line each), for
+/// `diff --records FILE` to print later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) request_key: String,
+    /// `newly-rejected`, `newly-accepted`, `plans-differ` or
+    /// `candidate-failed`.
+    pub(crate) difference: String,
+    /// The new handler's reason (newly rejected, failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// The new handler's plan (newly accepted): its kind and size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) operations: Option<usize>,
+    /// The plans' differences, a line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) lines: Vec<String>,
+}
+
+impl Record {
+    /// The record of `comparison` on the request `key`; none if the two
+    /// agree.
+    pub(crate) fn of(key: &str, comparison: &Comparison) -> Option<Record> {
+        let mut record = Record {
+            request_key: key.to_owned(),
+            difference: comparison.label().to_owned(),
+            reason: None,
+            kind: None,
+            operations: None,
+            lines: Vec::new(),
+        };
+        match comparison {
+            Comparison::Same => return None,
+            Comparison::NewlyRejected(reason) => record.reason = Some(reason.clone()),
+            Comparison::NewlyAccepted(plan) => {
+                record.kind = Some(plan.kind.clone());
+                record.operations = Some(plan.operations.len());
+            }
+            Comparison::PlansDiffer(lines) => record.lines = lines.clone(),
+        }
+        Some(record)
+    }
+
+    /// The record of a new handler failing (trap, limit) on the request
+    /// `key`, where the old one did not.
+    pub(crate) fn failed(key: &str, reason: &str) -> Record {
+        Record {
+            request_key: key.to_owned(),
+            difference: "candidate-failed".into(),
+            reason: Some(reason.to_owned()),
+            kind: None,
+            operations: None,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Prints it as `diff` does, every value escaped.
+    pub(crate) fn print(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let key = escape(&self.request_key);
+        let reason = escape(self.reason.as_deref().unwrap_or_default());
+        match self.difference.as_str() {
+            "newly-rejected" => writeln!(out, "{key}: newly rejected: {reason}"),
+            "newly-accepted" => writeln!(
+                out,
+                "{key}: newly accepted: {} ({} operations)",
+                escape(self.kind.as_deref().unwrap_or_default()),
+                self.operations.unwrap_or_default()
+            ),
+            "candidate-failed" => writeln!(out, "{key}: new handler failed: {reason}"),
+            _ => {
+                writeln!(out, "{key}: plans differ")?;
+                for line in &self.lines {
+                    writeln!(out, "  {}", escape(line))?;
+                }
+                Ok(())
+            }
         }
     }
 }

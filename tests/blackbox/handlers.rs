@@ -401,6 +401,111 @@ fn every_request_a_rolled_back_handler_dead_lettered_is_named_even_with_many_at_
     );
 }
 
+#[test]
+fn dead_letters_become_one_case_per_distinct_reason_that_check_runs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (requests, widgets, cases) = (
+        scratch.path().join("requests"),
+        scratch.path().join("widgets"),
+        scratch.path().join("cases"),
+    );
+    std::fs::create_dir_all(&requests).unwrap();
+    // Two requests refused for one reason, one for another, one applied.
+    std::fs::write(requests.join("1"), "not json").unwrap();
+    std::fs::write(requests.join("2"), "not json either").unwrap();
+    std::fs::write(
+        requests.join("3"),
+        r#"{"type":"explode","requestId":"r3","widgetId":"w3","owner":"Sue Smith"}"#,
+    )
+    .unwrap();
+    std::fs::write(requests.join("4"), create_request("w4", "fine", 5)).unwrap();
+    run_ok(
+        host()
+            .args(["run", "--until-empty", "--requests-dir"])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(&widgets),
+    );
+    let check = |args: &[&str]| {
+        host()
+            .arg("check")
+            .args(args)
+            .arg("--cases")
+            .arg(&cases)
+            .output()
+            .unwrap()
+    };
+
+    // Without a fixed handler: the rejections, expected.
+    let output = run_ok(
+        host()
+            .args(["check", "--cases-from-dead-letters"])
+            .arg(&cases)
+            .arg("--requests-dir")
+            .arg(&requests),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("Wrote 2 cases (one per distinct reason)"),
+        "{stdout}"
+    );
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cases.join("dead-letters.json")).unwrap()).unwrap();
+    let made = file["cases"].as_array().unwrap();
+    assert_eq!(made.len(), 2, "{file}");
+    assert_eq!(made[0]["request_text"], "not json");
+    assert!(made[0]["expect"]["rejected"].is_string(), "{file}");
+    // The built-in handler passes them; the echoing one, accepting all, fails both.
+    let passed = check(&["builtin", "--no-builtin-cases"]);
+    assert!(
+        passed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&passed.stdout)
+    );
+    let hostile = test_guest("hostile_guest");
+    let failed = check(&[hostile.to_str().unwrap(), "--no-builtin-cases"]);
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stdout).contains("FAIL"),
+        "{failed:?}"
+    );
+
+    // With the echoing handler as the fix: its plans, expected.
+    let output = run_ok(
+        host()
+            .arg("check")
+            .arg(&hostile)
+            .arg("--cases-from-dead-letters")
+            .arg(&cases)
+            .arg("--requests-dir")
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(&widgets),
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Wrote 2 cases"));
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cases.join("dead-letters.json")).unwrap()).unwrap();
+    let expected = &file["cases"][0]["expect"]["store"];
+    assert_eq!(
+        expected.as_object().unwrap().values().collect::<Vec<_>>(),
+        ["not json"],
+        "{file}"
+    );
+    let passed = check(&[hostile.to_str().unwrap(), "--no-builtin-cases"]);
+    assert!(
+        passed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&passed.stdout)
+    );
+    assert!(!check(&["builtin", "--no-builtin-cases"]).status.success());
+    // Only read: the dead letters are all still there.
+    assert_eq!(
+        std::fs::read_dir(requests.join("dead-letter")).unwrap().count(),
+        6,
+        "three dead letters and their reasons"
+    );
+}
+
 /// A handler built by guest/build-handlers.sh (tests/run.sh runs it).
 fn other_language_handler(name: &str) -> std::path::PathBuf {
     let dir = std::env::var("WIDGET_HOST_TEST_HANDLERS").expect(
@@ -542,7 +647,18 @@ fn a_candidate_in_shadow_is_compared_on_every_request_and_changes_nothing() {
 
     // The label-trimming candidate differs on one request, the echoing
     // one accepts what the live handler rejects.
-    let (summary, log) = run_with_candidate(&requests, &widgets, "trimming_guest", &["--promote-after", "1"]);
+    let records = scratch.path().join("records.jsonl");
+    let (summary, log) = run_with_candidate(
+        &requests,
+        &widgets,
+        "trimming_guest",
+        &[
+            "--promote-after",
+            "1",
+            "--candidate-records",
+            records.to_str().unwrap(),
+        ],
+    );
     assert!(
         summary.contains("candidate:     2 agreed, 1 differed, 0 failed, 0 not compared\n")
             || summary.ends_with("candidate:     2 agreed, 1 differed, 0 failed, 0 not compared"),
@@ -559,6 +675,14 @@ fn a_candidate_in_shadow_is_compared_on_every_request_and_changes_nothing() {
     );
     // Only the live plans were carried out.
     assert_eq!(stored_label(&widgets, "w1"), "  Big  ");
+    // The difference was recorded; diff prints it as it prints its own.
+    let printed = host().args(["diff", "--records"]).arg(&records).output().unwrap();
+    assert_eq!(printed.status.code(), Some(1), "differences exit 1");
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert_eq!(
+        printed,
+        "1: plans differ\n  put widgets/sue-smith/w1: .label: old \"  Big  \", new \"Big\"\n1 recorded differences (1 plans-differ)\n"
+    );
     assert!(summary.contains("dead-lettered: 1"), "{summary}");
 
     std::fs::write(requests.join("4"), "not json either").unwrap();

@@ -11,27 +11,33 @@ use crate::aws::Clients;
 use crate::contract::Context;
 use crate::handler::{self, Handler};
 use crate::source::{Fetched, Place, Use};
-use crate::verdicts::{Comparison, Verdict, compare};
+use crate::verdicts::{Comparison, Record, Verdict, compare};
 use anyhow::Context as _;
 use clap::Args;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
   widget-host diff builtin my-handler.wasm requests/ --widgets-dir widgets/
-  widget-host diff old.wasm new.wasm -rb requests -dwt widgets";
+  widget-host diff old.wasm new.wasm -rb requests -dwt widgets
+  widget-host diff --records candidate-differences.jsonl";
 
 /// `diff`'s flags.
 #[derive(Debug, Clone, Args)]
 pub struct DiffArgs {
     /// The handler in use: a component file, or `builtin`.
-    #[arg(value_name = "OLD.wasm|builtin")]
-    old: handler::Choice,
+    #[arg(value_name = "OLD.wasm|builtin", required_unless_present = "records")]
+    old: Option<handler::Choice>,
 
     /// The handler that would replace it.
-    #[arg(value_name = "NEW.wasm|builtin")]
-    new: handler::Choice,
+    #[arg(value_name = "NEW.wasm|builtin", required_unless_present = "records")]
+    new: Option<handler::Choice>,
+
+    /// Print the differences a candidate in shadow recorded (`run
+    /// --candidate-records FILE`) instead of comparing two handlers.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["old", "new", "folder"])]
+    records: Option<PathBuf>,
 
     /// A folder of requests, read and left in place (or give
     /// --request-bucket).
@@ -75,6 +81,9 @@ impl Tally {
 }
 
 pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Some(records) = &args.records {
+        return print_records(records, out);
+    }
     // The flags, checked before anything is opened.
     let place = args
         .requests
@@ -82,8 +91,8 @@ pub(super) async fn execute(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Res
     place.check(Use::Read)?;
     let sink_spec = args.destination.sink()?;
     let (old, new) = (
-        args.limits.spec(args.old.clone())?,
-        args.limits.spec(args.new.clone())?,
+        args.limits.spec(args.old.clone().unwrap_or_default())?,
+        args.limits.spec(args.new.clone().unwrap_or_default())?,
     );
     let max_request_bytes = args.request_size.max_request_bytes;
 
@@ -143,34 +152,47 @@ fn report(
     tally: &mut Tally,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let key = crate::logging::escape(key);
-    match comparison {
-        Comparison::Same => {
-            tally.same += 1;
-            if verbose {
-                writeln!(out, "{key}: same")?;
-            }
-        }
-        Comparison::NewlyRejected(reason) => {
-            tally.newly_rejected += 1;
-            writeln!(out, "{key}: newly rejected: {}", crate::logging::escape(&reason))?;
-        }
-        Comparison::NewlyAccepted(plan) => {
-            tally.newly_accepted += 1;
-            writeln!(
-                out,
-                "{key}: newly accepted: {} ({} operations)",
-                plan.kind,
-                plan.operations.len()
-            )?;
-        }
-        Comparison::PlansDiffer(lines) => {
-            tally.plans_differ += 1;
-            writeln!(out, "{key}: plans differ")?;
-            for line in lines {
-                writeln!(out, "  {}", crate::logging::escape(&line))?;
-            }
-        }
+    match &comparison {
+        Comparison::Same => tally.same += 1,
+        Comparison::NewlyRejected(_) => tally.newly_rejected += 1,
+        Comparison::NewlyAccepted(_) => tally.newly_accepted += 1,
+        Comparison::PlansDiffer(_) => tally.plans_differ += 1,
     }
-    Ok(())
+    match Record::of(key, &comparison) {
+        Some(record) => record.print(out),
+        None if verbose => writeln!(out, "{}: same", crate::logging::escape(key)),
+        None => Ok(()),
+    }
+}
+
+/// `diff --records FILE`: prints the differences a candidate in shadow
+/// recorded (`run --candidate-records FILE`), as `diff` prints its own.
+fn print_records(file: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for (number, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+    {
+        let record: Record = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not a record", file.display(), number + 1))?;
+        record.print(out)?;
+        *counts.entry(record.difference).or_default() += 1;
+    }
+    let total: u64 = counts.values().sum();
+    let by_kind: Vec<String> = counts.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+    writeln!(
+        out,
+        "{total} recorded differences{}",
+        if by_kind.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_kind.join(", "))
+        }
+    )?;
+    match total {
+        0 => Ok(()),
+        n => anyhow::bail!("the candidate differed on {n} requests"),
+    }
 }

@@ -11,6 +11,7 @@ use crate::source::Use;
 use crate::source::sqs::{MAX_WAIT_SECONDS, QueueOptions};
 use clap::Args;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) const EXAMPLES: &str = "\
@@ -46,6 +47,11 @@ pub struct RunArgs {
     /// difference); it writes nothing and never affects a request.
     #[arg(long, value_name = "FILE.wasm|builtin")]
     pub(crate) candidate: Option<handler::Choice>,
+
+    /// Append each difference of the candidate's (and each failure) to
+    /// FILE, a JSON object per line, for `widget-host diff --records FILE`.
+    #[arg(long, value_name = "FILE", requires = "candidate")]
+    pub(crate) candidate_records: Option<PathBuf>,
 
     /// Make the candidate the live handler, as a reload does, after N
     /// requests on which it agrees with the live one and none on which it
@@ -159,6 +165,7 @@ impl RunArgs {
             None => None,
         };
         config.promote_after = args.promote_after;
+        config.candidate_records = args.candidate_records.clone();
         config.rollback = args.rollback_on_dead_letters.map(|points| {
             (
                 points,

@@ -6,8 +6,8 @@
 //! (what it asks beyond that it reads, read only, from the store), writes
 //! nothing, and its traps, limits and hangs are counted, never felt by a
 //! request. Its calls run on tasks of their own, at most as many at once
-//! as the run has requests; a request finding no room is not compared
-//! (counted as skipped), rather than waiting.
+//! as the run has requests (16 at least); a request finding no room is not
+//! compared (counted as skipped), rather than waiting.
 //!
 //! With `--promote-after N` the candidate becomes the live handler, as a
 //! reload does, once N requests were compared with no difference and no
@@ -21,8 +21,8 @@ use crate::handler::{CallError, Handled, Handler};
 use crate::logging::escape;
 use crate::metrics::{Candidate as Standing, Metrics};
 use crate::sink::Sink;
-use crate::verdicts::{Comparison, Verdict, compare};
-use std::collections::HashMap;
+use crate::sink::recorded::Recorded;
+use crate::verdicts::{Comparison, Record, Verdict, compare};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -31,12 +31,19 @@ use tracing::{info, warn};
 /// Difference lines logged per request: the rest are counted.
 const MAX_LINES: usize = 20;
 
+/// Comparisons under way at once, at least: a run of one request at a time
+/// still leaves a slow candidate call room before the next is skipped.
+const MIN_ROOM: usize = 16;
+
 /// The candidate, and where it stands.
 pub(crate) struct Shadow {
     candidate: Handler,
     promote_after: Option<u64>,
     /// The live handler, replaced on promotion.
     handlers: Arc<HandlerSlot>,
+    /// Where each difference is written as a JSON line
+    /// (`--candidate-records`).
+    records: Option<Mutex<std::fs::File>>,
     metrics: Arc<Metrics>,
     /// Room for comparisons under way, and how much there is.
     room: Arc<Semaphore>,
@@ -46,13 +53,15 @@ pub(crate) struct Shadow {
 
 impl Shadow {
     /// A shadow of `candidate` beside the live handler in `handlers`,
-    /// comparing at most `room` requests at once, counting in `metrics`.
+    /// comparing at most `room` requests at once (at least 16), counting in
+    /// `metrics`.
     pub(crate) fn new(
         candidate: Handler,
         promote_after: Option<u64>,
         room: usize,
         handlers: Arc<HandlerSlot>,
         metrics: Arc<Metrics>,
+        records: Option<std::fs::File>,
     ) -> Shadow {
         if let Some(n) = promote_after {
             info!(
@@ -66,9 +75,10 @@ impl Shadow {
             candidate,
             promote_after,
             handlers,
+            records: records.map(Mutex::new),
             metrics,
-            room: Arc::new(Semaphore::new(room.max(1))),
-            capacity: room.max(1),
+            room: Arc::new(Semaphore::new(room.max(MIN_ROOM))),
+            capacity: room.max(MIN_ROOM),
             standing: Mutex::default(),
         }
     }
@@ -88,12 +98,7 @@ impl Shadow {
     /// A recorder of what the live handler reads from `sink`, if the
     /// candidate is still in shadow.
     pub(crate) fn recorder(&self, sink: &Arc<dyn Sink>) -> Option<Arc<Recorded>> {
-        (!self.standing().promoted).then(|| {
-            Arc::new(Recorded {
-                inner: sink.clone(),
-                reads: Mutex::default(),
-            })
-        })
+        (!self.standing().promoted).then(|| Arc::new(Recorded::new(sink.clone())))
     }
 
     /// Asks the candidate about the request `key` with `body`, which the
@@ -151,6 +156,7 @@ impl Shadow {
             standing.promoted = earned;
             earned
         };
+        self.record(&key, &outcome);
         match outcome {
             Outcome::Compared(Comparison::Same) => {}
             Outcome::Compared(Comparison::NewlyRejected(reason)) => {
@@ -205,6 +211,26 @@ impl std::fmt::Debug for Shadow {
     }
 }
 
+impl Shadow {
+    /// Writes the difference `outcome` shows on the request `key`, if it
+    /// shows one, to the records file. A write that fails is logged: the
+    /// records are a report, the run goes on.
+    fn record(&self, key: &str, outcome: &Outcome) {
+        let Some(file) = &self.records else { return };
+        let record = match outcome {
+            Outcome::Compared(comparison) => Record::of(key, comparison),
+            Outcome::Failed(reason) => Some(Record::failed(key, reason)),
+            Outcome::Skipped | Outcome::Unread(_) => None,
+        };
+        let Some(record) = record else { return };
+        let mut line = serde_json::to_string(&record).expect("a record serializes");
+        line.push('\n');
+        if let Err(e) = std::io::Write::write_all(&mut *file.lock().unwrap(), line.as_bytes()) {
+            warn!(error = %e, "Cannot write a candidate record (--candidate-records).");
+        }
+    }
+}
+
 /// What became of one request's comparison.
 enum Outcome {
     Compared(Comparison),
@@ -227,34 +253,6 @@ impl Outcome {
     }
 }
 
-/// The store as the live handler read it: every answer kept for the
-/// candidate.
-pub(crate) struct Recorded {
-    inner: Arc<dyn Sink>,
-    reads: Mutex<HashMap<String, Option<String>>>,
-}
-
-#[async_trait::async_trait]
-impl Sink for Recorded {
-    fn destination(&self) -> Destination {
-        self.inner.destination()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let read = self.inner.get(key).await?;
-        self.reads.lock().unwrap().insert(key.to_owned(), read.clone());
-        Ok(read)
-    }
-    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
-        self.inner.put(key, document).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.inner.delete(key).await
-    }
-}
-
 /// What the candidate reads: the live handler's reads as they were, and
 /// the store for anything else. It writes nothing.
 struct Replayed(Arc<Recorded>);
@@ -268,10 +266,9 @@ impl Sink for Replayed {
         self.0.describe()
     }
     async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let seen = self.0.reads.lock().unwrap().get(key).cloned();
-        match seen {
+        match self.0.read(key) {
             Some(read) => Ok(read),
-            None => self.0.inner.get(key).await,
+            None => self.0.inner().get(key).await,
         }
     }
     async fn put(&self, key: &str, _document: &str) -> Result<(), StorageError> {

@@ -5,6 +5,7 @@
 pub(crate) mod dir;
 pub mod dynamodb;
 pub mod memory;
+pub(crate) mod recorded;
 pub(crate) mod s3;
 mod spec;
 

@@ -189,6 +189,19 @@ impl DeadLetters for DirSource {
         Ok(keys)
     }
 
+    /// The `.reason` file beside the dead letter.
+    async fn reason(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let path = self
+            .root
+            .join(DEAD_LETTER)
+            .join(format!("{}.reason", dead_letter_name(key)));
+        match std::fs::read(&path) {
+            Ok(reason) => Ok(Some(String::from_utf8_lossy(&reason).trim_end().to_owned())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io(format!("read {}", path.display()), e)),
+        }
+    }
+
     /// A dead letter's bytes, unless it is gone or larger than
     /// `max_bytes` (then it is not read).
     async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {

@@ -161,6 +161,9 @@ pub(crate) trait DeadLetters: Send + Sync {
     /// (then it is not read).
     async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError>;
 
+    /// The reason kept with the dead letter `key`, if it has one.
+    async fn reason(&self, key: &str) -> Result<Option<String>, StorageError>;
+
     /// Moves the dead letter `key` (as listed at `version`) back under its
     /// key, without its reason; never over a request waiting there.
     async fn redrive(&self, key: &str, version: &Version) -> Result<Redriven, StorageError>;

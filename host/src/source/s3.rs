@@ -140,6 +140,26 @@ impl DeadLetters for S3Source {
 
     /// A dead letter's bytes, unless it is gone or larger than
     /// `max_bytes` (then it is not read).
+    /// The reason in the dead letter's metadata.
+    async fn reason(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let dead_letter = format!("{DEAD_LETTER_PREFIX}{key}");
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&dead_letter)
+            .send()
+            .await
+        {
+            Ok(object) => Ok(object.metadata().and_then(|m| m.get(REASON_METADATA)).cloned()),
+            Err(e) if crate::aws::errors::status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(storage_error(
+                format!("read s3://{}/{dead_letter}", self.bucket),
+                e,
+            )),
+        }
+    }
+
     async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
         let target = format!("{DEAD_LETTER_PREFIX}{key}");
         Ok(

@@ -40,7 +40,7 @@ use tracing::{info, warn};
 pub(crate) const MAX_WAIT_SECONDS: u8 = 20;
 
 /// The message attribute holding a dead letter's reason.
-const REASON_ATTRIBUTE: &str = "reason";
+pub(crate) const REASON_ATTRIBUTE: &str = "reason";
 
 /// The message attribute naming the queue a dead letter came from.
 const SOURCE_ATTRIBUTE: &str = "source-queue";

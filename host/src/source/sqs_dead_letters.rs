@@ -12,6 +12,7 @@
 //! SQS drops it within five minutes), and `run` applies a request twice
 //! with the same result.
 
+use super::sqs::REASON_ATTRIBUTE;
 use super::{DeadLetters, Fetched, Redriven, Version};
 use crate::aws::errors::storage_error;
 use crate::aws::sqs::{BATCH, Queue, make_visible};
@@ -33,6 +34,8 @@ const MAX_LISTED: usize = 10_000;
 
 /// A dead letter received and held.
 struct Letter {
+    /// Why it was dead-lettered (its `reason` attribute).
+    reason: Option<String>,
     body: String,
     receipt: String,
     /// Its FIFO message group, which it goes back under.
@@ -90,6 +93,7 @@ impl DeadLetters for QueueDeadLetters {
                 // Long enough for SQS to look at all its servers.
                 .wait_time_seconds(1)
                 .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+                .message_attribute_names(REASON_ATTRIBUTE)
                 .send()
                 .await
                 .map_err(|e| storage_error(action(), e))?;
@@ -123,6 +127,11 @@ impl DeadLetters for QueueDeadLetters {
                 held.insert(
                     id.to_owned(),
                     Letter {
+                        reason: message
+                            .message_attributes()
+                            .and_then(|a| a.get(REASON_ATTRIBUTE))
+                            .and_then(|v| v.string_value())
+                            .map(str::to_owned),
                         body: message.body().unwrap_or_default().to_owned(),
                         receipt: receipt.to_owned(),
                         group,
@@ -130,6 +139,16 @@ impl DeadLetters for QueueDeadLetters {
                 );
             }
         }
+    }
+
+    /// The reason attribute `run` sent the dead letter with.
+    async fn reason(&self, key: &str) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .held
+            .lock()
+            .unwrap()
+            .get(key)
+            .and_then(|letter| letter.reason.clone()))
     }
 
     async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
