@@ -668,6 +668,11 @@ fn a_candidate_in_shadow_is_compared_on_every_request_and_changes_nothing() {
         !summary.contains("promoted"),
         "a candidate that differs is never promoted: {summary}"
     );
+    assert_eq!(
+        log.matches("it will not be promoted in this run").count(),
+        1,
+        "said once: {log}"
+    );
     assert!(
         log.contains("The candidate differs: its plan is another.")
             && log.contains(r#"put widgets/sue-smith/w1: .label: old "  Big  ", new "Big""#),

@@ -139,11 +139,12 @@ impl Shadow {
     fn count(&self, key: &str, outcome: Outcome) {
         let key = escape(key);
         self.metrics.candidate(outcome.label());
-        let promote = {
+        let (promote, disqualified_now) = {
             let mut standing = self.standing.lock().unwrap();
             if standing.promoted {
                 return;
             }
+            let was_disqualified = standing.disqualified();
             match &outcome {
                 Outcome::Compared(Comparison::Same) => standing.agreed += 1,
                 Outcome::Compared(_) => standing.differed += 1,
@@ -154,7 +155,7 @@ impl Shadow {
                 .promote_after
                 .is_some_and(|n| standing.agreed >= n && !standing.disqualified());
             standing.promoted = earned;
-            earned
+            (earned, !was_disqualified && standing.disqualified())
         };
         self.record(&key, &outcome);
         match outcome {
@@ -182,12 +183,9 @@ impl Shadow {
             }
             Outcome::Skipped => {}
         }
-        if self.standing().disqualified() && self.promote_after.is_some() {
+        if disqualified_now && self.promote_after.is_some() {
             // Said once, at the first difference or failure.
-            let standing = self.standing();
-            if standing.differed + standing.failed == 1 {
-                warn!("The candidate differs from the live handler: it will not be promoted in this run.");
-            }
+            warn!("The candidate differs from the live handler: it will not be promoted in this run.");
         }
         if promote {
             self.handlers.promote(self.candidate.clone());
