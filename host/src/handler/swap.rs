@@ -25,6 +25,10 @@ pub(crate) struct HandlerSlot {
     current: RwLock<Live>,
     /// What reloads read: the built-in handler cannot be reloaded.
     choice: Choice,
+    /// The handler file as it was when the slot was made, just after it
+    /// was read: `--watch` compares with this, so a file replaced before
+    /// the watch's first look is still a change.
+    loaded: Option<(u64, SystemTime)>,
 }
 
 /// The handler in use, which swap it came with, and the one it replaced.
@@ -38,7 +42,12 @@ impl HandlerSlot {
     /// A slot holding `handler`, reloadable from `choice`; a reloaded
     /// handler gets the same engine and limits.
     pub(crate) fn new(handler: Handler, choice: Choice) -> Arc<HandlerSlot> {
+        let loaded = match &choice {
+            Choice::File(file) => fingerprint(file),
+            Choice::Builtin => None,
+        };
         Arc::new(HandlerSlot {
+            loaded,
             current: RwLock::new(Live {
                 handler,
                 generation: 0,
@@ -136,8 +145,8 @@ impl HandlerSlot {
             return;
         };
         let slot = self.clone();
+        let mut seen = self.loaded;
         tokio::spawn(async move {
-            let mut seen = fingerprint(&file);
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(WATCH_INTERVAL) => {}
@@ -157,4 +166,35 @@ impl HandlerSlot {
 fn fingerprint(file: &Path) -> Option<(u64, SystemTime)> {
     let meta = std::fs::metadata(file).ok()?;
     Some((meta.len(), meta.modified().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{BUILTIN, Limits, Spec};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_handler_file_replaced_before_the_watch_first_looks_is_reloaded() {
+        let scratch = tempfile::tempdir().unwrap();
+        let file = scratch.path().join("handler.wasm");
+        std::fs::write(&file, BUILTIN).unwrap();
+        let spec = Spec {
+            choice: Choice::File(file.clone()),
+            limits: Limits::default(),
+            compile_cache: false,
+        };
+        let slot = HandlerSlot::new(Handler::load(&spec).unwrap(), spec.choice.clone());
+        let stop = CancellationToken::new();
+        slot.watch(stop.clone());
+        // On this one thread the watch has not run yet: the file changes
+        // before its first look.
+        let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
+        std::fs::write(&file, hostile).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while slot.current_generation().1 == 0 {
+            assert!(std::time::Instant::now() < deadline, "the change was never seen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+    }
 }
