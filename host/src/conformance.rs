@@ -236,13 +236,7 @@ async fn run_case(handler: &Handler, case: &Case, verbose: bool) -> Result<(), S
             );
         }
         (Expect::Store(expected), Ok(plan)) => {
-            for operation in &plan.operations {
-                let applied = match operation {
-                    Operation::Put { key, document } => memory.put(key, document).await,
-                    Operation::Delete(key) => memory.delete(key).await,
-                };
-                applied.map_err(|e| e.to_string())?;
-            }
+            memory.apply(&plan.operations).await.map_err(|e| e.to_string())?;
             diff_store(expected, &memory.contents(), verbose, &mut problems);
         }
     }

@@ -9,7 +9,7 @@
 //! `check --cases DIR` and for the author to keep beside the handler.
 
 use crate::conformance;
-use crate::contract::{Context, Destination, Operation};
+use crate::contract::{Context, Destination};
 use crate::error::StorageError;
 use crate::handler::{CallError, Handler};
 use crate::jsondiff;
@@ -164,12 +164,7 @@ async fn expected(
     for (key, document) in &before {
         memory.put(key, document).await?;
     }
-    for operation in &plan.operations {
-        match operation {
-            Operation::Put { key, document } => memory.put(key, document).await?,
-            Operation::Delete(key) => memory.delete(key).await?,
-        }
-    }
+    memory.apply(&plan.operations).await?;
     Ok(Ok((before, json!({ "store": documents(memory.contents()) }))))
 }
 

@@ -142,16 +142,10 @@ async fn write_cases(args: &CheckArgs, dir: &Path, out: &mut dyn Write) -> anyho
         "Wrote {} cases (one per distinct reason) to {}; run them with: widget-host check {} --cases {}",
         made.cases.len(),
         file.display(),
-        args.handler.as_ref().map_or("HANDLER.wasm".into(), describe),
+        args.handler
+            .as_ref()
+            .map_or("HANDLER.wasm".into(), ToString::to_string),
         dir.display()
     )?;
     Ok(())
-}
-
-/// A handler choice as the command line spells it.
-fn describe(choice: &handler::Choice) -> String {
-    match choice {
-        handler::Choice::Builtin => "builtin".into(),
-        handler::Choice::File(path) => path.display().to_string(),
-    }
 }

@@ -59,6 +59,16 @@ impl std::str::FromStr for Choice {
     }
 }
 
+impl std::fmt::Display for Choice {
+    /// As the command line spells it: `builtin`, or the file's path.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Choice::Builtin => f.write_str("builtin"),
+            Choice::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// A handler to load, and how.
 #[derive(Debug, Clone)]
 pub struct Spec {

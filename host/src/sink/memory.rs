@@ -2,7 +2,7 @@
 //! without any I/O.
 
 use super::Sink;
-use crate::contract::Destination;
+use crate::contract::{Destination, Operation};
 use crate::error::StorageError;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -25,6 +25,17 @@ impl MemorySink {
     /// Everything stored, by key.
     pub fn contents(&self) -> BTreeMap<String, String> {
         self.documents.lock().unwrap().clone()
+    }
+
+    /// Carries out `operations`, in order: what `check` checks a plan by.
+    pub(crate) async fn apply(&self, operations: &[Operation]) -> Result<(), StorageError> {
+        for operation in operations {
+            match operation {
+                Operation::Put { key, document } => self.put(key, document).await?,
+                Operation::Delete(key) => self.delete(key).await?,
+            }
+        }
+        Ok(())
     }
 }
 
