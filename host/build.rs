@@ -17,10 +17,11 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "guest";
-const GUESTS: [(&str, &str); 3] = [
+const GUESTS: [(&str, &str); 4] = [
     ("widget-guest", "widget_guest"),
     ("hostile-guest", "hostile_guest"),
     ("trimming-guest", "trimming_guest"),
+    ("refusing-guest", "refusing_guest"),
 ];
 
 fn main() {

@@ -59,15 +59,17 @@ pub(crate) async fn make(
         skipped: Vec::new(),
     };
     let mut reasons = HashSet::new();
-    for (key, _) in dead_letters.dead_letters().await? {
-        let Some(reason) = dead_letters.reason(&key).await? else {
+    let mut names = HashSet::new();
+    for letter in dead_letters.dead_letters().await? {
+        let key = &letter.key;
+        let Some(reason) = dead_letters.reason(&letter).await? else {
             made.skipped.push(format!("{key}: it has no reason"));
             continue;
         };
         if reasons.contains(&reason) {
             continue;
         }
-        let body = match dead_letters.read_dead_letter(&key, max_bytes).await? {
+        let body = match dead_letters.read_dead_letter(&letter, max_bytes).await? {
             Fetched::Request(body, _) => body,
             Fetched::Gone => continue,
             Fetched::TooLarge(size, _) => {
@@ -76,10 +78,18 @@ pub(crate) async fn make(
                 continue;
             }
         };
-        let name: String = format!("dead letter {key}: {reason}")
+        // Escaped (a key may hold a newline), cut, and told apart from
+        // every earlier name where the cut made them one.
+        let mut name: String = format!("dead letter {}: {reason}", crate::logging::escape(key))
             .chars()
             .take(MAX_NAME)
             .collect();
+        if names.contains(&name) {
+            name = (2..)
+                .map(|n| format!("{name} #{n}"))
+                .find(|numbered| !names.contains(numbered))
+                .expect("a free number");
+        }
         let (before, expect) = match fixed {
             None => match reason.strip_prefix("rejected: ") {
                 Some(text) => (BTreeMap::new(), json!({ "rejected": text })),
@@ -105,6 +115,7 @@ pub(crate) async fn make(
             }
         };
         reasons.insert(reason.clone());
+        names.insert(name.clone());
         let mut case = Map::new();
         case.insert("name".into(), name.into());
         case.insert(

@@ -46,6 +46,28 @@ pub async fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io
 }
 
 fn write_atomically_now(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    written_then(root, path, bytes, |temp, path| std::fs::rename(temp, path))
+}
+
+/// [`write_atomically`], but never over a file already at `path`: `false`
+/// (and nothing written) if there is one. The check and the write are one
+/// step (a rename that does not replace), so two writers never both win.
+pub(crate) fn write_new(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    match written_then(root, path, bytes, rename_no_replace) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `bytes` to a synced temporary file, moves it to `path` with
+/// `place`, and syncs `path`'s folder.
+fn written_then(
+    root: &Path,
+    path: &Path,
+    bytes: &[u8],
+    place: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let temp_dir = root.join(TEMP_DIR);
     std::fs::create_dir_all(&temp_dir)?;
     let parent = path.parent().unwrap_or(root);
@@ -55,13 +77,36 @@ fn write_atomically_now(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Resu
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temp, path)
+        place(&temp, path)
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&temp);
         return Err(e);
     }
     sync_dir(parent)
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), in
+/// one step (`renameat2` with `RENAME_NOREPLACE`).
+pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    match done {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 /// Makes the entries of `dir` (a rename into it, a removal) durable.

@@ -9,7 +9,9 @@ use crate::handler::swap::HandlerSlot;
 use crate::handler::{self, Handler};
 use crate::metrics::{Metrics, Summary, exporter};
 use crate::pipeline::{self, Options, Rollback, Shadow};
+use crate::error::StorageError;
 use crate::progress;
+use crate::retry::{Attempt, Retry};
 use crate::sink;
 use crate::source::Place;
 use crate::source::sqs::QueueOptions;
@@ -74,6 +76,52 @@ impl Config {
     }
 }
 
+/// How long a start waits for a place that fails transiently (a server
+/// down or restarting, throttling) before it gives up. A place that does
+/// not exist, or refuses access, fails at once.
+const OPEN_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Opens a place, trying again after transient failures (each logged) for
+/// up to [`OPEN_PATIENCE`], or until `stop`.
+async fn opened<T, F, Fut>(what: &str, stop: &CancellationToken, open: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StorageError>>,
+{
+    let patience = stop.child_token();
+    let _ended = patience.clone().drop_guard();
+    let timer = patience.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(OPEN_PATIENCE) => timer.cancel(),
+            () = timer.cancelled() => {}
+        }
+    });
+    let last = std::sync::Mutex::new(None);
+    let mut open = open;
+    let attempt = Retry::new(patience)
+        .run(|| {
+            let tried = open();
+            async {
+                let result = tried.await;
+                if let Err(e) = &result {
+                    *last.lock().unwrap() = Some(e.to_string());
+                }
+                result
+            }
+        })
+        .await;
+    match attempt {
+        Attempt::Done(place) => Ok(place),
+        Attempt::Failed(e) => Err(e.into()),
+        Attempt::Stopped if stop.is_cancelled() => Err(anyhow::anyhow!("stopped while opening {what}")),
+        Attempt::Stopped => Err(anyhow::anyhow!(
+            "cannot open {what}: still failing after {OPEN_PATIENCE:?}: {}",
+            last.into_inner().unwrap().unwrap_or_default()
+        )),
+    }
+}
+
 /// Processes requests as configured, until the source is empty (with
 /// `until_empty`), the maximum run time, or `stop`; each change of
 /// `reload` reloads the handler from its file.
@@ -83,16 +131,24 @@ pub(crate) async fn run(
     reload: watch::Receiver<u64>,
 ) -> anyhow::Result<Summary> {
     let handler = Handler::load(&config.handler)?;
+    handler.check_starts().await?;
     // The candidate compiles on the live handler's engines: a promotion
     // swaps one handler for another on them, as a reload does.
     let candidate = match &config.candidate {
-        Some(spec) => Some(
-            Handler::load_on(handler.engines(), &spec.choice, spec.limits)
-                .map_err(|e| e.context("cannot load the candidate handler"))?,
-        ),
+        Some(spec) => {
+            let candidate = Handler::load_on(handler.engines(), &spec.choice, spec.limits)
+                .map_err(|e| e.context("cannot load the candidate handler"))?;
+            candidate
+                .check_starts()
+                .await
+                .map_err(|e| e.context("cannot use the candidate handler"))?;
+            Some(candidate)
+        }
         None => None,
     };
     let handlers = HandlerSlot::new(handler, config.handler.choice.clone());
+    let metrics = Arc::new(Metrics::default());
+    handlers.report_to(metrics.clone());
     let clients = Clients::new(config.aws.clone());
     // The run's own stop: the caller's, or the maximum run time.
     let stop = stop.child_token();
@@ -102,8 +158,11 @@ pub(crate) async fn run(
         stop_grace: config.shutdown_timeout.saturating_sub(Duration::from_secs(1)),
         ..config.queue.clone()
     };
-    let source = config.source.open(&clients, queue, stop.clone()).await?;
-    let sink = config.sink.open(&clients).await?;
+    let source = opened("the request source", &stop, || {
+        config.source.open(&clients, queue.clone(), stop.clone())
+    })
+    .await?;
+    let sink = opened("the widget store", &stop, || config.sink.open(&clients)).await?;
     if let Some(max_runtime) = config.max_runtime {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -120,7 +179,6 @@ pub(crate) async fn run(
     if config.watch {
         handlers.watch(stop.clone());
     }
-    let metrics = Arc::new(Metrics::default());
     let mut options = config.options.clone();
     if let Some((points, window)) = config.rollback {
         options.rollback = Some(Arc::new(Rollback::new(
@@ -166,7 +224,7 @@ pub(crate) async fn run(
         .options
         .until_empty
         .then(|| progress::show("requests", metrics.progress.clone()));
-    let pipeline = pipeline::run(source, sink, handlers, options, metrics, stop.clone());
+    let pipeline = pipeline::run(source, sink, handlers.clone(), options, metrics, stop.clone());
     let shutdown_timeout = config.shutdown_timeout;
     let late = async {
         stop.cancelled().await;
@@ -185,6 +243,11 @@ pub(crate) async fn run(
         shown.finish().await;
     }
     let mut summary = summary?;
+    summary.swaps = handlers
+        .history()
+        .iter()
+        .map(|swap| format!("{} {swap}", swap.generation))
+        .collect();
     if let Some(calls) = clients.calls() {
         summary.api_calls = calls.snapshot();
     }

@@ -114,7 +114,7 @@ fn a_sighup_at_start_does_not_kill_the_host() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + patience(Duration::from_secs(20));
     while !catches_sighup(child.id()) {
         if Instant::now() > deadline {
             child.kill().unwrap();

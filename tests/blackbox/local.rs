@@ -168,7 +168,7 @@ fn requests_arriving_while_running_are_picked_up_and_sigterm_exits_cleanly() {
         |id: &str| format!(r#"{{"type":"create","requestId":"r","widgetId":"{id}","owner":"Sue Smith"}}"#);
     std::fs::write(requests.join("2000000000000"), create("late")).unwrap();
     std::fs::write(requests.join("1000000000000"), create("early")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + patience(Duration::from_secs(20));
     while !(widgets.join("widgets/sue-smith/late").exists()
         && widgets.join("widgets/sue-smith/early").exists())
     {
@@ -371,7 +371,7 @@ fn a_full_disk_keeps_room_for_the_requests_that_fit() {
         )
         .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + patience(Duration::from_secs(30));
     while pending(&requests).len() > 1 {
         assert!(
             Instant::now() < deadline,

@@ -4,6 +4,7 @@
 
 mod aws;
 mod cli;
+mod dead_letters;
 mod handlers;
 mod local;
 mod operability;

@@ -54,7 +54,7 @@ fn metrics_count_exactly_what_was_processed() {
         .find_map(|line| line.split("address=").nth(1).map(str::to_owned))
         .unwrap();
     // Everything done: no request file left in the folder.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + patience(Duration::from_secs(30));
     let waiting = || {
         std::fs::read_dir(&requests)
             .unwrap()

@@ -161,7 +161,7 @@ fn spinning_host(queue: &str, timeout_ms: &str, extra: &[&str]) -> (Running, tem
 
 /// Waits until `count` messages of `queue` are in flight and none visible.
 fn wait_until_held(client: &aws_sdk_sqs::Client, queue: &str, count: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + patience(Duration::from_secs(10));
     while counts(client, queue) != (0, count) {
         assert!(Instant::now() < deadline, "the host never received the messages");
         std::thread::sleep(Duration::from_millis(50));
@@ -423,7 +423,7 @@ fn one_hung_widget_on_a_queue_does_not_stop_the_other_widgets() {
             .filter(|i| widgets.path().join(format!("widgets/sue-smith/w{i}")).is_file())
             .count()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + patience(Duration::from_secs(30));
     while stored() < 30 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -31,6 +31,24 @@ impl SlowDown {
                 in_head: false,
                 times: u64::MAX,
                 delay: Duration::ZERO,
+                hold: false,
+            },
+        )
+    }
+
+    /// Forwards a loopback port to `upstream`, holding every request whose
+    /// request line contains `hot` unanswered until its client goes away
+    /// (counted in `refused`): a call that is under way for as long as the
+    /// test likes.
+    pub fn holding(upstream: &str, hot: &str) -> SlowDown {
+        SlowDown::with(
+            upstream,
+            Rule {
+                hot: hot.to_owned(),
+                in_head: false,
+                times: u64::MAX,
+                delay: Duration::ZERO,
+                hold: true,
             },
         )
     }
@@ -45,6 +63,7 @@ impl SlowDown {
                 in_head: false,
                 times: 0,
                 delay,
+                hold: false,
             },
         )
     }
@@ -59,6 +78,7 @@ impl SlowDown {
                 in_head: true,
                 times,
                 delay: Duration::ZERO,
+                hold: false,
             },
         )
     }
@@ -88,6 +108,8 @@ struct Rule {
     times: u64,
     /// Forward each request this much later.
     delay: Duration,
+    /// Hold the requests named, unanswered, instead of refusing them.
+    hold: bool,
 }
 
 /// One HTTP message: its head (up to the blank line) and its body.
@@ -160,6 +182,11 @@ fn serve(client: TcpStream, upstream: &str, rule: &Rule, refused: &AtomicU64, wr
                     (n < rule.times).then_some(n + 1)
                 })
                 .is_ok();
+        if refuse && rule.hold {
+            // Until the client closes its end (it was killed, say).
+            let _ = std::io::Read::read(&mut reader, &mut [0u8; 1]);
+            return;
+        }
         let answer = if refuse {
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
             let mut answer = format!(

@@ -157,6 +157,29 @@ pub fn terminate(child: Child) -> Output {
     output
 }
 
+/// A bound against a hang, made `WIDGET_TEST_PATIENCE` times (4 unless
+/// set) as long: a test waits for progress (a log line, a file gone), and
+/// a slower or busier machine must make it slower, never red.
+pub fn patience(bound: Duration) -> Duration {
+    let factor = std::env::var("WIDGET_TEST_PATIENCE")
+        .ok()
+        .and_then(|f| f.parse::<u32>().ok())
+        .unwrap_or(4);
+    bound * factor.max(1)
+}
+
+/// Waits until `done` holds, looking every 10 ms; fails naming `what`
+/// after `within` (a bound against a hang, not a guess at how long it
+/// takes: keep it generous).
+#[track_caller]
+pub fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + patience(within);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A host running in the background, its stderr collected as it comes.
 pub struct Running {
     pub child: Child,
@@ -193,7 +216,7 @@ impl Running {
 
     /// Waits until the log contains `text` (at most `within`).
     pub fn wait_for(&self, text: &str, within: Duration) {
-        let deadline = std::time::Instant::now() + within;
+        let deadline = std::time::Instant::now() + patience(within);
         while !self.log.lock().unwrap().contains(text) {
             assert!(
                 std::time::Instant::now() < deadline,

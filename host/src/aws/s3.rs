@@ -92,11 +92,26 @@ const COPY_SOURCE_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_AL
     .remove(b'.')
     .remove(b'~');
 
+/// What a conditional copy came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Copied {
+    /// The version asked for is at `to`.
+    Done,
+    /// Another object has been written at `from` since the version was
+    /// read (S3 honours `x-amz-copy-source-if-match`; a server that ignores
+    /// it copies whatever is there).
+    SourceChanged,
+    /// Nothing is at `from` any more.
+    SourceGone,
+    /// An object is at `to` (of this ETag), and was left there.
+    TargetTaken(Option<String>),
+}
+
 /// Copies the object at `from` to `to` inside the bucket, on the server,
 /// if it still is the version `etag` names, with `meta` replacing its
-/// metadata. `Removal::Replaced` when another object has been written at
-/// `from` since (S3 honours `x-amz-copy-source-if-match`; a server that
-/// ignores it copies whatever is there).
+/// metadata, and never over an object at `to`: a look first, then
+/// `If-None-Match: *` on the copy for a writer in between (where the
+/// server honours it; the look is what protects on one that does not).
 pub(crate) async fn copy_object_if(
     client: &Client,
     bucket: &str,
@@ -104,7 +119,10 @@ pub(crate) async fn copy_object_if(
     to: &str,
     etag: Option<&str>,
     meta: ObjectMeta<'_>,
-) -> Result<Removal, StorageError> {
+) -> Result<Copied, StorageError> {
+    if let Some(etag) = head_etag(client, bucket, to).await? {
+        return Ok(Copied::TargetTaken(etag));
+    }
     let source = format!(
         "{bucket}/{}",
         percent_encoding::utf8_percent_encode(from, COPY_SOURCE_KEEPS)
@@ -115,17 +133,31 @@ pub(crate) async fn copy_object_if(
         .key(to)
         .copy_source(source)
         .set_copy_source_if_match(etag.map(str::to_owned))
+        .if_none_match("*")
         .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
         .set_content_type(meta.content_type.map(str::to_owned));
     for (name, value) in meta.metadata {
         copy = copy.metadata(*name, *value);
     }
     match copy.send().await {
-        Ok(_) => Ok(Removal::Removed),
-        Err(e) if status(&e) == Some(412) => Ok(Removal::Replaced),
-        // Gone since: processed meanwhile, nothing to move.
-        Err(e) if e.code() == Some("NoSuchKey") => Ok(Removal::Removed),
+        Ok(_) => Ok(Copied::Done),
+        // Either condition: the one that failed is told by a look at `to`.
+        Err(e) if status(&e) == Some(412) => Ok(match head_etag(client, bucket, to).await? {
+            Some(etag) => Copied::TargetTaken(etag),
+            None => Copied::SourceChanged,
+        }),
+        Err(e) if e.code() == Some("NoSuchKey") => Ok(Copied::SourceGone),
         Err(e) => Err(storage_error(format!("copy s3://{bucket}/{from} to {to}"), e)),
+    }
+}
+
+/// The ETag of the object at `key` (`Some(None)` where the server gives
+/// none); `None` if there is no object.
+pub(crate) async fn head_etag(client: &Client, bucket: &str, key: &str) -> Result<Option<Option<String>>, StorageError> {
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(object) => Ok(Some(object.e_tag)),
+        Err(e) if status(&e) == Some(404) => Ok(None),
+        Err(e) => Err(storage_error(format!("look for s3://{bucket}/{key}"), e)),
     }
 }
 
@@ -272,28 +304,52 @@ fn object_error_class(code: &str) -> Class {
     }
 }
 
-/// The key a probe object is written under: below `dead-letter/`, which is
-/// never read as requests.
-pub(crate) const PROBE_PREFIX: &str = "dead-letter/.widget-host-probe-";
+/// What the probe objects of earlier versions were named with (and a
+/// random suffix): one was left behind by every start killed while it
+/// probed. `redrive` still passes such leftovers over.
+pub(crate) const OLD_PROBE_PREFIX: &str = "dead-letter/.widget-host-probe-";
+
+/// The one key every host probes with: the dead-letter prefix itself. It
+/// is never a request (it is under the prefix) and never a dead letter (S3
+/// keys are not empty, so no request is dead-lettered as `dead-letter/`);
+/// a random key below the prefix could be some request's dead letter. A
+/// host killed between writing and removing its probe leaves it behind;
+/// the next start writes the same key again and removes it, so a bucket
+/// holds at most one probe, and none after a start that finished.
+const PROBE_KEY: &str = "dead-letter/";
 
 /// Whether the server behind `bucket` honours the ETag of each object in a
 /// DeleteObjects call (S3 does; some servers ignore it and delete whatever
 /// is there, which would remove a request replaced while it was processed).
 /// Found out by trying: a probe object, a DeleteObjects with a wrong ETag,
 /// then a look whether it survived; the probe is removed after. Any failure
-/// on the way answers no.
+/// on the way answers no. Hosts starting at the same moment share the
+/// probe's key: one may remove it while another looks, which reads as "not
+/// honoured", so a no is tried once more before it is believed.
 pub(crate) async fn batch_deletes_honour_etags(client: &Client, bucket: &str) -> bool {
-    let key = format!("{PROBE_PREFIX}{:016x}", rand::random::<u64>());
+    for attempt in 0..2 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(50..250))).await;
+        }
+        if probe_once(client, bucket).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// One probe: write, delete with a wrong ETag, look, remove.
+async fn probe_once(client: &Client, bucket: &str) -> bool {
     let meta = ObjectMeta {
         content_type: None,
         metadata: &[],
     };
-    if put_object(client, bucket, &key, b"probe", meta).await.is_err() {
+    if put_object(client, bucket, PROBE_KEY, b"probe", meta).await.is_err() {
         return false;
     }
     let wrong = Some("\"00000000000000000000000000000000\"".to_owned());
-    let tried = delete_objects_if(client, bucket, &[(key.clone(), wrong)]).await;
-    let survived = client.head_object().bucket(bucket).key(&key).send().await.is_ok();
-    let _ = delete_object(client, bucket, &key).await;
+    let tried = delete_objects_if(client, bucket, &[(PROBE_KEY.to_owned(), wrong)]).await;
+    let survived = client.head_object().bucket(bucket).key(PROBE_KEY).send().await.is_ok();
+    let _ = delete_object(client, bucket, PROBE_KEY).await;
     matches!(tried.as_deref(), Ok([Ok(Removal::Replaced)])) && survived
 }

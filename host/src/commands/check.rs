@@ -135,8 +135,16 @@ async fn write_cases(args: &CheckArgs, dir: &Path, out: &mut dyn Write) -> anyho
         anyhow::bail!("no dead letter made a case");
     }
     std::fs::create_dir_all(dir)?;
-    let file = dir.join(dead_letter_cases::FILE);
-    folder::write_atomically(dir, &file, made.file().as_bytes()).await?;
+    // Never over an earlier file of cases: the next free name.
+    let text = made.file();
+    let mut file = dir.join(dead_letter_cases::FILE);
+    for n in 2.. {
+        if folder::write_new(dir, &file, text.as_bytes())? {
+            break;
+        }
+        let stem = dead_letter_cases::FILE.trim_end_matches(".json");
+        file = dir.join(format!("{stem}-{n}.json"));
+    }
     writeln!(
         out,
         "Wrote {} cases (one per distinct reason) to {}; run them with: widget-host check {} --cases {}",

@@ -12,7 +12,7 @@ use crate::contract::{Context, Destination};
 use crate::handler::{self, CallError, Handler};
 use crate::sink::Sink;
 use crate::sink::memory::MemorySink;
-use crate::source::{DeadLetters, Fetched, Redriven, Use, Version};
+use crate::source::{DeadLetter, DeadLetters, Fetched, Redriven, Use};
 use clap::Args;
 use std::io::Write;
 use std::sync::Arc;
@@ -101,7 +101,7 @@ pub(super) async fn execute(
 /// Moves `letters` back (only those `judge` accepts, if given), or says it
 /// would; returns how many were moved and how many left.
 async fn move_back(
-    letters: &[(String, Version)],
+    letters: &[DeadLetter],
     dead_letters: &dyn DeadLetters,
     judge: Option<(&Handler, Arc<dyn Sink>)>,
     args: &RedriveArgs,
@@ -110,14 +110,15 @@ async fn move_back(
 ) -> anyhow::Result<(u64, u64)> {
     let limit = args.request_size.max_request_bytes;
     let (mut moved, mut left) = (0, 0);
-    for (key, version) in letters {
+    for letter in letters {
+        let key = &letter.key;
         if stop.is_cancelled() {
             writeln!(out, "Stopped.")?;
             break;
         }
         let shown = crate::logging::escape(key);
         if let Some((handler, store)) = &judge {
-            let body = match dead_letters.read_dead_letter(key, limit).await? {
+            let body = match dead_letters.read_dead_letter(letter, limit).await? {
                 Fetched::Request(body, _) => body,
                 Fetched::Gone => continue,
                 Fetched::TooLarge(size, _) => {
@@ -154,7 +155,7 @@ async fn move_back(
             writeln!(out, "{shown}: would move back")?;
             continue;
         }
-        match dead_letters.redrive(key, version).await? {
+        match dead_letters.redrive(letter).await? {
             Redriven::Moved => {
                 moved += 1;
                 writeln!(out, "{shown}: moved back")?;

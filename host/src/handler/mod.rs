@@ -174,8 +174,18 @@ impl Handler {
             ),
             Choice::Builtin => ("built-in widget handler".to_owned(), BUILTIN.to_vec()),
         };
+        Handler::load_bytes_on(engines, &name, &wasm, limits)
+    }
+
+    /// Compiles the handler `wasm`, read from `name`, on `engines`.
+    pub(crate) fn load_bytes_on(
+        engines: &Arc<Engines>,
+        name: &str,
+        wasm: &[u8],
+        limits: Limits,
+    ) -> anyhow::Result<Handler> {
         let started = std::time::Instant::now();
-        let handler = Handler::compile(engines, &wasm, limits)
+        let handler = Handler::compile(engines, wasm, limits)
             .with_context(|| format!("{name} is not a usable widget-handler component"))?;
         tracing::info!(handler = %name, bytes = wasm.len(), compile_ms = started.elapsed().as_millis() as u64, "Handler loaded.");
         Ok(handler)
@@ -258,7 +268,7 @@ impl Handler {
         }
         let slot = self.slot().await;
         let mut store = sandbox::new_store(&self.engine, self.limits, reader, request_key);
-        let waiting = store.data().call.waiting.clone();
+        let waiting = store.data().call.clocks();
         match sandbox::bounded(self.limits, waiting, self.pre.instantiate_async(&mut store)).await {
             Ok(bindings) => Ok((
                 Warm {
@@ -272,6 +282,19 @@ impl Handler {
             Err(error) => Err(sandbox::finish::<()>(store, Err(error))
                 .err()
                 .expect("a failed instantiation fails")),
+        }
+    }
+
+    /// Makes one instance and drops it: a handler that cannot even start
+    /// under its limits (a memory limit below what its start needs) is
+    /// refused before any request, rather than failing every one of them.
+    pub(crate) async fn check_starts(&self) -> anyhow::Result<()> {
+        match self.warm(None, String::new()).await {
+            Ok(_) => Ok(()),
+            Err(CallError::Handler(reason)) => {
+                anyhow::bail!("the handler cannot start under its limits, so it would fail every request: {reason}")
+            }
+            Err(CallError::Store(e)) => Err(e.into()),
         }
     }
 
@@ -296,7 +319,7 @@ impl Handler {
     async fn unbounded_ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
         if self.reuses() {
             let (mut warm, kept) = self.warm(None, String::new()).await?;
-            let waiting = warm.store.data().call.waiting.clone();
+            let waiting = warm.store.data().call.clocks();
             let result = sandbox::bounded(
                 self.limits,
                 waiting,
@@ -319,7 +342,7 @@ impl Handler {
         // Declared before the store: dropped after it, the instance gone.
         let _slot = self.slot().await;
         let mut store = sandbox::new_store(&self.engine, self.limits, None, String::new());
-        let waiting = store.data().call.waiting.clone();
+        let waiting = store.data().call.clocks();
         let result = sandbox::bounded(self.limits, waiting, async {
             let handler = self.pre.instantiate_async(&mut store).await?;
             handler.call_ordering_key(&mut store, request).await
@@ -340,7 +363,7 @@ impl Handler {
         let wit_context = context.into();
         let finished = if self.reuses() {
             let (mut warm, kept) = self.warm(Some(reader.clone()), context.key.clone()).await?;
-            let waiting = warm.store.data().call.waiting.clone();
+            let waiting = warm.store.data().call.clocks();
             let result = sandbox::bounded(
                 self.limits,
                 waiting,
@@ -387,7 +410,7 @@ impl Handler {
         // Declared before the store: dropped after it, the instance gone.
         let _slot = self.slot().await;
         let mut store = sandbox::new_store(&self.engine, self.limits, Some(reader), context.key.clone());
-        let waiting = store.data().call.waiting.clone();
+        let waiting = store.data().call.clocks();
         let result = sandbox::bounded(self.limits, waiting, async {
             let handler = self.pre.instantiate_async(&mut store).await?;
             handler.call_handle(&mut store, request, wit_context).await
@@ -400,6 +423,7 @@ impl Handler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use crate::contract::Destination;
     use crate::error::Class;
 
@@ -661,5 +685,44 @@ mod tests {
                 .verdict
                 .is_ok()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_time_limit_counts_a_calls_own_computing_not_its_wait_for_a_core() {
+        let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
+        let with_limit = |time: Duration| Handler::from_bytes(&hostile, Limits { time, ..Limits::default() }).unwrap();
+        let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
+        // A request that takes one call alone at least 40 ms.
+        let calibrating = with_limit(Duration::from_secs(60));
+        let (mut millions, mut alone) = (1u64, Duration::ZERO);
+        while alone < Duration::from_millis(40) {
+            millions *= 2;
+            let started = std::time::Instant::now();
+            let burn = format!("burn {millions}");
+            calibrating.handle(burn.as_bytes(), &context(), sink.clone()).await.unwrap();
+            alone = started.elapsed();
+        }
+        // Four times that each; 24 at once on two threads take about twelve
+        // times as long by the clock on the wall, each.
+        let handler = Arc::new(with_limit(alone * 4));
+        let calls: Vec<_> = (0..24)
+            .map(|_| {
+                let (handler, sink) = (handler.clone(), sink.clone());
+                tokio::spawn(async move {
+                    let burn = format!("burn {millions}");
+                    handler.handle(burn.as_bytes(), &context(), sink).await.map(|_| ())
+                })
+            })
+            .collect();
+        for call in calls {
+            let answered = call.await.unwrap();
+            assert!(answered.is_ok(), "a busy host failed a call within its limit: {answered:?}");
+        }
+        // A call that does compute more than its limit still fails.
+        let over = format!("burn {}", millions * 40);
+        let Err(CallError::Handler(reason)) = handler.handle(over.as_bytes(), &context(), sink).await else {
+            panic!("forty times the calibrated work passed a limit of four");
+        };
+        assert!(reason.starts_with("time limit exceeded"), "{reason}");
     }
 }

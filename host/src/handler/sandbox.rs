@@ -1,7 +1,8 @@
 //! The sandbox one handler call runs in: a fresh wasmtime store per call
 //! (its instance's memory from the pool, `pool.rs`),
-//! with a time limit (epoch interruption, not counting time spent waiting
-//! on `store.get`), a limit on all its memories and tables together
+//! with a time limit on the processor time the call itself uses (checked
+//! at each epoch tick; time spent waiting on `store.get`, or for a core
+//! while other calls compute, is not counted), a limit on all its memories and tables together
 //! (`limiter.rs`), bounds on what it logs and plans (`output.rs`), and WASI
 //! linked with nothing behind it:
 //! no preopened directories, no environment, no network, clocks frozen at
@@ -10,7 +11,7 @@
 //! fails.
 
 use super::CallError;
-use super::call::{Call, WaitClock};
+use super::call::{Call, CpuClock, WaitClock};
 use super::limiter::{CallLimiter, count_exceeded};
 use super::output::{Logs, PlanLimits};
 use super::stderr::StderrTail;
@@ -38,8 +39,9 @@ pub(super) const GET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Limits on one handler call.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Time the guest may compute for, not counting time spent waiting on
-    /// the host's `store.get`.
+    /// Processor time the call itself may use: not time spent waiting on
+    /// the host's `store.get`, nor waiting for a core while other calls (or
+    /// other processes) compute.
     pub time: Duration,
     /// Bytes the call's linear memories and tables may hold, all together.
     pub memory: usize,
@@ -196,17 +198,18 @@ pub(super) fn end_call(store: &mut Store<GuestState>, limits: Limits) {
     store.data_mut().call = Call::new(limits, None, String::new());
 }
 
-/// Runs a call under the wall-clock bound: its time limit and a grace,
-/// plus whatever it spent waiting on `store.get` (which has a deadline of
-/// its own).
+/// Runs a call with its polls measured on its processor clock (what its
+/// time limit counts, in the epoch callback), under the wall-clock bound:
+/// its time limit and a grace, plus whatever it spent waiting on
+/// `store.get` (which has a deadline of its own).
 pub(super) async fn bounded<R>(
     limits: Limits,
-    waiting: WaitClock,
+    (waiting, cpu): (WaitClock, CpuClock),
     call: impl Future<Output = wasmtime::Result<R>>,
 ) -> wasmtime::Result<R> {
     let started = tokio::time::Instant::now();
     let bound = limits.time + WALL_CLOCK_GRACE;
-    let mut call = std::pin::pin!(call);
+    let mut call = cpu.meter(call);
     loop {
         let deadline = started + bound + waiting.waited();
         if let Ok(result) = tokio::time::timeout_at(deadline, &mut call).await {

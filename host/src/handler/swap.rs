@@ -9,10 +9,19 @@
 //! Every swap (a reload, a promoted candidate) keeps the handler it
 //! replaced, and counts a generation: a rollback (`pipeline/rollback.rs`)
 //! puts the previous handler back, if the one it judged is still current.
+//! The swaps are one history, in order: the log says each as it happens,
+//! `/metrics` counts them (`metrics::Metrics::handler_swapped`), and the
+//! summary lists them.
+//!
+//! A promoted candidate lives in memory only. A reload after a promotion
+//! that would load the very handler file the candidate replaced keeps the
+//! candidate, and says so; a handler file that changed since is loaded, and
+//! the log says loudly that it replaced the promoted candidate.
 
 use super::{Choice, Handler};
+use crate::metrics::Metrics;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -29,32 +38,117 @@ pub(crate) struct HandlerSlot {
     /// was read: `--watch` compares with this, so a file replaced before
     /// the watch's first look is still a change.
     loaded: Option<(u64, SystemTime)>,
+    /// A digest of the handler file's bytes as last loaded.
+    file_digest: Mutex<Option<u64>>,
+    /// Where swaps are counted, once the run has its metrics.
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
-/// The handler in use, which swap it came with, and the one it replaced.
+/// The handler in use, which swap it came with, the one it replaced, and
+/// every swap so far.
 struct Live {
     handler: Handler,
     generation: u64,
-    previous: Option<Handler>,
+    /// The live handler is a promoted candidate.
+    promoted: bool,
+    previous: Option<(Handler, bool)>,
+    history: Vec<Swap>,
+}
+
+/// One swap of the live handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swap {
+    /// The generation it made live.
+    pub generation: u64,
+    pub kind: SwapKind,
+    /// The handler it replaced was a promoted candidate.
+    pub replaced_promoted: bool,
+}
+
+/// How a handler came to be the live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapKind {
+    /// Loaded again from its file, on this trigger.
+    Reloaded(&'static str),
+    /// The candidate, after it agreed long enough.
+    Promoted,
+    /// The handler before, put back by the rollback policy.
+    RolledBack,
+}
+
+impl SwapKind {
+    /// The label `/metrics` counts it under.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            SwapKind::Reloaded(_) => "reload",
+            SwapKind::Promoted => "promotion",
+            SwapKind::RolledBack => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for Swap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            SwapKind::Reloaded(trigger) => write!(f, "reloaded ({trigger})")?,
+            SwapKind::Promoted => write!(f, "candidate promoted")?,
+            SwapKind::RolledBack => write!(f, "rolled back")?,
+        }
+        if self.replaced_promoted {
+            write!(f, ", replacing the promoted candidate")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a reload came to.
+enum Reloaded {
+    /// The file's handler is live.
+    Swapped { replaced_promoted: bool },
+    /// The file still holds the handler a promoted candidate replaced: the
+    /// candidate stays.
+    KeptPromoted,
+}
+
+/// A digest of a handler file's bytes, to tell whether it changed.
+fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut hasher = DefaultHasher::new();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 impl HandlerSlot {
     /// A slot holding `handler`, reloadable from `choice`; a reloaded
     /// handler gets the same engine and limits.
     pub(crate) fn new(handler: Handler, choice: Choice) -> Arc<HandlerSlot> {
-        let loaded = match &choice {
-            Choice::File(file) => fingerprint(file),
-            Choice::Builtin => None,
+        let (loaded, file_digest) = match &choice {
+            Choice::File(file) => (fingerprint(file), std::fs::read(file).ok().map(|bytes| digest(&bytes))),
+            Choice::Builtin => (None, None),
         };
         Arc::new(HandlerSlot {
             loaded,
+            file_digest: Mutex::new(file_digest),
+            metrics: OnceLock::new(),
             current: RwLock::new(Live {
                 handler,
                 generation: 0,
+                promoted: false,
                 previous: None,
+                history: Vec::new(),
             }),
             choice,
         })
+    }
+
+    /// Counts every swap from now on in `metrics`.
+    pub(crate) fn report_to(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Every swap so far, in order.
+    pub(crate) fn history(&self) -> Vec<Swap> {
+        self.current.read().unwrap().history.clone()
     }
 
     /// The handler for the next call.
@@ -72,15 +166,32 @@ impl HandlerSlot {
     /// Makes `handler` (a candidate that earned it) the handler for every
     /// call from now on, as a reload does.
     pub(crate) fn promote(&self, handler: Handler) {
-        self.swap(handler);
+        self.swap(handler, SwapKind::Promoted);
     }
 
-    /// Switches to `handler`, keeping the one it replaces.
-    fn swap(&self, handler: Handler) {
+    /// Switches to `handler`, keeping the one it replaces; the swap made.
+    fn swap(&self, handler: Handler, kind: SwapKind) -> Swap {
         let mut live = self.current.write().unwrap();
         let replaced = std::mem::replace(&mut live.handler, handler);
-        live.previous = Some(replaced);
+        let replaced_promoted = std::mem::replace(&mut live.promoted, kind == SwapKind::Promoted);
+        live.previous = Some((replaced, replaced_promoted));
+        self.record(&mut live, kind, replaced_promoted)
+    }
+
+    /// Counts a swap just made: a new generation, in the history and the
+    /// metrics, under the same lock as the swap (so they agree on order).
+    fn record(&self, live: &mut Live, kind: SwapKind, replaced_promoted: bool) -> Swap {
         live.generation += 1;
+        let swap = Swap {
+            generation: live.generation,
+            kind,
+            replaced_promoted,
+        };
+        live.history.push(swap.clone());
+        if let Some(metrics) = self.metrics.get() {
+            metrics.handler_swapped(kind.label(), live.promoted);
+        }
+        swap
     }
 
     /// Puts the previous handler back if generation `judged` is still the
@@ -90,30 +201,55 @@ impl HandlerSlot {
         if live.generation != judged {
             return None;
         }
-        live.handler = live.previous.take()?;
-        live.generation += 1;
-        Some(live.generation)
+        let (previous, was_promoted) = live.previous.take()?;
+        live.handler = previous;
+        let replaced_promoted = std::mem::replace(&mut live.promoted, was_promoted);
+        Some(self.record(&mut live, SwapKind::RolledBack, replaced_promoted).generation)
     }
 
     /// Compiles the handler file again and switches to it if it is a valid
-    /// widget-handler component; otherwise keeps the current one.
-    async fn reload(&self) -> anyhow::Result<()> {
-        if self.choice == Choice::Builtin {
+    /// widget-handler component; otherwise keeps the current one. After a
+    /// promotion, a file that still holds the handler the candidate
+    /// replaced is not loaded.
+    async fn reload(&self, trigger: &'static str) -> anyhow::Result<Reloaded> {
+        let Choice::File(file) = self.choice.clone() else {
             anyhow::bail!("the built-in handler cannot be reloaded; start with --handler FILE.wasm");
-        }
+        };
         let current = self.current();
-        let choice = self.choice.clone();
-        let handler = tokio::task::spawn_blocking(move || {
-            Handler::load_on(current.engines(), &choice, current.limits())
+        let (bytes, handler) = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read handler {}: {e}", file.display()))?;
+            let handler = Handler::load_bytes_on(current.engines(), &file.display().to_string(), &bytes, current.limits())?;
+            anyhow::Ok((bytes, handler))
         })
         .await??;
-        self.swap(handler);
-        Ok(())
+        let digest = digest(&bytes);
+        let mut last = self.file_digest.lock().unwrap();
+        if self.current.read().unwrap().promoted && *last == Some(digest) {
+            return Ok(Reloaded::KeptPromoted);
+        }
+        *last = Some(digest);
+        let swap = self.swap(handler, SwapKind::Reloaded(trigger));
+        Ok(Reloaded::Swapped {
+            replaced_promoted: swap.replaced_promoted,
+        })
     }
 
-    async fn reload_and_log(&self, why: &str) {
-        match self.reload().await {
-            Ok(()) => tracing::info!(trigger = why, "Handler reloaded."),
+    async fn reload_and_log(&self, why: &'static str) {
+        match self.reload(why).await {
+            Ok(Reloaded::Swapped {
+                replaced_promoted: false,
+            }) => tracing::info!(trigger = why, "Handler reloaded."),
+            Ok(Reloaded::Swapped {
+                replaced_promoted: true,
+            }) => tracing::warn!(
+                trigger = why,
+                "Handler reloaded from its file, REPLACING THE PROMOTED CANDIDATE: the file changed since the promotion, and its handler is live now."
+            ),
+            Ok(Reloaded::KeptPromoted) => tracing::warn!(
+                trigger = why,
+                "Reload kept the promoted candidate: the handler file still holds the handler the candidate replaced. Copy the candidate over the handler file to keep it after a restart."
+            ),
             Err(e) => {
                 tracing::error!(trigger = why, error = %format!("{e:#}"), "Reload refused; keeping the current handler.")
             }

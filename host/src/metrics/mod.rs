@@ -57,8 +57,10 @@ pub(crate) struct Metrics {
     candidate_requests: Family<CandidateLabels, Counter>,
     /// Seconds per candidate call (`handle`, in shadow).
     candidate_seconds: Histogram,
-    /// 1 once the candidate is the live handler.
+    /// 1 while the live handler is the promoted candidate.
     candidate_promoted: Gauge,
+    /// Swaps of the live handler, by kind: reload, promotion, rollback.
+    handler_swaps: Family<SwapLabels, Counter>,
     /// Swaps undone by the rollback policy.
     rollbacks: Counter,
     /// Requests done, and known of, for the progress display.
@@ -69,6 +71,11 @@ pub(crate) struct Metrics {
 struct RequestLabels {
     kind: String,
     outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwapLabels {
+    kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,6 +138,7 @@ impl Default for Metrics {
             candidate_requests: Family::default(),
             candidate_seconds: seconds(),
             candidate_promoted: Gauge::default(),
+            handler_swaps: Family::default(),
             rollbacks: Counter::default(),
             progress: Default::default(),
         }
@@ -196,9 +204,12 @@ impl Metrics {
             .inc();
     }
 
-    /// Records that the candidate is the live handler now.
-    pub(crate) fn candidate_promoted(&self) {
-        self.candidate_promoted.set(1);
+    /// Counts a swap of the live handler (`kind`: reload, promotion,
+    /// rollback); `promoted`: the live handler is the promoted candidate
+    /// now.
+    pub(crate) fn handler_swapped(&self, kind: &'static str, promoted: bool) {
+        self.handler_swaps.get_or_create(&SwapLabels { kind }).inc();
+        self.candidate_promoted.set(i64::from(promoted));
     }
 
     /// Counts a swap the rollback policy undid.
@@ -290,8 +301,13 @@ impl Metrics {
         );
         registry.register(
             "candidate_promoted",
-            "1 once the candidate handler is the live one (--promote-after)",
+            "1 while the live handler is the promoted candidate (--promote-after); 0 again once a reload or a rollback replaced it",
             self.candidate_promoted.clone(),
+        );
+        registry.register(
+            "handler_swaps",
+            "Swaps of the live handler, by kind: reload (SIGHUP, --watch), promotion, rollback",
+            self.handler_swaps.clone(),
         );
         registry.register(
             "handler_rollbacks",
@@ -320,6 +336,7 @@ impl Metrics {
             api_calls: BTreeMap::new(),
             candidate: None,
             rolled_back: self.rollbacks.get(),
+            swaps: Vec::new(),
         }
     }
 }
@@ -351,6 +368,8 @@ pub struct Summary {
     pub candidate: Option<Candidate>,
     /// Swaps the rollback policy undid.
     pub rolled_back: u64,
+    /// Every swap of the live handler, in order (`generation kind`).
+    pub swaps: Vec<String>,
 }
 
 impl Summary {
@@ -413,6 +432,9 @@ impl fmt::Display for Summary {
                 "\n  rolled back:   {} (the dead letters of each are in the log)",
                 self.rolled_back
             )?;
+        }
+        if !self.swaps.is_empty() {
+            write!(f, "\n  handler swaps: {}", self.swaps.join("; "))?;
         }
         if !self.api_calls.is_empty() {
             let total: u64 = self.api_calls.values().sum();

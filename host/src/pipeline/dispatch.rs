@@ -146,8 +146,9 @@ async fn dispatch_pages(
                     version,
                     listed,
                     reason,
+                    generation,
                 } => {
-                    refuse(shared, &key, &version, listed, reason).await;
+                    refuse(shared, &key, &version, listed, reason, generation).await;
                     continue;
                 }
                 Prepared::Unreadable(key, e) if e.class == Class::Request => {
@@ -198,6 +199,8 @@ enum Prepared {
         version: Version,
         listed: Instant,
         reason: String,
+        /// The handler generation that failed on it, if one did.
+        generation: Option<u64>,
     },
     /// It cannot be read; it stays in the source.
     Unreadable(String, StorageError),
@@ -229,22 +232,29 @@ async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
                 version,
                 listed,
                 reason,
+                generation: None,
             };
         }
         Attempt::Failed(e) => return Prepared::Unreadable(key, e),
         Attempt::Stopped => return Prepared::Stopped,
     };
-    let widget = match shared.handlers.current().ordering_key(&body).await {
+    let (handler, generation) = shared.handlers.current_generation();
+    let widget = match handler.ordering_key(&body).await {
         Ok(widget) => widget,
         // A handler that traps or runs out of time or memory on this
         // request's key will do so again: the request is its own fault.
         Err(CallError::Handler(reason)) => {
             let reason = format!("handler failed in ordering-key: {reason}");
+            // A candidate in shadow is asked about it all the same.
+            if let Some(shadow) = &shared.options.shadow {
+                shadow.compare_failed_key(&key, &body, reason.clone(), &shared.sink);
+            }
             return Prepared::Refused {
                 key,
                 version,
                 listed,
                 reason,
+                generation: Some(generation),
             };
         }
         Err(CallError::Store(e)) => {

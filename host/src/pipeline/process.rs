@@ -5,6 +5,7 @@
 //! [`crate::retry::Retry::run_holding`]); its removal needs none, unless
 //! the run has only one.
 
+use super::Rollback;
 use super::keys;
 use super::slots::Slot;
 use super::{Job, Shared};
@@ -14,16 +15,21 @@ use crate::handler::CallError;
 use crate::metrics;
 use crate::retry::{Attempt, Hold};
 use crate::sink::Sink;
-use crate::source::Version;
+use crate::source::{DeadLettering, Version};
+use crate::verdicts::Verdict;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 /// What the handler and the sink made of a request.
 enum Decision {
     /// Its operations are stored: remove it.
     Applied { plan: Plan, warnings: u32 },
+    /// The handler refused it (rejected it, or failed on it): move it to
+    /// the dead-letter place with this reason, unless the handler is on
+    /// trial.
+    Refused(String),
     /// Move it to the dead-letter place with this reason.
     DeadLetter(String),
     /// The run stopped first: it stays in the source.
@@ -40,6 +46,9 @@ enum Fate {
         warnings: u32,
     },
     DeadLettered(String),
+    /// Gone from the source, or replaced there, before it could be moved
+    /// to the dead-letter place: nothing was dead-lettered.
+    Missed(String),
     /// Stopped before it was done: it stays in the source.
     Stopped,
     /// It could not be removed from the source (logged): it stays there.
@@ -51,9 +60,10 @@ enum Fate {
 impl Fate {
     /// What a request comes to when moving it to the dead-letter place
     /// ended as `moved` says.
-    fn dead_lettered(moved: Attempt<(), StorageError>, reason: String) -> Fate {
+    fn dead_lettered(moved: Attempt<DeadLettering, StorageError>, reason: String) -> Fate {
         match moved {
-            Attempt::Done(()) => Fate::DeadLettered(reason),
+            Attempt::Done(DeadLettering::Kept) => Fate::DeadLettered(reason),
+            Attempt::Done(DeadLettering::Missed) => Fate::Missed(reason),
             Attempt::Failed(e) => Fate::not_removed(e),
             Attempt::Stopped => Fate::Stopped,
         }
@@ -74,7 +84,28 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
     let widget = job.widget.as_deref().unwrap_or("-");
     // The generation of the handler that decided, for the rollback policy.
     let generation = AtomicU64::new(u64::MAX);
-    let fate = match decide_and_store(shared, job, slot, &generation).await {
+    // The generation a held refusal was counted against already.
+    let mut counted = None;
+    let decision = loop {
+        let decision = decide_and_store(shared, job, slot, &generation).await;
+        let (Decision::Refused(_), Some(rollback)) = (&decision, &shared.options.rollback) else {
+            break decision;
+        };
+        let judged = generation.load(Ordering::Relaxed);
+        if !rollback.on_trial(judged) {
+            break decision;
+        }
+        if counted != Some(judged) {
+            rollback.held(judged, key);
+            counted = Some(judged);
+        }
+        match hold_for_verdict(shared, job, slot, rollback, judged).await {
+            Trial::DecideAgain => continue,
+            Trial::Kept => break decision,
+            Trial::Stopped => break Decision::Stopped,
+        }
+    };
+    let fate = match decision {
         Decision::Stopped => Fate::Stopped,
         Decision::Fatal(e) => Fate::Fatal(e),
         Decision::Applied { plan, warnings } => {
@@ -95,7 +126,7 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
                 Attempt::Stopped => Fate::Stopped,
             }
         }
-        Decision::DeadLetter(reason) => {
+        Decision::Refused(reason) | Decision::DeadLetter(reason) => {
             let moved = shared
                 .retry
                 .run_holding(slot, || shared.source.dead_letter(key, &job.version, &reason))
@@ -106,23 +137,91 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
     if let Some(rollback) = &shared.options.rollback {
         let generation = generation.load(Ordering::Relaxed);
         match &fate {
-            Fate::Applied { .. } if generation != u64::MAX => rollback.record(generation, key, false),
-            Fate::DeadLettered(_) if generation != u64::MAX => rollback.record(generation, key, true),
+            _ if generation == u64::MAX || counted == Some(generation) => {}
+            Fate::Applied { .. } => rollback.record(generation, key, false),
+            Fate::DeadLettered(_) => rollback.record(generation, key, true),
             _ => {}
         }
     }
     settle(shared, key, widget, job.listed, fate);
 }
 
+/// How often a held request looks whether its handler was judged.
+const HOLD_POLL: Duration = Duration::from_millis(50);
+
+/// How long a refusal is held at most while its handler is on trial: a
+/// stream of one widget, all of it held behind the refusal, would never
+/// fill the window.
+const HOLD_AT_MOST: Duration = Duration::from_secs(60);
+
+/// What became of a refusal held while its handler was on trial.
+enum Trial {
+    /// The handler that refused it is no longer live (rolled back, or
+    /// replaced): the live one decides it.
+    DecideAgain,
+    /// The handler was kept: the refusal stands.
+    Kept,
+    /// The run stopped meanwhile: it stays in the source.
+    Stopped,
+}
+
+/// Holds a request refused by the handler of `generation`, on trial, until
+/// the rollback policy has judged that handler: its slot and its widget's
+/// later requests let go of meanwhile (as while a failing call waits to
+/// retry), so that they wait behind it and other widgets go on.
+async fn hold_for_verdict(
+    shared: &Shared,
+    job: &Job,
+    slot: &mut Slot<'_>,
+    rollback: &Rollback,
+    generation: u64,
+) -> Trial {
+    info!(request_key = %job.key, "Refused by a handler on trial (--rollback-on-dead-letters): held, with its widget's later requests, until the policy has judged the handler.");
+    let mut holding = Retrying {
+        slot,
+        shared,
+        widget: job.widget.as_deref(),
+    };
+    holding.release();
+    let since = Instant::now();
+    let verdict = loop {
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => return Trial::Stopped,
+            () = tokio::time::sleep(HOLD_POLL) => {}
+        }
+        if shared.handlers.current_generation().1 != generation {
+            break Trial::DecideAgain;
+        }
+        if !rollback.on_trial(generation) || since.elapsed() >= HOLD_AT_MOST {
+            break Trial::Kept;
+        }
+    };
+    holding.reacquire().await;
+    verdict
+}
+
 /// Dead-letters a request the pipeline refused before its turn: too large
-/// to read, or its ordering key could not be had. It changes nothing in
-/// the store, so it needs no place in its key's order.
-pub(super) async fn refuse(shared: &Shared, key: &str, version: &Version, listed: Instant, reason: String) {
+/// to read, or its ordering key could not be had (from the handler of
+/// `generation`, which the rollback policy counts it against). It changes
+/// nothing in the store, so it needs no place in its key's order.
+pub(super) async fn refuse(
+    shared: &Shared,
+    key: &str,
+    version: &Version,
+    listed: Instant,
+    reason: String,
+    generation: Option<u64>,
+) {
     let moved = shared
         .retry
         .run(|| shared.source.dead_letter(key, version, &reason))
         .await;
-    settle(shared, key, "-", listed, Fate::dead_lettered(moved, reason));
+    let fate = Fate::dead_lettered(moved, reason);
+    if let (Some(rollback), Some(generation), Fate::DeadLettered(_)) = (&shared.options.rollback, generation, &fate) {
+        rollback.record(generation, key, true);
+    }
+    settle(shared, key, "-", listed, fate);
 }
 
 /// Counts and logs what a request came to.
@@ -147,6 +246,9 @@ fn settle(shared: &Shared, key: &str, widget: &str, listed: Instant, fate: Fate)
             info!(request_key = %key, kind = %kind, widget = %widget, operations, warnings, latency_ms, outcome = metrics::APPLIED, "Request done.");
         }
         Fate::DeadLettered(reason) => dead_lettered(shared, key, widget, Some(latency_ms), &reason),
+        Fate::Missed(reason) => {
+            info!(request_key = %key, widget = %widget, reason = %reason, "The request was to be dead-lettered, but it had been removed or replaced in the source meanwhile; nothing was moved.");
+        }
     }
 }
 
@@ -237,17 +339,30 @@ async fn decide_and_store(
     let handled = match handled {
         Attempt::Done(Some((handled, recorded))) => {
             if let (Some(shadow), Some(recorded)) = (shadow, recorded) {
-                shadow.compare(&job.key, &job.body, &handled, recorded);
+                let live = Verdict::answered(handled.verdict.clone());
+                shadow.compare(&job.key, &job.body, job.widget.clone(), live, recorded);
             }
             handled
         }
         Attempt::Done(None) | Attempt::Stopped => return Decision::Stopped,
-        Attempt::Failed(CallError::Handler(reason)) => return Decision::DeadLetter(reason),
+        Attempt::Failed(CallError::Handler(reason)) => {
+            let refused = reason.clone();
+            // A candidate that handles what the live handler fails on is
+            // what an operator wants to see: compared too, against the
+            // store as it is (nothing of this request was stored).
+            if let Some(shadow) = shadow
+                && let Some(recorded) = shadow.recorder(&shared.sink)
+            {
+                let live = Verdict::Refused(format!("handler failed: {reason}"));
+                shadow.compare(&job.key, &job.body, job.widget.clone(), live, recorded);
+            }
+            return Decision::Refused(refused);
+        }
         Attempt::Failed(CallError::Store(e)) => return Decision::Fatal(e),
     };
     let plan = match handled.verdict {
         Ok(plan) => plan,
-        Err(reason) => return Decision::DeadLetter(format!("rejected: {reason}")),
+        Err(reason) => return Decision::Refused(format!("rejected: {reason}")),
     };
     for operation in &plan.operations {
         let stored = shared

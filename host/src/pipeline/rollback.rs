@@ -14,6 +14,14 @@
 //! Requests are counted under the generation of the handler that decided
 //! them: one still in flight from before a swap does not count for the new
 //! handler.
+//!
+//! While a swap is on trial (its first window not yet full), a request the
+//! new handler refuses is not dead-lettered: it is held (`process.rs`),
+//! and so are its widget's later requests, counted here as a dead letter
+//! ([`Rollback::held`]). Rolled back, the handler put back decides it
+//! again, in its widget's order, as if the bad handler had never seen it;
+//! kept, it is dead-lettered then. So a rollback leaves the store as the
+//! trusted handler alone would have, and nothing to redrive.
 
 use crate::handler::swap::HandlerSlot;
 use crate::logging::escape;
@@ -48,8 +56,9 @@ impl std::fmt::Debug for Rollback {
 struct Seen {
     /// The generation whose requests `recent` holds.
     generation: u64,
-    /// Its last requests: dead-lettered or not, and their keys.
-    recent: VecDeque<(bool, String)>,
+    /// Its last requests: refused or not, their keys, and whether the
+    /// refusal is held (the request waits for the verdict on the handler).
+    recent: VecDeque<(bool, String, bool)>,
     /// The previous generation's last window, when a swap is watched.
     baseline: Option<Vec<bool>>,
     /// The generation a rollback made: not watched.
@@ -80,12 +89,37 @@ impl Rollback {
         }
     }
 
+    /// Whether the handler of `generation` is on trial: the first window
+    /// after the swap that made it live is not yet full.
+    pub(crate) fn on_trial(&self, generation: u64) -> bool {
+        let seen = self.seen.lock().unwrap();
+        if generation > seen.generation {
+            // Swapped in, and nothing counted for it yet.
+            return generation != seen.rolled_back_to.unwrap_or(u64::MAX);
+        }
+        generation == seen.generation
+            && seen.baseline.is_some()
+            && seen.rolled_back_from != Some(generation)
+            && seen.recent.len() < self.window
+    }
+
+    /// Counts a refusal by the handler of `generation`, on trial, that its
+    /// request holds on to until the verdict; rolls back when the policy
+    /// says so.
+    pub(crate) fn held(&self, generation: u64, key: &str) {
+        self.count(generation, key, true, true);
+    }
+
     /// Counts a request the handler of `generation` decided; rolls back
     /// when the policy says so.
     pub(crate) fn record(&self, generation: u64, key: &str, dead_lettered: bool) {
+        self.count(generation, key, dead_lettered, false);
+    }
+
+    fn count(&self, generation: u64, key: &str, dead_lettered: bool, held: bool) {
         let mut seen = self.seen.lock().unwrap();
         if seen.rolled_back_from == Some(generation) {
-            if dead_lettered {
+            if dead_lettered && !held {
                 warn!(request_key = %escape(key), "Dead-lettered by the handler rolled back (it was under way at the rollback); `redrive` takes it back.");
             }
             return;
@@ -97,11 +131,11 @@ impl Rollback {
             // A swap: the last window before it is the baseline (none at
             // all, for a swap before any request: the trusted handler is
             // taken to dead-letter nothing), unless a rollback made it.
-            let before: Vec<bool> = seen.recent.drain(..).map(|(dead, _)| dead).collect();
+            let before: Vec<bool> = seen.recent.drain(..).map(|(dead, _, _)| dead).collect();
             seen.baseline = (seen.rolled_back_to != Some(generation)).then_some(before);
             seen.generation = generation;
         }
-        seen.recent.push_back((dead_lettered, key.to_owned()));
+        seen.recent.push_back((dead_lettered, key.to_owned(), held));
         if seen.recent.len() > self.window {
             seen.recent.pop_front();
         }
@@ -111,7 +145,7 @@ impl Rollback {
         if seen.recent.len() < self.window {
             return;
         }
-        let new = percent(seen.recent.iter().map(|(dead, _)| *dead));
+        let new = percent(seen.recent.iter().map(|(dead, _, _)| *dead));
         let old = percent(baseline.iter().copied());
         if new - old <= self.points {
             return;
@@ -122,19 +156,22 @@ impl Rollback {
         seen.rolled_back_to = Some(restored);
         seen.rolled_back_from = Some(generation);
         seen.baseline = None;
-        let keys: Vec<String> = seen
-            .recent
-            .iter()
-            .filter(|(dead, _)| *dead)
-            .map(|(_, key)| escape(key).into_owned())
-            .collect();
+        let keys = |held_ones: bool| -> Vec<String> {
+            seen.recent
+                .iter()
+                .filter(|(dead, _, held)| *dead && *held == held_ones)
+                .map(|(_, key, _)| escape(key).into_owned())
+                .collect()
+        };
+        let (dead, held) = (keys(false), keys(true));
         self.metrics.rolled_back();
         warn!(
             new_percent = new,
             previous_percent = old,
             window = self.window,
-            dead_lettered = %keys.join(" "),
-            "Rolled back to the previous handler: the new one dead-lettered {new:.0}% of its last {} requests, the previous one {old:.0}%. The new one's dead letters of the window are listed; `redrive` takes them back.",
+            dead_lettered = %dead.join(" "),
+            held = held.len(),
+            "Rolled back to the previous handler: the new one refused {new:.0}% of its last {} requests, the previous one {old:.0}%. The requests it refused on trial are decided again by the handler put back; any it dead-lettered are listed (`redrive` takes them back).",
             self.window
         );
     }

@@ -17,7 +17,7 @@
 use crate::contract::{Context, Destination};
 use crate::error::StorageError;
 use crate::handler::swap::HandlerSlot;
-use crate::handler::{CallError, Handled, Handler};
+use crate::handler::{CallError, Handler};
 use crate::logging::escape;
 use crate::metrics::{Candidate as Standing, Metrics};
 use crate::sink::Sink;
@@ -101,43 +101,117 @@ impl Shadow {
         (!self.standing().promoted).then(|| Arc::new(Recorded::new(sink.clone())))
     }
 
-    /// Asks the candidate about the request `key` with `body`, which the
-    /// live handler answered with `live` after the reads in `recorded`;
-    /// compares and counts on a task of its own.
-    pub(crate) fn compare(self: &Arc<Self>, key: &str, body: &[u8], live: &Handled, recorded: Arc<Recorded>) {
+    /// Asks the candidate about the request `key` with `body`, to which
+    /// the live handler gave the ordering key `live_key` and the verdict
+    /// `live` (`Verdict::Refused` where it failed) after the reads in
+    /// `recorded`; compares and counts on a task of its own. Both of the
+    /// candidate's exports are asked: a trap in its `ordering-key` fails it
+    /// as a trap in `handle` does, and another ordering key is a
+    /// difference where the verdicts agree.
+    pub(crate) fn compare(
+        self: &Arc<Self>,
+        key: &str,
+        body: &[u8],
+        live_key: Option<String>,
+        live: Verdict,
+        recorded: Arc<Recorded>,
+    ) {
+        self.spawn(key, body, move |shadow, key, body| async move {
+            let candidate_key = match shadow.candidate.ordering_key(&body).await {
+                Ok(candidate_key) => candidate_key,
+                Err(CallError::Handler(reason)) => {
+                    return match live {
+                        // Both end in a dead letter: they agree.
+                        Verdict::Refused(_) => Outcome::Compared(Comparison::Same),
+                        Verdict::Accepted(_) => Outcome::Failed(format!("in ordering-key: {reason}")),
+                    };
+                }
+                Err(CallError::Store(e)) => return Outcome::Unread(e),
+            };
+            match shadow.handled_outcome(&key, &body, live, recorded).await {
+                Outcome::Compared(Comparison::Same) if candidate_key != live_key => {
+                    Outcome::Compared(Comparison::PlansDiffer(vec![format!(
+                        "ordering key: old {}, new {}",
+                        shown_key(&live_key),
+                        shown_key(&candidate_key)
+                    )]))
+                }
+                outcome => outcome,
+            }
+        });
+    }
+
+    /// Asks the candidate about the request `key` with `body`, whose
+    /// ordering key the live handler failed on (`reason`): it is
+    /// dead-lettered before its handling, so the candidate's own key and
+    /// verdict are what it is compared on, against the store (`sink`, read
+    /// only).
+    pub(crate) fn compare_failed_key(self: &Arc<Self>, key: &str, body: &[u8], reason: String, sink: &Arc<dyn Sink>) {
+        if self.standing().promoted {
+            return;
+        }
+        let sink = sink.clone();
+        self.spawn(key, body, move |shadow, key, body| async move {
+            match shadow.candidate.ordering_key(&body).await {
+                Ok(_) => {
+                    let recorded = Arc::new(Recorded::new(sink));
+                    shadow
+                        .handled_outcome(&key, &body, Verdict::Refused(reason), recorded)
+                        .await
+                }
+                Err(CallError::Handler(_)) => Outcome::Compared(Comparison::Same),
+                Err(CallError::Store(e)) => Outcome::Unread(e),
+            }
+        });
+    }
+
+    /// Runs `comparison` of the request `key` on a task of its own, if
+    /// there is room for one (else it is counted as not compared), and
+    /// counts its outcome.
+    fn spawn<F, Fut>(self: &Arc<Self>, key: &str, body: &[u8], comparison: F)
+    where
+        F: FnOnce(Arc<Shadow>, String, Vec<u8>) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
         let Ok(room) = self.room.clone().try_acquire_owned() else {
             self.count(key, Outcome::Skipped);
             return;
         };
         let shadow = self.clone();
-        let (key, body) = (key.to_owned(), body.to_vec());
-        let live = Verdict::answered(live.verdict.clone());
+        let key = key.to_owned();
+        let body = body.to_vec();
         tokio::spawn(async move {
             let _room = room;
-            let context = Context {
-                key: key.clone(),
-                destination: recorded.destination(),
-            };
-            let replayed: Arc<dyn Sink> = Arc::new(Replayed(recorded));
-            let started = Instant::now();
-            let handled = shadow.candidate.handle(&body, &context, replayed).await;
-            shadow.metrics.candidate_call(started.elapsed());
-            let outcome = match handled {
-                Ok(handled) => Outcome::Compared(compare(live, Verdict::answered(handled.verdict))),
-                Err(CallError::Handler(reason)) => match live {
-                    // Both end in a dead letter: they agree.
-                    Verdict::Refused(_) => Outcome::Compared(Comparison::Same),
-                    Verdict::Accepted(_) => Outcome::Failed(reason),
-                },
-                Err(CallError::Store(e)) => Outcome::Unread(e),
-            };
+            let outcome = comparison(shadow.clone(), key.clone(), body).await;
             shadow.count(&key, outcome);
         });
     }
 
+    /// The candidate's handling of a request compared with the live
+    /// handler's verdict `live`, reading as `recorded` read.
+    async fn handled_outcome(&self, key: &str, body: &[u8], live: Verdict, recorded: Arc<Recorded>) -> Outcome {
+        let context = Context {
+            key: key.to_owned(),
+            destination: recorded.destination(),
+        };
+        let replayed: Arc<dyn Sink> = Arc::new(Replayed(recorded));
+        let started = Instant::now();
+        let handled = self.candidate.handle(body, &context, replayed).await;
+        self.metrics.candidate_call(started.elapsed());
+        match handled {
+            Ok(handled) => Outcome::Compared(compare(live, Verdict::answered(handled.verdict))),
+            Err(CallError::Handler(reason)) => match live {
+                // Both end in a dead letter: they agree.
+                Verdict::Refused(_) => Outcome::Compared(Comparison::Same),
+                Verdict::Accepted(_) => Outcome::Failed(reason),
+            },
+            Err(CallError::Store(e)) => Outcome::Unread(e),
+        }
+    }
+
     /// Counts, logs, and promotes the candidate when it has earned it.
-    fn count(&self, key: &str, outcome: Outcome) {
-        let key = escape(key);
+    fn count(&self, raw_key: &str, outcome: Outcome) {
+        let key = escape(raw_key);
         self.metrics.candidate(outcome.label());
         let (promote, disqualified_now) = {
             let mut standing = self.standing.lock().unwrap();
@@ -157,7 +231,8 @@ impl Shadow {
             standing.promoted = earned;
             (earned, !was_disqualified && standing.disqualified())
         };
-        self.record(&key, &outcome);
+        // The key as it is: a record is data, read back by `diff --records`.
+        self.record(raw_key, &outcome);
         match outcome {
             Outcome::Compared(Comparison::Same) => {}
             Outcome::Compared(Comparison::NewlyRejected(reason)) => {
@@ -189,7 +264,6 @@ impl Shadow {
         }
         if promote {
             self.handlers.promote(self.candidate.clone());
-            self.metrics.candidate_promoted();
             let standing = self.standing();
             info!(
                 agreed = standing.agreed,
@@ -226,6 +300,14 @@ impl Shadow {
         if let Err(e) = std::io::Write::write_all(&mut *file.lock().unwrap(), line.as_bytes()) {
             warn!(error = %e, "Cannot write a candidate record (--candidate-records).");
         }
+    }
+}
+
+/// An ordering key as a difference line shows it.
+fn shown_key(key: &Option<String>) -> String {
+    match key {
+        Some(key) => format!("{:?}", escape(key)),
+        None => "none".to_owned(),
     }
 }
 

@@ -59,6 +59,9 @@ pub(super) struct Slots {
     gauge: Gauge,
 }
 
+/// The measured number of slots is logged at most this often.
+const LOG_CHANGES_EVERY: Duration = Duration::from_secs(5);
+
 struct State {
     /// Slots held.
     in_use: usize,
@@ -68,8 +71,9 @@ struct State {
     max: usize,
     /// Where the number of slots is found by measurement.
     gradient: Option<Gradient>,
-    /// The number of slots the log last said.
+    /// The number of slots the log last said, and when.
     logged: usize,
+    logged_at: Option<Instant>,
     /// Successes since the last change of `limit`.
     successes: usize,
     last_decrease: Option<Instant>,
@@ -144,6 +148,7 @@ impl Slots {
                 max: max.max(1),
                 gradient,
                 logged: count.max(1),
+                logged_at: None,
                 successes: 0,
                 last_decrease: None,
                 throttled: VecDeque::new(),
@@ -290,9 +295,13 @@ impl Slots {
         }
         state.limit = new;
         self.gauge.set(new as i64);
-        // On the log when it has moved by a quarter since it last said.
-        if new.abs_diff(state.logged) >= (state.logged / 4).max(1) {
+        // On the log when it has moved by a quarter since it last said,
+        // and at most every few seconds: a measured number moves all the
+        // time, and the gauge shows every move.
+        let quiet = state.logged_at.is_some_and(|at| at.elapsed() < LOG_CHANGES_EVERY);
+        if !quiet && new.abs_diff(state.logged) >= (state.logged / 4).max(1) {
             state.logged = new;
+            state.logged_at = Some(Instant::now());
             tracing::info!(
                 concurrency = new,
                 latency_ms = latency.as_millis() as u64,

@@ -7,7 +7,7 @@ use crate::handler::{BUILTIN, Choice, Handler, Limits};
 use crate::producer::Producer;
 use crate::sink::memory::MemorySink;
 use crate::source::dir::DirSource;
-use crate::source::{Fetched, Listed, Page, Version};
+use crate::source::{DeadLettering, Fetched, Listed, Page, Version};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -496,7 +496,7 @@ impl Source for OneShot {
         self.acked.lock().unwrap().push(key.to_owned());
         Ok(())
     }
-    async fn dead_letter(&self, key: &str, _version: &Version, reason: &str) -> Result<(), StorageError> {
+    async fn dead_letter(&self, key: &str, _version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
         panic!("{key} dead-lettered: {reason}")
     }
     async fn hand_back(&self, key: &str, version: &Version) {

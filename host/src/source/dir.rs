@@ -10,11 +10,13 @@
 //! met, unread, under an escaped name, with the reason.
 
 use super::{
-    DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, SetAside, Source, Version, Writer,
-    write_retried,
+    DeadLetter, DeadLettering, DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, SetAside, Source,
+    Version, Writer, write_retried,
 };
 use crate::error::StorageError;
-use crate::folder::{key_path, sweep_stale_temp_files, sync_dir, write_atomically};
+use crate::folder::{
+    key_path, rename_no_replace, sweep_stale_temp_files, sync_dir, write_atomically, write_new,
+};
 use crate::retry::Retry;
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -43,27 +45,92 @@ pub(crate) struct DirSource {
     read_only: bool,
 }
 
-/// The file name of the dead letter of request `key`: the key, with `%`
-/// written `%25` and, when it ends in `.reason`, that dot written `%2E`.
-/// So no dead letter's name ends in `.reason`, and none can be taken for
-/// the reason beside another (`K.reason`, as SPEC.md lays them out), nor a
-/// reason for a dead letter; [`key_of`] reads it back.
-fn dead_letter_name(key: &str) -> String {
+/// Bytes a file name may have (Linux's `NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// What a reason's file name adds to its dead letter's.
+const REASON: &str = ".reason";
+
+/// Room a dead letter's name keeps for its number (`%23` and ten digits).
+const NUMBER_ROOM: usize = 13;
+
+/// Marks a dead letter's name cut short (`%7E`): never made by escaping.
+const CUT: &str = "%7E";
+
+/// Marks a dead letter's number (`%23`): never made by escaping.
+const NUMBER: &str = "%23";
+
+/// The key, escaped for a dead letter's name: `%` written `%25` and, when
+/// it ends in `.reason`, that dot written `%2E`. So no dead letter's name
+/// ends in `.reason`, and none can be taken for the reason beside another
+/// (`K.reason`, as SPEC.md lays them out), nor a reason for a dead letter.
+/// Every `%` in an escaped key starts `%25` or `%2E`: `%23` and `%7E` can
+/// only be ours.
+fn escaped(key: &str) -> String {
     let name = key.replace('%', "%25");
-    match name.strip_suffix(".reason") {
-        Some(stem) => format!("{stem}%2Ereason"),
+    match name.strip_suffix(REASON) {
+        Some(stem) => format!("{stem}%2E{}", &REASON[1..]),
         None => name,
     }
 }
 
-/// The request key a dead letter's file name stands for.
+/// The file name of the `n`th dead letter of request `key` (from 1): the
+/// escaped key, then `%23n` from the second on, so that a request
+/// dead-lettered again under the same key never replaces the first. A key
+/// too long to have its reason beside it within `NAME_MAX` (a 250-byte
+/// name, or one whose `%`s grew it) is cut at a character boundary and
+/// marked `%7E`; its reason names the whole key. [`key_of`] reads a name
+/// back.
+fn dead_letter_name(key: &str, n: u32) -> String {
+    let room = NAME_MAX - REASON.len() - NUMBER_ROOM;
+    let mut name = escaped(key);
+    if name.len() > room {
+        // The key is cut, not its escaped form, so no escape is split.
+        let mut cut = key.floor_char_boundary(room - CUT.len());
+        while key[..cut].replace('%', "%25").len() + CUT.len() > room {
+            cut = key.floor_char_boundary(cut - 1);
+        }
+        name = format!("{}{CUT}", key[..cut].replace('%', "%25"));
+    }
+    if n > 1 {
+        name.push_str(&format!("{NUMBER}{n}"));
+    }
+    name
+}
+
+/// Whether a dead letter's name was cut short.
+fn is_cut(name: &str) -> bool {
+    without_number(name).ends_with(CUT)
+}
+
+/// A dead letter's name without its number.
+fn without_number(name: &str) -> &str {
+    match name.rsplit_once(NUMBER) {
+        Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
+        _ => name,
+    }
+}
+
+/// The request key a dead letter's file name stands for: the key itself,
+/// or for a name cut short the name as it is (the request goes back under
+/// it).
 fn key_of(name: &str) -> String {
+    let name = without_number(name);
     let name = match name.strip_suffix("%2Ereason") {
         Some(stem) => format!("{stem}.reason"),
         None => name.to_owned(),
     };
     name.replace("%25", "%")
 }
+
+/// A request file named like the dead-letter folder, set aside under this
+/// hidden name so that the folder can be made (and found there by a start
+/// after a crash in between).
+const ASIDE: &str = ".dead-letter.aside";
+
+/// Why a request file named like the dead-letter folder is not read.
+const NAMED_LIKE_THE_FOLDER: &str =
+    "a file named dead-letter, the name of the dead-letter folder: set aside unread so that the folder can be made";
 
 /// A folder entry that can never be a request, and why.
 struct Odd {
@@ -93,6 +160,13 @@ impl DirSource {
         }
         if !read_only {
             sweep_stale_temp_files(&root);
+            // A file named like the dead-letter folder, moved aside by a
+            // run that stopped before it was dead-lettered.
+            let aside = root.join(ASIDE);
+            if std::fs::symlink_metadata(&aside).is_ok() {
+                let reason = format!("{NAMED_LIKE_THE_FOLDER}; its name, escaped: {DEAD_LETTER}");
+                move_to_dead_letters(&root, &aside, DEAD_LETTER, &reason)?;
+            }
         }
         Ok(DirSource {
             root,
@@ -131,70 +205,132 @@ impl DirSource {
         Ok(self.root.join(key))
     }
 
-    /// Moves what is at `from` into the dead-letter folder as `name`, the
-    /// reason first: a crash in between leaves the request in place, to be
-    /// dead-lettered again, never a request without its reason. A rename
-    /// keeps the bytes exactly as they were, and moves a link, not what it
-    /// points at.
-    async fn move_to_dead_letters(&self, from: &Path, name: &str, reason: &str) -> Result<(), StorageError> {
-        let folder = self.root.join(DEAD_LETTER);
-        let reason_path = folder.join(format!("{name}.reason"));
-        write_atomically(&self.root, &reason_path, format!("{reason}\n").as_bytes())
-            .await
-            .map_err(|e| StorageError::io(format!("write {}", reason_path.display()), e))?;
-        match tokio::fs::rename(from, folder.join(name)).await {
-            Ok(()) => {
-                sync_dir(&folder).map_err(|e| StorageError::io(format!("sync {}", folder.display()), e))
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::io(
-                format!("move {} to {}", from.display(), folder.display()),
-                e,
-            )),
+    /// Moves what is at `from` (a request of key `key`) into the
+    /// dead-letter folder, under the first name of the key's that no dead
+    /// letter and no reason holds, the reason first: a crash in between
+    /// leaves the request in place, to be dead-lettered again, never a
+    /// request without its reason. Both steps are renames that never
+    /// replace a file, so no dead letter or reason is ever overwritten, by
+    /// this host or another. A rename keeps the bytes exactly as they were,
+    /// and moves a link, not what it points at.
+    async fn move_to_dead_letters(&self, from: &Path, key: &str, reason: &str) -> Result<DeadLettering, StorageError> {
+        let (root, from, key) = (self.root.clone(), from.to_owned(), key.to_owned());
+        let mut reason = reason.to_owned();
+        if is_cut(&dead_letter_name(&key, 1)) {
+            reason.push_str(&format!(
+                "; kept under a shortened name: the request's key was {}",
+                key.as_bytes().escape_ascii()
+            ));
         }
+        tokio::task::spawn_blocking(move || move_to_dead_letters(&root, &from, &key, &reason))
+            .await
+            .map_err(|e| StorageError::io("move a request to the dead letters", std::io::Error::other(e)))?
     }
 
     /// Dead-letters an entry that can never be a request.
     async fn set_aside(&self, odd: Odd) -> Result<SetAside, StorageError> {
         let name = odd.name.as_bytes().escape_ascii().to_string();
         let reason = format!("{}; its name, escaped: {name}", odd.reason);
-        self.move_to_dead_letters(&self.root.join(&odd.name), &dead_letter_name(&name), &reason)
-            .await?;
+        let mut from = self.root.join(&odd.name);
+        if odd.name == DEAD_LETTER {
+            // It holds the folder's name: moved aside first, so that the
+            // folder can be made.
+            let aside = self.root.join(ASIDE);
+            match rename_no_replace(&from, &aside) {
+                Ok(()) => sync_dir(&self.root).map_err(|e| StorageError::io(format!("sync {}", self.root.display()), e))?,
+                Err(e) => return Err(StorageError::io(format!("move {} aside", from.display()), e)),
+            }
+            from = aside;
+        }
+        self.move_to_dead_letters(&from, &name, &reason).await?;
         Ok(SetAside { name, reason })
     }
 }
 
+/// [`DirSource::move_to_dead_letters`], blocking.
+fn move_to_dead_letters(root: &Path, from: &Path, key: &str, reason: &str) -> Result<DeadLettering, StorageError> {
+    let folder = root.join(DEAD_LETTER);
+    match std::fs::create_dir(&folder) {
+        Ok(()) => sync_dir(root).map_err(|e| StorageError::io(format!("sync {}", root.display()), e))?,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StorageError::io(format!("create {}", folder.display()), e)),
+    }
+    let reason = format!("{reason}\n");
+    for n in 1..=u32::MAX {
+        let name = dead_letter_name(key, n);
+        let reason_path = folder.join(format!("{name}{REASON}"));
+        let claimed = write_new(root, &reason_path, reason.as_bytes())
+            .map_err(|e| StorageError::io(format!("write {}", reason_path.display()), e))?;
+        if !claimed {
+            continue;
+        }
+        let moved = rename_no_replace(from, &folder.join(&name));
+        if moved.is_err() {
+            // The name is not this request's after all: its reason goes.
+            let _ = std::fs::remove_file(&reason_path);
+        }
+        match moved {
+            Ok(()) => {
+                sync_dir(&folder).map_err(|e| StorageError::io(format!("sync {}", folder.display()), e))?;
+                return Ok(DeadLettering::Kept);
+            }
+            // A dead letter without its reason (a redrive stopped half-way)
+            // holds the name: the next one.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(DeadLettering::Missed),
+            Err(e) => {
+                return Err(StorageError::io(
+                    format!("move {} to {}", from.display(), folder.display()),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(StorageError::request(
+        format!("dead-letter {}", from.display()),
+        "every name for its dead letter is taken",
+    ))
+}
+
 #[async_trait::async_trait]
 impl DeadLetters for DirSource {
-    /// The dead letters, by request key, in key order: the regular files in
+    /// The dead letters, in key order: the regular files in
     /// `dead-letter/` other than reasons (what the listing set aside, links
     /// and the like, is left there). A file an earlier version dead-lettered
     /// under a name ending in `.reason` is passed over, never removed. A
     /// file's version is not kept: a rename moves the file itself.
-    async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError> {
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StorageError> {
         let folder = self.root.join(DEAD_LETTER);
         let entries = match std::fs::read_dir(&folder) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(StorageError::io(format!("list {}", folder.display()), e)),
         };
-        let mut keys: Vec<(String, Version)> = entries
+        let mut letters: Vec<(u32, DeadLetter)> = entries
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|name| !name.ends_with(".reason") && !name.starts_with('.'))
-            .map(|name| (key_of(&name), Version::default()))
+            .filter(|name| !name.ends_with(REASON) && !name.starts_with('.'))
+            .map(|name| {
+                let number = name[without_number(&name).len()..]
+                    .strip_prefix(NUMBER)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                let letter = DeadLetter {
+                    key: key_of(&name),
+                    id: name,
+                    version: Version::default(),
+                };
+                (number, letter)
+            })
             .collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(keys)
+        letters.sort_by(|(a_n, a), (b_n, b)| (&a.key, a_n).cmp(&(&b.key, b_n)));
+        Ok(letters.into_iter().map(|(_, letter)| letter).collect())
     }
 
     /// The `.reason` file beside the dead letter.
-    async fn reason(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let path = self
-            .root
-            .join(DEAD_LETTER)
-            .join(format!("{}.reason", dead_letter_name(key)));
+    async fn reason(&self, letter: &DeadLetter) -> Result<Option<String>, StorageError> {
+        let path = self.root.join(DEAD_LETTER).join(format!("{}{REASON}", letter.id));
         match std::fs::read(&path) {
             Ok(reason) => Ok(Some(String::from_utf8_lossy(&reason).trim_end().to_owned())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -204,8 +340,8 @@ impl DeadLetters for DirSource {
 
     /// A dead letter's bytes, unless it is gone or larger than
     /// `max_bytes` (then it is not read).
-    async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
-        let path = self.root.join(DEAD_LETTER).join(dead_letter_name(key));
+    async fn read_dead_letter(&self, letter: &DeadLetter, max_bytes: u64) -> Result<Fetched, StorageError> {
+        let path = self.root.join(DEAD_LETTER).join(&letter.id);
         let failed = |e| StorageError::io(format!("read {}", path.display()), e);
         let file = match std::fs::File::open(&path) {
             Ok(file) => file,
@@ -232,10 +368,10 @@ impl DeadLetters for DirSource {
     /// back). A stop between the two steps leaves the dead letter without
     /// its reason, for the next redrive to move; nothing here removes a
     /// file it cannot prove is a reason of its own.
-    async fn redrive(&self, key: &str, _version: &Version) -> Result<Redriven, StorageError> {
+    async fn redrive(&self, letter: &DeadLetter) -> Result<Redriven, StorageError> {
         let folder = self.root.join(DEAD_LETTER);
-        let name = dead_letter_name(key);
-        let (from, to) = (folder.join(&name), self.root.join(key));
+        let (name, key) = (&letter.id, &letter.key);
+        let (from, to) = (folder.join(name), self.root.join(key));
         let action = || format!("move {} back to {}", from.display(), to.display());
         if std::fs::symlink_metadata(&to).is_ok() {
             return Ok(Redriven::Occupied);
@@ -305,31 +441,11 @@ impl Writer for DirWriter {
     }
 }
 
-/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), in
-/// one step (`renameat2` with `RENAME_NOREPLACE`).
-fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
-    let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: both are valid NUL-terminated paths that outlive the call.
-    let done = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    match done {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
-    }
-}
-
 /// Why a folder entry of this type can never be a request, if it cannot.
 fn unusable(name: &std::ffi::OsStr, kind: std::fs::FileType) -> Option<&'static str> {
-    if kind.is_symlink() {
+    if name == DEAD_LETTER {
+        Some(NAMED_LIKE_THE_FOLDER)
+    } else if kind.is_symlink() {
         Some("a symbolic link: only files inside the request folder are read")
     } else if !kind.is_file() {
         Some("not a regular file (a FIFO, socket or device)")
@@ -508,13 +624,12 @@ impl Source for DirSource {
         }
     }
 
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError> {
+    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
         let path = self.request_path(key)?;
         if self.replaced(&path, version).await? {
-            return Ok(());
+            return Ok(DeadLettering::Missed);
         }
-        self.move_to_dead_letters(&path, &dead_letter_name(key), reason)
-            .await
+        self.move_to_dead_letters(&path, key, reason).await
     }
 }
 
@@ -541,7 +656,7 @@ mod tests {
     }
 
     async fn version(source: &DirSource, key: &str) -> Version {
-        match source.read(key, 100).await.unwrap() {
+        match source.read(key, 1000).await.unwrap() {
             Fetched::Request(_, version) => version,
             other => panic!("{other:?}"),
         }
@@ -699,7 +814,15 @@ mod tests {
     /// The dead letters' request keys.
     async fn dead_letter_keys(source: &DirSource) -> Vec<String> {
         let letters = source.dead_letters().await.unwrap();
-        letters.into_iter().map(|(key, _)| key).collect()
+        letters.into_iter().map(|letter| letter.key).collect()
+    }
+
+    /// The one dead letter of `key`.
+    async fn letter(source: &DirSource, key: &str) -> DeadLetter {
+        let mut letters = source.dead_letters().await.unwrap();
+        letters.retain(|letter| letter.key == key);
+        assert_eq!(letters.len(), 1, "{key}: {letters:?}");
+        letters.remove(0)
     }
 
     #[tokio::test]
@@ -712,7 +835,7 @@ mod tests {
         }
         assert_eq!(dead_letter_keys(&source).await, ["1", "2"]);
         assert_eq!(
-            source.redrive("1", &Version::default()).await.unwrap(),
+            source.redrive(&letter(&source, "1").await).await.unwrap(),
             Redriven::Moved
         );
         assert!(dir.path().join("1").is_file());
@@ -721,7 +844,7 @@ mod tests {
         // A request waiting under the key is never overwritten.
         std::fs::write(dir.path().join("2"), b"newer").unwrap();
         assert_eq!(
-            source.redrive("2", &Version::default()).await.unwrap(),
+            source.redrive(&letter(&source, "2").await).await.unwrap(),
             Redriven::Occupied
         );
         assert_eq!(std::fs::read(dir.path().join("2")).unwrap(), b"newer");
@@ -754,14 +877,15 @@ mod tests {
         for key in names {
             let reason = std::fs::read_to_string(
                 dir.path()
-                    .join(format!("dead-letter/{}.reason", dead_letter_name(key))),
+                    .join(format!("dead-letter/{}.reason", dead_letter_name(key, 1))),
             );
             assert_eq!(reason.unwrap(), format!("why {key}\n"), "{key}'s own reason");
-            assert_eq!(key_of(&dead_letter_name(key)), key);
+            assert_eq!(key_of(&dead_letter_name(key, 1)), key);
+            assert_eq!(key_of(&dead_letter_name(key, 7)), key);
         }
         for key in names {
             assert_eq!(
-                source.redrive(key, &Version::default()).await.unwrap(),
+                source.redrive(&letter(&source, key).await).await.unwrap(),
                 Redriven::Moved,
                 "{key}"
             );
@@ -784,7 +908,7 @@ mod tests {
         std::fs::remove_file(dir.path().join("dead-letter/K.reason")).unwrap();
         assert_eq!(dead_letter_keys(&source).await, ["K"]);
         assert_eq!(
-            source.redrive("K", &Version::default()).await.unwrap(),
+            source.redrive(&letter(&source, "K").await).await.unwrap(),
             Redriven::Moved
         );
         assert!(dir.path().join("K").is_file());
@@ -793,5 +917,111 @@ mod tests {
         std::fs::write(dir.path().join("dead-letter/9.reason"), b"a request, or a reason").unwrap();
         assert!(dead_letter_keys(&source).await.is_empty());
         assert!(dir.path().join("dead-letter/9.reason").exists());
+    }
+
+    #[tokio::test]
+    async fn a_key_dead_lettered_again_keeps_every_earlier_dead_letter() {
+        let dir = folder(&["order.json"]);
+        let source = DirSource::open(dir.path()).unwrap();
+        for round in 1..=3 {
+            std::fs::write(dir.path().join("order.json"), format!("request {round}")).unwrap();
+            let version = version(&source, "order.json").await;
+            let kept = source.dead_letter("order.json", &version, &format!("why {round}")).await;
+            assert_eq!(kept.unwrap(), DeadLettering::Kept);
+        }
+        let letters = source.dead_letters().await.unwrap();
+        assert_eq!(letters.len(), 3, "{letters:?}");
+        for (round, letter) in (1..).zip(&letters) {
+            assert_eq!(letter.key, "order.json");
+            let body = source.read_dead_letter(letter, 100).await.unwrap();
+            assert_eq!(body, Fetched::Request(format!("request {round}").into_bytes(), Version::default()));
+            assert_eq!(source.reason(letter).await.unwrap().unwrap(), format!("why {round}"));
+        }
+        // The first goes back; the next waits until its key is free again.
+        assert_eq!(source.redrive(&letters[0]).await.unwrap(), Redriven::Moved);
+        assert_eq!(source.redrive(&letters[1]).await.unwrap(), Redriven::Occupied);
+        assert_eq!(std::fs::read(dir.path().join("order.json")).unwrap(), b"request 1");
+    }
+
+    #[tokio::test]
+    async fn names_that_escape_to_one_dead_letter_name_both_keep_theirs() {
+        // A file whose name is not text is kept under its escaped name,
+        // which a file of that very text name also has.
+        let dir = folder(&["3\\xff"]);
+        std::fs::write(dir.path().join(std::ffi::OsString::from_vec(b"3\xff".to_vec())), b"odd").unwrap();
+        let source = DirSource::open(dir.path()).unwrap();
+        let page = source.list().await.unwrap();
+        assert_eq!(page.set_aside.len(), 1);
+        let version = version(&source, "3\\xff").await;
+        source.dead_letter("3\\xff", &version, "bad").await.unwrap();
+        let letters = source.dead_letters().await.unwrap();
+        assert_eq!(letters.len(), 2, "{letters:?}");
+        let mut bodies = Vec::new();
+        for letter in &letters {
+            assert_eq!(letter.key, "3\\xff");
+            match source.read_dead_letter(letter, 100).await.unwrap() {
+                Fetched::Request(body, _) => bodies.push(body),
+                other => panic!("{other:?}"),
+            }
+        }
+        bodies.sort();
+        assert_eq!(bodies, [b"3\\xff".to_vec(), b"odd".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_name_too_long_for_its_reason_is_dead_lettered_under_a_shorter_one() {
+        let long = "a".repeat(250);
+        let percent = "%".repeat(200);
+        let dir = folder(&[&long, &percent]);
+        let source = DirSource::open(dir.path()).unwrap();
+        for key in [&long, &percent] {
+            let version = version(&source, key).await;
+            let kept = source.dead_letter(key, &version, "bad").await.unwrap();
+            assert_eq!(kept, DeadLettering::Kept, "{key}");
+            assert!(!dir.path().join(key).exists());
+        }
+        let letters = source.dead_letters().await.unwrap();
+        assert_eq!(letters.len(), 2);
+        for letter in &letters {
+            assert!(letter.id.len() + REASON.len() <= NAME_MAX, "{}", letter.id);
+            let reason = source.reason(letter).await.unwrap().unwrap();
+            assert!(reason.starts_with("bad; kept under a shortened name: the request's key was "), "{reason}");
+            // Back under the shortened name, which is a file name too.
+            assert_eq!(source.redrive(letter).await.unwrap(), Redriven::Moved);
+            assert!(dir.path().join(&letter.key).is_file());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_named_like_the_dead_letter_folder_is_set_aside_into_it() {
+        let dir = folder(&["dead-letter", "1"]);
+        let source = DirSource::open(dir.path()).unwrap();
+        let page = source.list().await.unwrap();
+        assert_eq!(keys(&page), ["1"]);
+        assert_eq!(page.set_aside.len(), 1);
+        assert!(dir.path().join("dead-letter").is_dir());
+        assert_eq!(std::fs::read(dir.path().join("dead-letter/dead-letter")).unwrap(), b"dead-letter");
+        // Other dead letters go beside it.
+        let version = version(&source, "1").await;
+        assert_eq!(source.dead_letter("1", &version, "bad").await.unwrap(), DeadLettering::Kept);
+        // A run that stopped after moving it aside finishes the move.
+        drop(source);
+        std::fs::write(dir.path().join(ASIDE), b"again").unwrap();
+        let source = DirSource::open(dir.path()).unwrap();
+        assert!(!dir.path().join(ASIDE).exists());
+        assert_eq!(dead_letter_keys(&source).await, ["1", "dead-letter", "dead-letter"]);
+    }
+
+    #[tokio::test]
+    async fn a_request_removed_by_another_hand_is_not_dead_lettered() {
+        let dir = folder(&["1"]);
+        let source = DirSource::open(dir.path()).unwrap();
+        let version = version(&source, "1").await;
+        std::fs::remove_file(dir.path().join("1")).unwrap();
+        assert_eq!(source.dead_letter("1", &version, "bad").await.unwrap(), DeadLettering::Missed);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("dead-letter"))
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "no reason left without its request: {left:?}");
     }
 }

@@ -86,6 +86,31 @@ pub(crate) enum Fetched {
     TooLarge(u64, Version),
 }
 
+/// What moving a request to its dead-letter place came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeadLettering {
+    /// It is kept there, with its reason, beside every earlier dead letter.
+    Kept,
+    /// It was no longer there to move: removed by another hand since it
+    /// was read, or replaced by a newer request under its key (left for its
+    /// own turn). Nothing was dead-lettered.
+    Missed,
+}
+
+/// A dead letter, as its place lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadLetter {
+    /// What names it in its place, unique there: its file name in a
+    /// folder's `dead-letter/`, its object key below a bucket's
+    /// `dead-letter/`, its message id in a dead-letter queue. A request
+    /// dead-lettered twice under one key has two.
+    pub(crate) id: String,
+    /// The request key it goes back under.
+    pub(crate) key: String,
+    /// The version listed.
+    pub(crate) version: Version,
+}
+
 /// What `redrive` did with one dead letter.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Redriven {
@@ -118,9 +143,11 @@ pub(crate) trait Source: Send + Sync {
     async fn ack(&self, key: &str, version: &Version) -> Result<(), StorageError>;
 
     /// Moves the request read (or listed) as `version` to the dead-letter
-    /// place, bytes unchanged, with the reason beside it. A request written
-    /// under the key meanwhile is left in place.
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError>;
+    /// place, bytes unchanged, with the reason beside it, never over an
+    /// earlier dead letter. A request written under the key meanwhile is
+    /// left in place.
+    async fn dead_letter(&self, key: &str, version: &Version, reason: &str)
+    -> Result<DeadLettering, StorageError>;
 
     /// Whether a listed request the pipeline does not take now is listed
     /// again by a later pass, as a folder's or a bucket's is. A queue's
@@ -154,19 +181,20 @@ pub(crate) trait Source: Send + Sync {
 /// under their keys without their reasons.
 #[async_trait::async_trait]
 pub(crate) trait DeadLetters: Send + Sync {
-    /// The dead letters, in key order, by request key and version.
-    async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError>;
+    /// The dead letters, in key order (then in the order they were made,
+    /// where one key has several).
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StorageError>;
 
     /// A dead letter's bytes, unless it is gone or larger than `max_bytes`
     /// (then it is not read).
-    async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError>;
+    async fn read_dead_letter(&self, letter: &DeadLetter, max_bytes: u64) -> Result<Fetched, StorageError>;
 
-    /// The reason kept with the dead letter `key`, if it has one.
-    async fn reason(&self, key: &str) -> Result<Option<String>, StorageError>;
+    /// The reason kept with the dead letter, if it has one.
+    async fn reason(&self, letter: &DeadLetter) -> Result<Option<String>, StorageError>;
 
-    /// Moves the dead letter `key` (as listed at `version`) back under its
-    /// key, without its reason; never over a request waiting there.
-    async fn redrive(&self, key: &str, version: &Version) -> Result<Redriven, StorageError>;
+    /// Moves the dead letter (as listed) back under its key, without its
+    /// reason; never over a request waiting there.
+    async fn redrive(&self, letter: &DeadLetter) -> Result<Redriven, StorageError>;
 
     /// The redrive is over: whatever listing held and did not move is let
     /// go (a queue makes its dead letters visible again).

@@ -5,12 +5,13 @@
 //! bytes unchanged, with the reason in the object's metadata.
 
 use super::{
-    DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, Source, Version, Writer, write_retried,
+    DeadLetter, DeadLettering, DeadLetters, Fetched, Listed, NewRequest, Page, Redriven, Source, Version,
+    Writer, write_retried,
 };
 use crate::aws::errors::storage_error;
 use crate::aws::s3::{
-    BucketRole, Got, ObjectMeta, PROBE_PREFIX, Removal, batch_deletes_honour_etags, check_bucket,
-    copy_object_if, delete_object_if, delete_objects_if, get_object, put_object,
+    BucketRole, Copied, Got, OLD_PROBE_PREFIX, ObjectMeta, Removal, batch_deletes_honour_etags,
+    check_bucket, copy_object_if, delete_object_if, delete_objects_if, get_object, put_object,
 };
 use crate::batch::{Batcher, settle};
 use crate::error::StorageError;
@@ -28,8 +29,51 @@ const PAST_DEAD_LETTERS: &str = "dead-letter0";
 /// The metadata key (`x-amz-meta-reason`) holding a dead letter's reason.
 const REASON_METADATA: &str = "reason";
 
-/// S3 allows 2 KB of user metadata; the reason is cut to fit.
+/// S3 allows 2 KB of user metadata; the reason (and the request key, when
+/// kept) are cut to fit.
 const MAX_REASON_BYTES: usize = 1800;
+
+/// The metadata key (`x-amz-meta-request-key`, percent-encoded) naming the
+/// request a dead letter stands for where its name does not: a second dead
+/// letter of one key, or a key cut short.
+const KEY_METADATA: &str = "request-key";
+
+/// The longest request key kept in metadata, percent-encoded. A dead
+/// letter of a longer one that its name cannot stand for goes back under
+/// its name.
+const MAX_KEY_METADATA: usize = 600;
+
+/// What numbers the second and later dead letters of one request key:
+/// `dead-letter/KEY~dl2`.
+const NUMBER: &str = "~dl";
+
+/// S3's longest key, and the room kept in a dead letter's for its number.
+const MAX_KEY_BYTES: usize = 1024;
+const NUMBER_ROOM: usize = 16;
+
+/// The longest part of a request key a dead letter's name holds.
+const NAME_ROOM: usize = MAX_KEY_BYTES - DEAD_LETTER_PREFIX.len() - NUMBER_ROOM;
+
+/// The object key of the `n`th dead letter of request `key` (from 1):
+/// `dead-letter/KEY`, then `dead-letter/KEY~dl2` and on, so that a request
+/// dead-lettered again under the same key never replaces the first; the
+/// key cut to what S3 allows.
+fn dead_letter_key(key: &str, n: u32) -> String {
+    let kept = &key[..key.floor_char_boundary(NAME_ROOM)];
+    match n {
+        1 => format!("{DEAD_LETTER_PREFIX}{kept}"),
+        _ => format!("{DEAD_LETTER_PREFIX}{kept}{NUMBER}{n}"),
+    }
+}
+
+/// Whether a dead letter's name (below the prefix) may not be its request
+/// key: numbered, or as long as a cut key. Its metadata says then.
+fn may_not_be_its_key(name: &str) -> bool {
+    let numbered = name
+        .rsplit_once(NUMBER)
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    numbered || name.len() >= NAME_ROOM.saturating_sub(4)
+}
 
 /// Keys per ListObjectsV2 page (S3's maximum).
 const PAGE_SIZE: i32 = 1000;
@@ -111,9 +155,9 @@ fn deleting_in_batches(client: Client, bucket: String) -> Batcher<Removing, Resu
 
 #[async_trait::async_trait]
 impl DeadLetters for S3Source {
-    /// The dead letters, in key order, by their request key (without the
-    /// prefix) and ETag.
-    async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError> {
+    /// The dead letters, in key order: by name below the prefix, request
+    /// key (the name, or its metadata where the name may not say) and ETag.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StorageError> {
         let mut found = Vec::new();
         let mut pages = self
             .client
@@ -130,38 +174,37 @@ impl DeadLetters for S3Source {
                 let Some(key) = full.strip_prefix(DEAD_LETTER_PREFIX) else {
                     continue;
                 };
-                if !full.starts_with(PROBE_PREFIX) {
-                    found.push((key.to_owned(), Version(object.e_tag.clone())));
+                // The prefix itself is the probe's key (`aws::s3::PROBE_KEY`).
+                if !key.is_empty() && !full.starts_with(OLD_PROBE_PREFIX) {
+                    found.push(DeadLetter {
+                        id: key.to_owned(),
+                        key: key.to_owned(),
+                        version: Version(object.e_tag.clone()),
+                    });
                 }
             }
         }
+        for letter in &mut found {
+            if may_not_be_its_key(&letter.id)
+                && let Some(key) = self.metadata(&letter.id, KEY_METADATA).await?
+                && let Ok(key) = percent_encoding::percent_decode_str(&key).decode_utf8()
+            {
+                letter.key = key.into_owned();
+            }
+        }
+        found.sort_by(|a, b| (&a.key, numbered(&a.id)).cmp(&(&b.key, numbered(&b.id))));
         Ok(found)
+    }
+
+    /// The reason in the dead letter's metadata.
+    async fn reason(&self, letter: &DeadLetter) -> Result<Option<String>, StorageError> {
+        self.metadata(&letter.id, REASON_METADATA).await
     }
 
     /// A dead letter's bytes, unless it is gone or larger than
     /// `max_bytes` (then it is not read).
-    /// The reason in the dead letter's metadata.
-    async fn reason(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let dead_letter = format!("{DEAD_LETTER_PREFIX}{key}");
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&dead_letter)
-            .send()
-            .await
-        {
-            Ok(object) => Ok(object.metadata().and_then(|m| m.get(REASON_METADATA)).cloned()),
-            Err(e) if crate::aws::errors::status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(storage_error(
-                format!("read s3://{}/{dead_letter}", self.bucket),
-                e,
-            )),
-        }
-    }
-
-    async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
-        let target = format!("{DEAD_LETTER_PREFIX}{key}");
+    async fn read_dead_letter(&self, letter: &DeadLetter, max_bytes: u64) -> Result<Fetched, StorageError> {
+        let target = format!("{DEAD_LETTER_PREFIX}{}", letter.id);
         Ok(
             match get_object(&self.client, &self.bucket, &target, max_bytes).await? {
                 Got::Object(body, etag) => Fetched::Request(body, Version(etag)),
@@ -171,45 +214,66 @@ impl DeadLetters for S3Source {
         )
     }
 
-    /// Moves the dead letter `key` (the version `version`) back under its
-    /// key, without its reason: a server-side copy, then the conditional
-    /// delete of the dead letter. S3 has no atomic move: if the run stops
-    /// between the two, the request is in both places until the next
-    /// redrive finds its copy in place (same ETag) and removes the dead
+    /// Moves the dead letter back under its request key, without its
+    /// reason: a server-side copy (never over an object there), then the
+    /// conditional delete of the dead letter. S3 has no atomic move: if the
+    /// run stops between the two, the request is in both places until the
+    /// next redrive finds its copy in place (same ETag) and removes the dead
     /// letter ([`Redriven::Finished`]).
-    async fn redrive(&self, key: &str, version: &Version) -> Result<Redriven, StorageError> {
-        let dead_letter = format!("{DEAD_LETTER_PREFIX}{key}");
-        let waiting = self
+    async fn redrive(&self, letter: &DeadLetter) -> Result<Redriven, StorageError> {
+        let dead_letter = format!("{DEAD_LETTER_PREFIX}{}", letter.id);
+        let etag = letter.version.0.as_deref();
+        let copied = copy_object_if(
+            &self.client,
+            &self.bucket,
+            &dead_letter,
+            &letter.key,
+            etag,
+            ObjectMeta::JSON,
+        )
+        .await?;
+        let outcome = match copied {
+            Copied::Done => Redriven::Moved,
+            Copied::TargetTaken(waiting) if waiting.is_some() && waiting.as_deref() == etag => {
+                Redriven::Finished
+            }
+            // A request waits under the key, or the dead letter changed
+            // since it was listed: it stays.
+            Copied::TargetTaken(_) | Copied::SourceChanged => return Ok(Redriven::Occupied),
+            Copied::SourceGone => return Ok(Redriven::Finished),
+        };
+        delete_object_if(&self.client, &self.bucket, &dead_letter, etag).await?;
+        Ok(outcome)
+    }
+}
+
+impl S3Source {
+    /// One user metadata value of the dead letter named `name`.
+    async fn metadata(&self, name: &str, field: &str) -> Result<Option<String>, StorageError> {
+        let dead_letter = format!("{DEAD_LETTER_PREFIX}{name}");
+        match self
             .client
             .head_object()
             .bucket(&self.bucket)
-            .key(key)
+            .key(&dead_letter)
             .send()
-            .await;
-        let outcome = match waiting {
-            Ok(object) if object.e_tag.is_some() && object.e_tag == version.0 => Redriven::Finished,
-            Ok(_) => return Ok(Redriven::Occupied),
-            Err(e) if crate::aws::errors::status(&e) == Some(404) => {
-                let copied = copy_object_if(
-                    &self.client,
-                    &self.bucket,
-                    &dead_letter,
-                    key,
-                    version.0.as_deref(),
-                    ObjectMeta::JSON,
-                )
-                .await?;
-                if copied == Removal::Replaced {
-                    // The dead letter changed since it was listed: leave it.
-                    return Ok(Redriven::Occupied);
-                }
-                Redriven::Moved
-            }
-            Err(e) => return Err(storage_error(format!("look for s3://{}/{key}", self.bucket), e)),
-        };
-        delete_object_if(&self.client, &self.bucket, &dead_letter, version.0.as_deref()).await?;
-        Ok(outcome)
+            .await
+        {
+            Ok(object) => Ok(object.metadata().and_then(|m| m.get(field)).cloned()),
+            Err(e) if crate::aws::errors::status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(storage_error(
+                format!("read s3://{}/{dead_letter}", self.bucket),
+                e,
+            )),
+        }
     }
+}
+
+/// A dead letter's number: 1 for the first of its key.
+fn numbered(name: &str) -> u32 {
+    name.rsplit_once(NUMBER)
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(1)
 }
 
 #[async_trait::async_trait]
@@ -290,35 +354,47 @@ impl Source for S3Source {
         Ok(())
     }
 
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError> {
-        let target = format!("{DEAD_LETTER_PREFIX}{key}");
-        let reason = metadata_safe(reason);
-        let meta = ObjectMeta {
-            content_type: None,
-            metadata: &[(REASON_METADATA, &reason)],
-        };
-        // Copied on the server, and only the version read: the dead letter
-        // is exactly the request judged.
-        let copied = copy_object_if(
-            &self.client,
-            &self.bucket,
-            key,
-            &target,
-            version.0.as_deref(),
-            meta,
-        )
-        .await?;
-        if copied == Removal::Replaced {
-            tracing::info!(request_key = %key, "The request was replaced while it was processed; the new one waits for its turn.");
-            return Ok(());
+    /// Copies the request, as read, to the first of its key's dead-letter
+    /// names that no object holds (never over one: see `copy_object_if`),
+    /// then removes it. A copy that succeeded before a failed removal is
+    /// found again on the retry (the same ETag at a name of its key) and not
+    /// made twice.
+    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
+        let encoded = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let keep_key = encoded.len() <= MAX_KEY_METADATA;
+        let reason = metadata_safe(reason, MAX_REASON_BYTES - if keep_key { encoded.len() } else { 0 });
+        for n in 1..=u32::MAX {
+            let target = dead_letter_key(key, n);
+            let mut metadata = vec![(REASON_METADATA, reason.as_str())];
+            if keep_key && target[DEAD_LETTER_PREFIX.len()..] != *key {
+                metadata.push((KEY_METADATA, encoded.as_str()));
+            }
+            let meta = ObjectMeta {
+                content_type: None,
+                metadata: &metadata,
+            };
+            // Copied on the server, and only the version read: the dead
+            // letter is exactly the request judged.
+            match copy_object_if(&self.client, &self.bucket, key, &target, version.0.as_deref(), meta).await? {
+                Copied::Done => break,
+                Copied::TargetTaken(etag) if etag.is_some() && etag == version.0 => break,
+                Copied::TargetTaken(_) => continue,
+                Copied::SourceChanged => {
+                    tracing::info!(request_key = %key, "The request was replaced while it was processed; the new one waits for its turn.");
+                    return Ok(DeadLettering::Missed);
+                }
+                Copied::SourceGone => return Ok(DeadLettering::Missed),
+            }
         }
-        self.ack(key, version).await
+        self.ack(key, version).await?;
+        Ok(DeadLettering::Kept)
     }
 }
 
-/// S3 metadata travels in HTTP headers: printable ASCII only, and short.
-/// Other characters are escaped as `\u{..}`.
-fn metadata_safe(reason: &str) -> String {
+/// S3 metadata travels in HTTP headers: printable ASCII only, and short
+/// (at most `max_bytes` and an ellipsis). Other characters are escaped as
+/// `\u{..}`.
+fn metadata_safe(reason: &str, max_bytes: usize) -> String {
     let mut safe = String::new();
     for c in reason.chars() {
         let piece = if c == ' ' || c.is_ascii_graphic() {
@@ -326,7 +402,7 @@ fn metadata_safe(reason: &str) -> String {
         } else {
             c.escape_unicode().to_string()
         };
-        if safe.len() + piece.len() > MAX_REASON_BYTES {
+        if safe.len() + piece.len() > max_bytes {
             safe.push_str("...");
             break;
         }
@@ -382,9 +458,9 @@ mod tests {
 
     #[test]
     fn reasons_are_made_header_safe_and_short() {
-        assert_eq!(metadata_safe("bad \"type\""), "bad \"type\"");
-        assert_eq!(metadata_safe("a\nb é"), "a\\u{a}b \\u{e9}");
-        let long = metadata_safe(&"x".repeat(5000));
+        assert_eq!(metadata_safe("bad \"type\"", MAX_REASON_BYTES), "bad \"type\"");
+        assert_eq!(metadata_safe("a\nb é", MAX_REASON_BYTES), "a\\u{a}b \\u{e9}");
+        let long = metadata_safe(&"x".repeat(5000), MAX_REASON_BYTES);
         assert!(long.len() <= MAX_REASON_BYTES + 3 && long.ends_with("..."));
     }
 

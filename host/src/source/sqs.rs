@@ -22,7 +22,7 @@
 //! with the widget id as the group, one widget's requests are applied one
 //! at a time, in order, across any number of hosts.
 
-use super::{Fetched, Listed, Page, Source, Version};
+use super::{DeadLettering, Fetched, Listed, Page, Source, Version};
 use crate::aws::errors::storage_error;
 use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch, delete_one, make_visible};
 use crate::batch::{Batcher, settle};
@@ -469,24 +469,29 @@ impl Source for SqsSource {
         }
     }
 
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError> {
+    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
         match &self.dead_letters {
             Some(queue) => {
                 if self.send_to_dead_letters(queue, key, reason).await? {
-                    return self.ack(key, version).await;
+                    // Each a message of its own: SQS never replaces one. The
+                    // deduplication id (a FIFO queue's) is the source
+                    // message's id, so only a retried send of the same
+                    // message is dropped as a duplicate.
+                    self.ack(key, version).await?;
+                    return Ok(DeadLettering::Kept);
                 }
                 // Too large for the dead-letter queue with any reason:
                 // left for the queue's redrive policy, as with none.
                 warn!(request_key = %key, queue = %queue.name, reason = %reason, "The message is too large to send to the dead-letter queue with its reason; left in the queue for its redrive policy.");
                 self.held.lock().unwrap().remove(key);
-                Ok(())
+                Ok(DeadLettering::Kept)
             }
             None => {
                 // Left invisible until its timeout runs out: it comes back
                 // no sooner, and the queue's redrive policy counts it.
                 self.held.lock().unwrap().remove(key);
                 info!(request_key = %key, queue = %self.queue.name, "Left in the queue for its redrive policy.");
-                Ok(())
+                Ok(DeadLettering::Kept)
             }
         }
     }

@@ -13,7 +13,7 @@
 //! with the same result.
 
 use super::sqs::REASON_ATTRIBUTE;
-use super::{DeadLetters, Fetched, Redriven, Version};
+use super::{DeadLetter, DeadLetters, Fetched, Redriven, Version};
 use crate::aws::errors::storage_error;
 use crate::aws::sqs::{BATCH, Queue, make_visible};
 use crate::error::StorageError;
@@ -80,7 +80,7 @@ impl DeadLetters for QueueDeadLetters {
     /// Receives the messages of the dead-letter queue (up to
     /// [`MAX_LISTED`]), in the order received, by message id; the version is
     /// the receipt handle.
-    async fn dead_letters(&self) -> Result<Vec<(String, Version)>, StorageError> {
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StorageError> {
         let action = || format!("receive dead letters from queue {}", self.dead_letters.name);
         let mut listed = Vec::new();
         loop {
@@ -123,7 +123,11 @@ impl DeadLetters for QueueDeadLetters {
                     .attributes()
                     .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
                     .cloned();
-                listed.push((id.to_owned(), Version(Some(receipt.to_owned()))));
+                listed.push(DeadLetter {
+                    id: id.to_owned(),
+                    key: id.to_owned(),
+                    version: Version(Some(receipt.to_owned())),
+                });
                 held.insert(
                     id.to_owned(),
                     Letter {
@@ -142,18 +146,18 @@ impl DeadLetters for QueueDeadLetters {
     }
 
     /// The reason attribute `run` sent the dead letter with.
-    async fn reason(&self, key: &str) -> Result<Option<String>, StorageError> {
+    async fn reason(&self, letter: &DeadLetter) -> Result<Option<String>, StorageError> {
         Ok(self
             .held
             .lock()
             .unwrap()
-            .get(key)
+            .get(&letter.id)
             .and_then(|letter| letter.reason.clone()))
     }
 
-    async fn read_dead_letter(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
+    async fn read_dead_letter(&self, letter: &DeadLetter, max_bytes: u64) -> Result<Fetched, StorageError> {
         let held = self.held.lock().unwrap();
-        Ok(match held.get(key) {
+        Ok(match held.get(&letter.id) {
             None => Fetched::Gone,
             Some(letter) if letter.body.len() as u64 > max_bytes => {
                 Fetched::TooLarge(letter.body.len() as u64, Version(Some(letter.receipt.clone())))
@@ -168,7 +172,8 @@ impl DeadLetters for QueueDeadLetters {
     /// Sends the message back to the request queue without its reason (a
     /// FIFO queue: in its group, deduplicated by the dead letter's id),
     /// then deletes the dead letter.
-    async fn redrive(&self, key: &str, _version: &Version) -> Result<Redriven, StorageError> {
+    async fn redrive(&self, letter: &DeadLetter) -> Result<Redriven, StorageError> {
+        let key = &letter.id;
         let Some((body, receipt, group)) = self
             .held
             .lock()

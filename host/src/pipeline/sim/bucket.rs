@@ -4,7 +4,7 @@
 use super::ledger::Ledger;
 use super::scenario::Request;
 use crate::error::StorageError;
-use crate::source::{Fetched, Listed, Page, Source, Version};
+use crate::source::{DeadLettering, Fetched, Listed, Page, Source, Version};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -117,11 +117,12 @@ impl Source for SimBucket {
         Ok(())
     }
 
-    async fn dead_letter(&self, key: &str, _version: &Version, reason: &str) -> Result<(), StorageError> {
+    async fn dead_letter(&self, key: &str, _version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         if self.state.lock().unwrap().objects.remove(key).is_some() {
             self.ledger.dead_lettered(key, reason);
+            return Ok(DeadLettering::Kept);
         }
-        Ok(())
+        Ok(DeadLettering::Missed)
     }
 }

@@ -8,7 +8,7 @@
 use super::ledger::Ledger;
 use super::scenario::Request;
 use crate::error::StorageError;
-use crate::source::{Fetched, Listed, Page, Source, Version};
+use crate::source::{DeadLettering, Fetched, Listed, Page, Source, Version};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::{Arc, Mutex};
@@ -262,12 +262,13 @@ impl Source for SimQueue {
         Ok(())
     }
 
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<(), StorageError> {
+    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         if self.remove(key, version)? {
             self.ledger.dead_lettered(key, reason);
+            return Ok(DeadLettering::Kept);
         }
-        Ok(())
+        Ok(DeadLettering::Missed)
     }
 
     async fn hand_back(&self, key: &str, _version: &Version) {

@@ -8,11 +8,16 @@
 //!   a newline and a terminal escape in it;
 //! - `many-ops` plans 1,000,000 deletes, `big-doc` one 100 MB document;
 //! - `key-trap` and `key-loop` trap or spin in `ordering-key` (and are
-//!   stored if `handle` is ever called);
+//!   stored if `handle` is ever called); so does any request naming the
+//!   widget `key-trap` (`"widgetId":"key-trap"`), and one naming the widget
+//!   `handle-trap` traps in `handle`: valid widget requests, which another
+//!   handler accepts;
 //! - `wasi` tries to read a file, list the root, read the environment and
 //!   open a TCP connection to the address after it (`wasi 127.0.0.1:PORT`),
 //!   and is refused with what each attempt got;
 //! - `chatty ...` writes a line to stderr, then is stored as below;
+//! - `burn N` computes N million steps, then is stored as below (a
+//!   handler that needs real processor time);
 //! - `poison` is accepted and leaves its instance poisoned: every later
 //!   call on the same instance traps (a reused instance's state gone bad);
 //! - anything else is stored unchanged at `echo/{request key}`.
@@ -32,6 +37,9 @@ static POISONED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 
 impl Guest for Hostile {
     fn ordering_key(request: Vec<u8>) -> Option<String> {
+        if names_widget(&request, "key-trap") {
+            panic!("deliberate trap in ordering-key");
+        }
         match &request[..] {
             b"key-trap" => panic!("deliberate trap in ordering-key"),
             b"key-loop" => spin(),
@@ -42,6 +50,9 @@ impl Guest for Hostile {
     fn handle(request: Vec<u8>, ctx: Context) -> Result<Plan, Rejection> {
         if POISONED.load(std::sync::atomic::Ordering::SeqCst) {
             panic!("poisoned by an earlier request on this instance");
+        }
+        if names_widget(&request, "handle-trap") {
+            panic!("deliberate trap in handle");
         }
         if request.starts_with(b"chatty") {
             eprintln!("debug: handling request {}", String::from_utf8_lossy(&request));
@@ -97,6 +108,17 @@ impl Guest for Hostile {
                     document: "x".repeat(100_000_000),
                 })],
             }),
+            _ if request.starts_with(b"burn ") => {
+                let millions: u64 = String::from_utf8_lossy(&request[5..]).trim().parse().unwrap_or(1);
+                let mut n: u64 = 0;
+                for _ in 0..millions * 1_000_000 {
+                    n = std::hint::black_box(n.wrapping_mul(31).wrapping_add(7));
+                }
+                Ok(Plan {
+                    kind: format!("burnt {}", n % 2),
+                    operations: Vec::new(),
+                })
+            }
             _ if request.starts_with(b"wasi ") => Err(Rejection {
                 reason: try_wasi(&String::from_utf8_lossy(&request[5..])),
             }),
@@ -109,6 +131,12 @@ impl Guest for Hostile {
             }),
         }
     }
+}
+
+/// Whether a request names the widget `id` (as the producer writes it).
+fn names_widget(request: &[u8], id: &str) -> bool {
+    let needle = format!("\"widgetId\":\"{id}\"");
+    request.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// Spins until the host stops it.
