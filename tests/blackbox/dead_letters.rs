@@ -136,3 +136,38 @@ fn a_handler_that_cannot_start_within_its_memory_limit_is_refused_before_any_req
     assert_eq!(std::fs::read(requests.join("1")).unwrap(), create.as_bytes(), "left in place");
     assert!(!requests.join("dead-letter").exists(), "nothing dead-lettered");
 }
+
+#[test]
+fn cases_from_dead_letters_have_escaped_names_that_stay_apart() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    std::fs::create_dir_all(&requests).unwrap();
+    // Two keys alike for longer than a case name keeps, refused for two
+    // reasons, and a key with a newline in it.
+    let long = "k".repeat(230);
+    std::fs::write(requests.join(format!("{long}1")), b"not json").unwrap();
+    std::fs::write(requests.join(format!("{long}2")), br#"{"type":"explode"}"#).unwrap();
+    std::fs::write(requests.join("line\nbreak"), br#"{"type":"create"}"#).unwrap();
+    let summary = run_until_empty(&requests);
+    assert!(summary.contains("dead-lettered: 3"), "{summary}");
+    let cases = scratch.path().join("cases");
+    run_ok(
+        host()
+            .args(["check", "--cases-from-dead-letters"])
+            .arg(&cases)
+            .arg("--requests-dir")
+            .arg(&requests),
+    );
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cases.join("dead-letters.json")).unwrap()).unwrap();
+    let names: Vec<&str> = file["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| case["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|name| !name.contains('\n')), "{names:?}");
+    let distinct: std::collections::BTreeSet<&&str> = names.iter().collect();
+    assert_eq!(distinct.len(), 3, "{names:?}");
+}

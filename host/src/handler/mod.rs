@@ -141,6 +141,16 @@ pub struct Handler {
     limits: Limits,
     /// Instances waiting for their next call, with `Limits::reuse`.
     warm: Arc<std::sync::Mutex<Vec<Warm>>>,
+    /// A digest of the component's bytes, to tell another from the same.
+    digest: u64,
+}
+
+/// A digest of a component's bytes.
+pub(crate) fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut hasher = DefaultHasher::new();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 /// An instance kept for further calls.
@@ -178,7 +188,7 @@ impl Handler {
     }
 
     /// Compiles the handler `wasm`, read from `name`, on `engines`.
-    pub(crate) fn load_bytes_on(
+    fn load_bytes_on(
         engines: &Arc<Engines>,
         name: &str,
         wasm: &[u8],
@@ -227,7 +237,14 @@ impl Handler {
             pre,
             limits,
             warm: Arc::default(),
+            digest: digest(wasm),
         })
+    }
+
+    /// A digest of the component's bytes (not a cryptographic one: it
+    /// tells a changed handler file from the same).
+    pub(crate) fn digest(&self) -> u64 {
+        self.digest
     }
 
     /// The engines the handler was compiled on; a replacement uses them.

@@ -110,20 +110,16 @@ enum Reloaded {
     KeptPromoted,
 }
 
-/// A digest of a handler file's bytes, to tell whether it changed.
-fn digest(bytes: &[u8]) -> u64 {
-    use std::hash::{DefaultHasher, Hasher};
-    let mut hasher = DefaultHasher::new();
-    hasher.write(bytes);
-    hasher.finish()
-}
+
 
 impl HandlerSlot {
     /// A slot holding `handler`, reloadable from `choice`; a reloaded
     /// handler gets the same engine and limits.
     pub(crate) fn new(handler: Handler, choice: Choice) -> Arc<HandlerSlot> {
+        // The digest of the bytes the handler was compiled from: the file
+        // is not read again (it may be a pipe, read once).
         let (loaded, file_digest) = match &choice {
-            Choice::File(file) => (fingerprint(file), std::fs::read(file).ok().map(|bytes| digest(&bytes))),
+            Choice::File(file) => (fingerprint(file), Some(handler.digest())),
             Choice::Builtin => (None, None),
         };
         Arc::new(HandlerSlot {
@@ -216,14 +212,11 @@ impl HandlerSlot {
             anyhow::bail!("the built-in handler cannot be reloaded; start with --handler FILE.wasm");
         };
         let current = self.current();
-        let (bytes, handler) = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&file)
-                .map_err(|e| anyhow::anyhow!("cannot read handler {}: {e}", file.display()))?;
-            let handler = Handler::load_bytes_on(current.engines(), &file.display().to_string(), &bytes, current.limits())?;
-            anyhow::Ok((bytes, handler))
+        let handler = tokio::task::spawn_blocking(move || {
+            Handler::load_on(current.engines(), &Choice::File(file), current.limits())
         })
         .await??;
-        let digest = digest(&bytes);
+        let digest = handler.digest();
         let mut last = self.file_digest.lock().unwrap();
         if self.current.read().unwrap().promoted && *last == Some(digest) {
             return Ok(Reloaded::KeptPromoted);

@@ -92,6 +92,16 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
             break decision;
         };
         let judged = generation.load(Ordering::Relaxed);
+        if rollback.rolled_back(judged) {
+            // Refused by a handler rolled back while it decided: the one
+            // put back decides it.
+            continue;
+        }
+        if job.widget.is_none() {
+            // A request without an ordering key runs alone: held, it
+            // would hold up every other. It is dead-lettered, and counted.
+            break decision;
+        }
         if !rollback.on_trial(judged) {
             break decision;
         }

@@ -90,17 +90,33 @@ impl Rollback {
     }
 
     /// Whether the handler of `generation` is on trial: the first window
-    /// after the swap that made it live is not yet full.
+    /// after the swap that made it live is not yet full, and what is left
+    /// of it could still roll it back.
     pub(crate) fn on_trial(&self, generation: u64) -> bool {
         let seen = self.seen.lock().unwrap();
         if generation > seen.generation {
             // Swapped in, and nothing counted for it yet.
             return generation != seen.rolled_back_to.unwrap_or(u64::MAX);
         }
+        let Some(baseline) = &seen.baseline else {
+            return false;
+        };
+        let left = self.window.saturating_sub(seen.recent.len());
+        let at_most = self.rate(refused(&seen.recent) + left);
         generation == seen.generation
-            && seen.baseline.is_some()
             && seen.rolled_back_from != Some(generation)
-            && seen.recent.len() < self.window
+            && left > 0
+            && at_most - percent(baseline.iter().copied()) > self.points
+    }
+
+    /// Whether the handler of `generation` was rolled back.
+    pub(crate) fn rolled_back(&self, generation: u64) -> bool {
+        self.seen.lock().unwrap().rolled_back_from == Some(generation)
+    }
+
+    /// The rate of `refused` requests in a full window, in percent.
+    fn rate(&self, refused: usize) -> f64 {
+        refused as f64 * 100.0 / self.window as f64
     }
 
     /// Counts a refusal by the handler of `generation`, on trial, that its
@@ -142,10 +158,10 @@ impl Rollback {
         let Some(baseline) = &seen.baseline else {
             return;
         };
-        if seen.recent.len() < self.window {
-            return;
-        }
-        let new = percent(seen.recent.iter().map(|(dead, _, _)| *dead));
+        // The window's rate once full is at least this, whatever the rest
+        // of it brings: a rollback that is certain is made at once (a
+        // pipeline full of held refusals would wait for the rest in vain).
+        let new = self.rate(refused(&seen.recent));
         let old = percent(baseline.iter().copied());
         if new - old <= self.points {
             return;
@@ -171,10 +187,15 @@ impl Rollback {
             window = self.window,
             dead_lettered = %dead.join(" "),
             held = held.len(),
-            "Rolled back to the previous handler: the new one refused {new:.0}% of its last {} requests, the previous one {old:.0}%. The requests it refused on trial are decided again by the handler put back; any it dead-lettered are listed (`redrive` takes them back).",
+            "Rolled back to the previous handler: the new one refused {new:.0}% of its last {} requests (at least), the previous one {old:.0}%. The requests it refused on trial are decided again by the handler put back; any it dead-lettered are listed (`redrive` takes them back).",
             self.window
         );
     }
+}
+
+/// How many of `recent` were refused.
+fn refused(recent: &VecDeque<(bool, String, bool)>) -> usize {
+    recent.iter().filter(|(dead, _, _)| *dead).count()
 }
 
 /// The share of `true`, in percent.

@@ -18,6 +18,11 @@
 //! - **end state**: the store, less the widgets that fail for ever, equals
 //!   a sequential run's, whatever stops and crashes came between (so no
 //!   request was removed before its effects were stored);
+//! - **a rolled-back swap changes nothing**: in one seed in four each run
+//!   starts by swapping the handler for one that rejects every update,
+//!   rolled back at its first refusal; the properties above hold as they
+//!   are (what it refused on trial is decided again by the handler put
+//!   back, in its widget's order);
 //! - **throttling is attributed**: with one widget throttled for ever, the
 //!   others finish in at most 1.25 times the virtual time they take
 //!   without that fault.
@@ -32,7 +37,8 @@ mod queue;
 mod scenario;
 mod store;
 
-use super::{Concurrency, Options, run};
+use super::{Concurrency, Options, Rollback, run};
+use crate::metrics::Metrics;
 use crate::contract::{Context, Destination, Operation};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{BUILTIN, Choice, Handler, Limits};
@@ -59,6 +65,23 @@ const LIVENESS_BOUND: Duration = Duration::from_secs(120);
 /// How long a stopped host may take to finish what is in flight before the
 /// simulation gives up on it (`--shutdown-timeout`'s default).
 const SHUTDOWN: Duration = Duration::from_secs(30);
+
+/// The test handler that rejects every update (a bad change), compiled
+/// once for every seed.
+fn refusing() -> Handler {
+    static HANDLER: OnceLock<Handler> = OnceLock::new();
+    HANDLER
+        .get_or_init(|| {
+            let wasm = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/refusing_guest.wasm"))
+                .expect("the build made the refusing test handler");
+            let limits = Limits {
+                reuse: 1000,
+                ..Limits::default()
+            };
+            Handler::from_bytes(&wasm, limits).expect("the refusing handler compiles")
+        })
+        .clone()
+}
 
 /// The built-in handler, compiled once for every seed. Its instances are
 /// reused (it keeps no state), which makes a seed cheap.
@@ -212,12 +235,24 @@ fn play(scenario: &Scenario) -> Played {
                 backoff: Backoff::default(),
                 ..Options::default()
             };
+            let handlers = HandlerSlot::new(handler(), Choice::Builtin);
+            let metrics = Arc::new(Metrics::default());
+            // The swap is made before the run takes a request, so the
+            // trusted handler counts as refusing none: the first refusal of
+            // a window longer than any stream rolls it back.
+            let options = Options {
+                rollback: scenario.swap.then(|| {
+                    handlers.promote(refusing());
+                    Arc::new(Rollback::new(0.0, 1_000_000, handlers.clone(), metrics.clone()))
+                }),
+                ..options
+            };
             let mut host = tokio::spawn(run(
                 source.as_source(),
                 store.clone(),
-                HandlerSlot::new(handler(), Choice::Builtin),
+                handlers,
                 options,
-                Arc::default(),
+                metrics,
                 stop.clone(),
             ));
             let next = interruptions.peek().map(|(at, what)| (epoch + *at, *what));

@@ -88,6 +88,11 @@ pub(super) struct Scenario {
     pub(super) interruptions: Vec<(Duration, Interruption)>,
     /// How long a store call takes: drawn from this range, in microseconds.
     pub(super) latency_us: std::ops::Range<u64>,
+    /// Each run starts by swapping its handler for one that rejects every
+    /// update, under a rollback policy that rolls it back at its first
+    /// refusal (one seed in four): what it refused must be decided again,
+    /// in order, by the handler put back.
+    pub(super) swap: bool,
 }
 
 impl Scenario {
@@ -180,6 +185,7 @@ impl Scenario {
                 interruptions: Vec::new(),
                 // Calls as slow as a region's, so the run lasts seconds.
                 latency_us: 30_000..60_000,
+                swap: false,
             };
         }
         for widget in &widgets {
@@ -228,6 +234,8 @@ impl Scenario {
             faults,
             interruptions,
             latency_us: 1_000..20_000,
+            // Not drawn: the rest of every scenario is what it was before.
+            swap: seed % 4 == 2,
         }
     }
 
@@ -259,14 +267,15 @@ impl fmt::Display for Scenario {
         let malformed = self.requests.iter().filter(|r| r.widget.is_none()).count();
         write!(
             f,
-            "seed {}: {:?}, concurrency {}{}, {} requests ({malformed} malformed), faults {:?}, interruptions {:?}",
+            "seed {}: {:?}, concurrency {}{}, {} requests ({malformed} malformed), faults {:?}, interruptions {:?}{}",
             self.seed,
             self.source,
             self.concurrency,
             if self.adaptive { " (adaptive)" } else { "" },
             self.requests.len(),
             self.faults,
-            self.interruptions
+            self.interruptions,
+            if self.swap { ", a swap rolled back" } else { "" }
         )
     }
 }
