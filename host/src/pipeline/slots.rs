@@ -62,6 +62,14 @@ pub(super) struct Slots {
 /// The measured number of slots is logged at most this often.
 const LOG_CHANGES_EVERY: Duration = Duration::from_secs(5);
 
+/// Whether a new measured number of slots goes on the log: moved by a
+/// quarter since the log last said (`logged`, at `logged_at`), and not
+/// within [`LOG_CHANGES_EVERY`] of it.
+fn worth_logging(new: usize, logged: usize, logged_at: Option<Instant>) -> bool {
+    let quiet = logged_at.is_some_and(|at| at.elapsed() < LOG_CHANGES_EVERY);
+    !quiet && new.abs_diff(logged) >= (logged / 4).max(1)
+}
+
 struct State {
     /// Slots held.
     in_use: usize,
@@ -298,8 +306,7 @@ impl Slots {
         // On the log when it has moved by a quarter since it last said,
         // and at most every few seconds: a measured number moves all the
         // time, and the gauge shows every move.
-        let quiet = state.logged_at.is_some_and(|at| at.elapsed() < LOG_CHANGES_EVERY);
-        if !quiet && new.abs_diff(state.logged) >= (state.logged / 4).max(1) {
+        if worth_logging(new, state.logged, state.logged_at) {
             state.logged = new;
             state.logged_at = Some(Instant::now());
             tracing::info!(
@@ -593,5 +600,18 @@ mod tests {
         slots.succeeded();
         assert_eq!(slots.limit(), 8, "never above --concurrency");
         assert_eq!(gauge.get(), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_measured_number_of_slots_is_logged_at_most_every_five_seconds() {
+        // Moved by a quarter, never said: logged.
+        assert!(worth_logging(20, 16, None));
+        // Moved by less: not.
+        assert!(!worth_logging(17, 16, None));
+        // Said a moment ago: not, however far it moved; later, it is.
+        let said = Instant::now();
+        assert!(!worth_logging(64, 16, Some(said)));
+        tokio::time::advance(LOG_CHANGES_EVERY).await;
+        assert!(worth_logging(64, 16, Some(said)));
     }
 }
