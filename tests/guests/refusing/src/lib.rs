@@ -4,7 +4,8 @@
 //! handler, it dead-letters a share of any realistic stream.
 //!
 //! The planner's modules are the default handler's own files, included by
-//! path (a dependency on `widget-guest` would bring its WIT export too).
+//! path (a dependency on `widget-guest` would bring its WIT export too),
+//! and `default_planner.rs` puts them behind the world's types.
 
 #[path = "../../../../guest/src/plan.rs"]
 #[allow(dead_code)]
@@ -16,23 +17,15 @@ mod request;
 #[allow(dead_code)]
 mod widget;
 
+#[path = "../../default_planner.rs"]
+mod default_planner;
+
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "widget-handler",
 });
 
-use plan::{Destination, Operation};
-use widgets::handler::types as wit;
-
 struct Refusing;
-
-struct HostStore;
-
-impl plan::Store for HostStore {
-    fn get(&mut self, key: &str) -> Result<Option<String>, String> {
-        widgets::handler::store::get(key)
-    }
-}
 
 impl Guest for Refusing {
     fn ordering_key(request: Vec<u8>) -> Option<String> {
@@ -40,31 +33,12 @@ impl Guest for Refusing {
     }
 
     fn handle(request: Vec<u8>, ctx: Context) -> Result<Plan, Rejection> {
-        let destination = match ctx.destination {
-            wit::Destination::ObjectStore => Destination::ObjectStore,
-            wit::Destination::Table => Destination::Table,
-        };
         if request::parse(&request).is_ok_and(|r| r.kind == request::Kind::Update) {
             return Err(Rejection {
                 reason: "updates are off".into(),
             });
         }
-        let planned = plan::plan(&request, &ctx.key, destination, &mut HostStore)
-            .map_err(|invalid| Rejection { reason: invalid.0 })?;
-        for warning in &planned.warnings {
-            widgets::handler::log::log(widgets::handler::log::Level::Warn, warning);
-        }
-        Ok(Plan {
-            kind: planned.kind.name().to_owned(),
-            operations: planned
-                .operations
-                .into_iter()
-                .map(|op| match op {
-                    Operation::Put { key, document } => wit::Operation::Put(wit::Put { key, document }),
-                    Operation::Delete(key) => wit::Operation::Delete(key),
-                })
-                .collect(),
-        })
+        default_planner::planned(&request, &ctx)
     }
 }
 
