@@ -83,8 +83,10 @@ impl Concurrency {
 }
 
 /// How long a run's end waits for the candidate's comparisons under way
-/// (`--candidate`): one still going then is not in the summary.
-const SHADOW_SETTLE: Duration = Duration::from_secs(5);
+/// (`--candidate`): one still going then is not in the summary. Each is
+/// bounded by the candidate's limits; a busy machine makes them slow, and
+/// 5 s left comparisons out of the summary of a run among many.
+const SHADOW_SETTLE: Duration = Duration::from_secs(20);
 
 /// How a run behaves.
 #[derive(Debug, Clone)]

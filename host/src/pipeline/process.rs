@@ -356,7 +356,6 @@ async fn decide_and_store(
         }
         Attempt::Done(None) | Attempt::Stopped => return Decision::Stopped,
         Attempt::Failed(CallError::Handler(reason)) => {
-            let refused = reason.clone();
             // A candidate that handles what the live handler fails on is
             // what an operator wants to see: compared too, against the
             // store as it is (nothing of this request was stored).
@@ -366,7 +365,7 @@ async fn decide_and_store(
                 let live = Verdict::Refused(format!("handler failed: {reason}"));
                 shadow.compare(&job.key, &job.body, job.widget.clone(), live, recorded);
             }
-            return Decision::Refused(refused);
+            return Decision::Refused(reason);
         }
         Attempt::Failed(CallError::Store(e)) => return Decision::Fatal(e),
     };
