@@ -259,6 +259,11 @@ fn move_to_dead_letters(root: &Path, from: &Path, key: &str, reason: &str) -> Re
     for n in 1..=u32::MAX {
         let name = dead_letter_name(key, n);
         let reason_path = folder.join(format!("{name}{REASON}"));
+        // A look first spares a written and synced file per name taken;
+        // the write that claims the name is what decides.
+        if std::fs::symlink_metadata(folder.join(&name)).is_ok() || std::fs::symlink_metadata(&reason_path).is_ok() {
+            continue;
+        }
         let claimed = write_new(root, &reason_path, reason.as_bytes())
             .map_err(|e| StorageError::io(format!("write {}", reason_path.display()), e))?;
         if !claimed {
