@@ -458,12 +458,17 @@ async fn a_throttling_backend_gets_fewer_requests_at_once_until_it_stops() {
     assert!(after >= 4, "{after} at once after the throttling stopped");
 }
 
-/// A source that hands out each request once, as a queue does: what the
-/// pipeline lets go of is not listed again.
-/// A queue-like source: what it lists it never lists again, unless the
-/// pipeline hands it back (then at once, in key order).
+/// A source that hands out each request once, as a FIFO queue with one
+/// message group does: what it lists it never lists again, unless the
+/// pipeline hands it back (then at once, in key order), and it lists
+/// nothing that comes after a message it has handed out and not had back
+/// (acked or handed back). Without that last rule, a message handed back
+/// early (its hand-back is a task of its own) overtook earlier ones still
+/// on their way back, under load: an order no FIFO queue gives.
 struct OneShot {
     waiting: Mutex<Vec<Listed>>,
+    /// Handed out, not yet acked or handed back.
+    out: Mutex<std::collections::BTreeSet<String>>,
     bodies: BTreeMap<String, Vec<u8>>,
     acked: Mutex<Vec<String>>,
     handed_back: AtomicU32,
@@ -481,8 +486,17 @@ impl Source for OneShot {
         false
     }
     async fn list(&self) -> Result<Page, StorageError> {
+        let mut out = self.out.lock().unwrap();
+        let mut waiting = self.waiting.lock().unwrap();
+        // Only what comes before every message still out.
+        let first_out = out.first().cloned();
+        let (listed, later): (Vec<Listed>, Vec<Listed>) = std::mem::take(&mut *waiting)
+            .into_iter()
+            .partition(|l| first_out.as_ref().is_none_or(|first| l.key < *first));
+        *waiting = later;
+        out.extend(listed.iter().map(|l| l.key.clone()));
         Ok(Page {
-            requests: std::mem::take(&mut *self.waiting.lock().unwrap()),
+            requests: listed,
             from_start: true,
             reached_end: true,
             set_aside: Vec::new(),
@@ -493,6 +507,7 @@ impl Source for OneShot {
         Ok(Fetched::Request(self.bodies[key].clone(), Version::default()))
     }
     async fn ack(&self, key: &str, _version: &Version) -> Result<(), StorageError> {
+        self.out.lock().unwrap().remove(key);
         self.acked.lock().unwrap().push(key.to_owned());
         Ok(())
     }
@@ -501,6 +516,7 @@ impl Source for OneShot {
     }
     async fn hand_back(&self, key: &str, version: &Version) {
         self.handed_back.fetch_add(1, Ordering::SeqCst);
+        self.out.lock().unwrap().remove(key);
         let mut waiting = self.waiting.lock().unwrap();
         waiting.push(Listed {
             key: key.to_owned(),
@@ -535,6 +551,7 @@ async fn a_source_that_does_not_list_again_has_a_busy_keys_requests_handed_back_
         .collect();
     let source = Arc::new(OneShot {
         waiting: Mutex::new(listed),
+        out: Mutex::default(),
         bodies,
         acked: Mutex::default(),
         handed_back: AtomicU32::new(0),
