@@ -5,11 +5,11 @@
 //! timeout. `run` and `demo` both come here, from [`Config::new`].
 
 use crate::aws::{AwsSettings, Clients};
+use crate::error::StorageError;
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{self, Handler};
 use crate::metrics::{Metrics, Summary, exporter};
 use crate::pipeline::{self, Options, Rollback, Shadow};
-use crate::error::StorageError;
 use crate::progress;
 use crate::retry::{Attempt, Retry};
 use crate::sink;

@@ -594,11 +594,13 @@ fn a_server_that_goes_away_and_comes_back_loses_no_request() {
     let widgets = create_bucket(&client, "widgets");
 
     let proxy = Proxy::start(&moto());
-    let running = Running::start(
-        host()
-            .env("AWS_ENDPOINT_URL", &proxy.url)
-            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
-    );
+    let running = Running::start(host().env("AWS_ENDPOINT_URL", &proxy.url).args([
+        "-rb",
+        &requests,
+        "-wb",
+        &widgets,
+        "--until-empty",
+    ]));
     // Down once the host is under way, however long its start took on
     // this machine.
     running.wait_for("Request done.", Duration::from_secs(60));
@@ -625,11 +627,13 @@ fn a_server_down_when_the_host_starts_is_waited_for() {
     let widgets = create_bucket(&client, "widgets");
     let proxy = Proxy::start(&moto());
     proxy.down();
-    let running = Running::start(
-        host()
-            .env("AWS_ENDPOINT_URL", &proxy.url)
-            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
-    );
+    let running = Running::start(host().env("AWS_ENDPOINT_URL", &proxy.url).args([
+        "-rb",
+        &requests,
+        "-wb",
+        &widgets,
+        "--until-empty",
+    ]));
     running.wait_for("Transient failure; retrying.", Duration::from_secs(60));
     proxy.up();
     let (status, summary, log) = running.finish();
@@ -648,14 +652,18 @@ fn a_start_killed_while_it_probes_the_bucket_leaves_nothing_behind() {
     let requests = produce_into_bucket(&client, 20, 29);
     let widgets = create_bucket(&client, "widgets");
     let proxy = SlowDown::holding(&moto(), "?delete");
-    let mut held = Running::start(
-        host()
-            .env("AWS_ENDPOINT_URL", &proxy.url)
-            .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
+    let mut held = Running::start(host().env("AWS_ENDPOINT_URL", &proxy.url).args([
+        "-rb",
+        &requests,
+        "-wb",
+        &widgets,
+        "--until-empty",
+    ]));
+    wait_until(
+        Duration::from_secs(60),
+        "the probe's DeleteObjects was sent",
+        || proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0,
     );
-    wait_until(Duration::from_secs(60), "the probe's DeleteObjects was sent", || {
-        proxy.refused.load(std::sync::atomic::Ordering::SeqCst) > 0
-    });
     held.child.kill().unwrap();
     let _ = held.finish();
     run_ok(
@@ -1217,11 +1225,13 @@ fn a_bucket_keeps_every_dead_letter_of_a_key() {
     let requests = create_bucket(&client, "requests");
     let widgets = create_bucket(&client, "widgets");
     let run = || {
-        let output = run_ok(
-            host()
-                .env("AWS_ENDPOINT_URL", moto())
-                .args(["-rb", &requests, "-wb", &widgets, "--until-empty"]),
-        );
+        let output = run_ok(host().env("AWS_ENDPOINT_URL", moto()).args([
+            "-rb",
+            &requests,
+            "-wb",
+            &widgets,
+            "--until-empty",
+        ]));
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     // One key, refused twice: two runs, a request each.
@@ -1240,14 +1250,24 @@ fn a_bucket_keeps_every_dead_letter_of_a_key() {
     // Redrive takes the first back under the key, and the second once the
     // key is free again.
     let redrive = || {
-        let output = run_ok(host().env("AWS_ENDPOINT_URL", moto()).args(["redrive", "-rb", &requests]));
+        let output = run_ok(
+            host()
+                .env("AWS_ENDPOINT_URL", moto())
+                .args(["redrive", "-rb", &requests]),
+        );
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     let moved = redrive();
-    assert!(moved.contains("Moved 1 of 2 dead letters back (1 left)."), "{moved}");
+    assert!(
+        moved.contains("Moved 1 of 2 dead letters back (1 left)."),
+        "{moved}"
+    );
     assert_eq!(objects(&client, &requests)["order.json"].body, b"not json 1");
     block_on(client.delete_object().bucket(&requests).key("order.json").send()).unwrap();
     let moved = redrive();
-    assert!(moved.contains("Moved 1 of 1 dead letters back (0 left)."), "{moved}");
+    assert!(
+        moved.contains("Moved 1 of 1 dead letters back (0 left)."),
+        "{moved}"
+    );
     assert_eq!(objects(&client, &requests)["order.json"].body, b"not json 2");
 }

@@ -30,7 +30,9 @@ fn a_request_dead_lettered_under_a_name_already_taken_keeps_both() {
     let scratch = tempfile::tempdir().unwrap();
     let requests = scratch.path().join("requests");
     std::fs::create_dir_all(&requests).unwrap();
-    let bad = |n: u32| format!(r#"{{"type":"create","requestId":"r{n}","widgetId":"w{n}","owner":"Bad Owner {n}"}}"#);
+    let bad = |n: u32| {
+        format!(r#"{{"type":"create","requestId":"r{n}","widgetId":"w{n}","owner":"Bad Owner {n}"}}"#)
+    };
     // Two runs, one request each, under one name.
     for n in 1..=2 {
         std::fs::write(requests.join("order.json"), bad(n)).unwrap();
@@ -54,12 +56,24 @@ fn a_request_dead_lettered_under_a_name_already_taken_keeps_both() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     let moved = redrive(&requests);
-    assert!(moved.contains("Moved 1 of 2 dead letters back (1 left)"), "{moved}");
-    assert_eq!(std::fs::read(requests.join("order.json")).unwrap(), bad(1).into_bytes());
+    assert!(
+        moved.contains("Moved 1 of 2 dead letters back (1 left)"),
+        "{moved}"
+    );
+    assert_eq!(
+        std::fs::read(requests.join("order.json")).unwrap(),
+        bad(1).into_bytes()
+    );
     std::fs::remove_file(requests.join("order.json")).unwrap();
     let moved = redrive(&requests);
-    assert!(moved.contains("Moved 1 of 1 dead letters back (0 left)"), "{moved}");
-    assert_eq!(std::fs::read(requests.join("order.json")).unwrap(), bad(2).into_bytes());
+    assert!(
+        moved.contains("Moved 1 of 1 dead letters back (0 left)"),
+        "{moved}"
+    );
+    assert_eq!(
+        std::fs::read(requests.join("order.json")).unwrap(),
+        bad(2).into_bytes()
+    );
 }
 
 #[test]
@@ -96,8 +110,14 @@ fn a_request_whose_name_leaves_no_room_for_its_reason_is_dead_lettered_and_the_r
         .find(|(name, _)| name.ends_with(".reason"))
         .map(|(_, reason)| String::from_utf8_lossy(reason).into_owned())
         .expect("a reason");
-    assert!(reason.contains(&format!("the request's key was {name}")), "{reason}");
-    assert_eq!(dead_letters(&requests).into_values().collect::<Vec<_>>(), [b"not json".to_vec()]);
+    assert!(
+        reason.contains(&format!("the request's key was {name}")),
+        "{reason}"
+    );
+    assert_eq!(
+        dead_letters(&requests).into_values().collect::<Vec<_>>(),
+        [b"not json".to_vec()]
+    );
 }
 
 #[test]
@@ -127,13 +147,26 @@ fn a_handler_that_cannot_start_within_its_memory_limit_is_refused_before_any_req
     std::fs::write(requests.join("1"), create).unwrap();
     let stderr = run_fails(
         host()
-            .args(["run", "--until-empty", "--handler-memory-mb", "1", "--requests-dir"])
+            .args([
+                "run",
+                "--until-empty",
+                "--handler-memory-mb",
+                "1",
+                "--requests-dir",
+            ])
             .arg(&requests)
             .arg("--widgets-dir")
             .arg(scratch.path().join("widgets")),
     );
-    assert!(stderr.contains("the handler cannot start under its limits"), "{stderr}");
-    assert_eq!(std::fs::read(requests.join("1")).unwrap(), create.as_bytes(), "left in place");
+    assert!(
+        stderr.contains("the handler cannot start under its limits"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(requests.join("1")).unwrap(),
+        create.as_bytes(),
+        "left in place"
+    );
     assert!(!requests.join("dead-letter").exists(), "nothing dead-lettered");
 }
 

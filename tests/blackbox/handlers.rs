@@ -367,7 +367,10 @@ fn every_request_a_rolled_back_handler_refused_is_decided_again_even_with_many_a
     assert!(summary.contains("rolled back:   1"), "{summary}");
     // Those under way at the rollback too: the handler that refused them is
     // no longer live, so the one put back decides them.
-    assert!(summary.contains("applied:       200 (echo 200)"), "{summary}\n{log}");
+    assert!(
+        summary.contains("applied:       200 (echo 200)"),
+        "{summary}\n{log}"
+    );
     assert!(summary.contains("dead-lettered: 0"), "{summary}");
 }
 
@@ -395,7 +398,14 @@ fn a_rolled_back_swap_leaves_the_end_state_of_the_trusted_handler_alone() {
     std::fs::copy(test_guest("widget_guest"), &handler).unwrap();
     let running = Running::start(
         host()
-            .args(["run", "--watch", "--rollback-on-dead-letters", "5", "--rollback-window", "30"])
+            .args([
+                "run",
+                "--watch",
+                "--rollback-on-dead-letters",
+                "5",
+                "--rollback-window",
+                "30",
+            ])
             .arg("--handler")
             .arg(&handler)
             .arg("--requests-dir")
@@ -408,14 +418,26 @@ fn a_rolled_back_swap_leaves_the_end_state_of_the_trusted_handler_alone() {
     running.wait_for("Handler reloaded.", Duration::from_secs(60));
     produce(&mut host(), "--requests-dir", &requests, 400, 11);
     wait_until(Duration::from_secs(60), "every request taken", || {
-        std::fs::read_dir(&requests).unwrap().flatten().all(|e| !e.path().is_file())
+        std::fs::read_dir(&requests)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.path().is_file())
     });
     running.signal("-TERM");
     let (status, summary, log) = running.finish();
     assert!(status.success(), "{log}");
     assert!(log.contains("Rolled back to the previous handler"), "{log}");
-    let dead = |summary: &str| summary.lines().find(|l| l.contains("dead-lettered:")).map(|l| l.split_whitespace().nth(1).unwrap().to_owned());
-    assert_eq!(dead(&summary), dead(&reference_summary), "{summary}\n{reference_summary}");
+    let dead = |summary: &str| {
+        summary
+            .lines()
+            .find(|l| l.contains("dead-lettered:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+    };
+    assert_eq!(
+        dead(&summary),
+        dead(&reference_summary),
+        "{summary}\n{reference_summary}"
+    );
     assert_same_documents(&widgets.join("widgets"), &reference_widgets.join("widgets"));
 }
 
@@ -503,7 +525,11 @@ fn dead_letters_become_one_case_per_distinct_reason_that_check_runs() {
             .arg(&widgets),
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("Wrote 2 cases"));
-    assert_eq!(std::fs::read(cases.join("dead-letters.json")).unwrap(), first, "left as it was");
+    assert_eq!(
+        std::fs::read(cases.join("dead-letters.json")).unwrap(),
+        first,
+        "left as it was"
+    );
     std::fs::rename(cases.join("dead-letters.json"), scratch.path().join("first.json")).unwrap();
     let file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(cases.join("dead-letters-2.json")).unwrap()).unwrap();
@@ -1055,7 +1081,11 @@ fn a_reload_after_a_promotion_keeps_the_candidate_unless_the_file_changed() {
     running.signal("-HUP");
     running.wait_for("Reload kept the promoted candidate", Duration::from_secs(60));
     feed(&requests, &creates(10, 11, "  Big  "));
-    assert_eq!(stored_label(&widgets, "w10"), "Big", "the candidate still handles requests");
+    assert_eq!(
+        stored_label(&widgets, "w10"),
+        "Big",
+        "the candidate still handles requests"
+    );
     // A file that changed is loaded, and the log says what it replaced.
     replace(&handler, &std::fs::read(test_guest("hostile_guest")).unwrap());
     running.signal("-HUP");
@@ -1064,7 +1094,9 @@ fn a_reload_after_a_promotion_keeps_the_candidate_unless_the_file_changed() {
     let (status, summary, log) = running.finish();
     assert!(status.success(), "{log}");
     assert!(
-        summary.contains("handler swaps: 1 candidate promoted; 2 reloaded (SIGHUP), replacing the promoted candidate"),
+        summary.contains(
+            "handler swaps: 1 candidate promoted; 2 reloaded (SIGHUP), replacing the promoted candidate"
+        ),
         "{summary}"
     );
 }
@@ -1087,7 +1119,10 @@ fn a_swap_to_a_handler_failing_in_ordering_key_is_rolled_back() {
     assert!(status.success(), "{log}");
     assert!(log.contains("Rolled back to the previous handler"), "{log}");
     assert!(summary.contains("rolled back:   1"), "{summary}");
-    assert!(summary.contains("handler swaps: 1 reloaded (file changed); 2 rolled back"), "{summary}");
+    assert!(
+        summary.contains("handler swaps: 1 reloaded (file changed); 2 rolled back"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -1103,7 +1138,16 @@ fn a_candidate_is_asked_both_exports_and_about_requests_the_live_handler_fails_o
     let run = |live: &str, candidate: &str| {
         let output = run_ok(
             host()
-                .args(["run", "--until-empty", "--concurrency", "1", "--handler", live, "--candidate", candidate])
+                .args([
+                    "run",
+                    "--until-empty",
+                    "--concurrency",
+                    "1",
+                    "--handler",
+                    live,
+                    "--candidate",
+                    candidate,
+                ])
                 .arg("--requests-dir")
                 .arg(&requests)
                 .arg("--widgets-dir")
@@ -1117,13 +1161,19 @@ fn a_candidate_is_asked_both_exports_and_about_requests_the_live_handler_fails_o
     // other.
     write_requests();
     let summary = run("builtin", &hostile);
-    assert!(summary.contains("candidate:     0 agreed, 1 differed, 2 failed, 0 not compared"), "{summary}");
+    assert!(
+        summary.contains("candidate:     0 agreed, 1 differed, 2 failed, 0 not compared"),
+        "{summary}"
+    );
     // The other way round: the live handler fails on two, which the
     // candidate accepts.
     std::fs::remove_dir_all(&requests).unwrap();
     write_requests();
     let summary = run(&hostile, "builtin");
-    assert!(summary.contains("candidate:     0 agreed, 3 differed, 0 failed, 0 not compared"), "{summary}");
+    assert!(
+        summary.contains("candidate:     0 agreed, 3 differed, 0 failed, 0 not compared"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -1150,7 +1200,9 @@ fn a_promoted_candidate_that_refuses_is_rolled_back_and_the_history_says_so() {
     running.wait_for("Candidate promoted", Duration::from_secs(60));
     let updates: Vec<(String, String)> = (1..=5)
         .map(|i| {
-            let update = format!(r#"{{"type":"update","requestId":"u{i}","widgetId":"w{i}","owner":"Sue Smith","label":"U"}}"#);
+            let update = format!(
+                r#"{{"type":"update","requestId":"u{i}","widgetId":"w{i}","owner":"Sue Smith","label":"U"}}"#
+            );
             (format!("2{i}"), update)
         })
         .collect();
@@ -1159,12 +1211,17 @@ fn a_promoted_candidate_that_refuses_is_rolled_back_and_the_history_says_so() {
     let (status, summary, log) = running.finish();
     assert!(status.success(), "{log}");
     assert!(
-        summary.contains("handler swaps: 1 candidate promoted; 2 rolled back, replacing the promoted candidate"),
+        summary
+            .contains("handler swaps: 1 candidate promoted; 2 rolled back, replacing the promoted candidate"),
         "{summary}"
     );
     assert!(summary.contains("dead-lettered: 0"), "{summary}");
     for i in 1..=5 {
-        assert_eq!(stored_label(&widgets, &format!("w{i}")), "U", "w{i}: the update, by the handler put back");
+        assert_eq!(
+            stored_label(&widgets, &format!("w{i}")),
+            "U",
+            "w{i}: the update, by the handler put back"
+        );
     }
 }
 

@@ -153,7 +153,11 @@ pub(crate) async fn copy_object_if(
 
 /// The ETag of the object at `key` (`Some(None)` where the server gives
 /// none); `None` if there is no object.
-pub(crate) async fn head_etag(client: &Client, bucket: &str, key: &str) -> Result<Option<Option<String>>, StorageError> {
+pub(crate) async fn head_etag(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Option<String>>, StorageError> {
     match client.head_object().bucket(bucket).key(key).send().await {
         Ok(object) => Ok(Some(object.e_tag)),
         Err(e) if status(&e) == Some(404) => Ok(None),
@@ -344,12 +348,21 @@ async fn probe_once(client: &Client, bucket: &str) -> bool {
         content_type: None,
         metadata: &[],
     };
-    if put_object(client, bucket, PROBE_KEY, b"probe", meta).await.is_err() {
+    if put_object(client, bucket, PROBE_KEY, b"probe", meta)
+        .await
+        .is_err()
+    {
         return false;
     }
     let wrong = Some("\"00000000000000000000000000000000\"".to_owned());
     let tried = delete_objects_if(client, bucket, &[(PROBE_KEY.to_owned(), wrong)]).await;
-    let survived = client.head_object().bucket(bucket).key(PROBE_KEY).send().await.is_ok();
+    let survived = client
+        .head_object()
+        .bucket(bucket)
+        .key(PROBE_KEY)
+        .send()
+        .await
+        .is_ok();
     let _ = delete_object(client, bucket, PROBE_KEY).await;
     matches!(tried.as_deref(), Ok([Ok(Removal::Replaced)])) && survived
 }

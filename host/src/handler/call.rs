@@ -82,7 +82,10 @@ impl CpuClock {
     /// it, on its thread).
     pub(super) fn used(&self) -> Duration {
         let clock = self.0.lock().unwrap();
-        clock.0 + clock.1.map_or(Duration::ZERO, |since| thread_cpu_time().saturating_sub(since))
+        clock.0
+            + clock
+                .1
+                .map_or(Duration::ZERO, |since| thread_cpu_time().saturating_sub(since))
     }
 
     /// `call`, its polls measured on this clock.
@@ -96,7 +99,10 @@ impl CpuClock {
 
 /// The processor time this thread has used.
 fn thread_cpu_time() -> Duration {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `now` is a valid timespec to write to.
     let done = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     assert_eq!(done, 0, "every Linux thread has a CPU-time clock");
@@ -112,7 +118,10 @@ pub(super) struct Metered<F> {
 impl<F: Future> Future for Metered<F> {
     type Output = F::Output;
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
         self.clock.enter();
         let polled = self.call.as_mut().poll(cx);
         self.clock.leave();

@@ -309,7 +309,9 @@ impl Handler {
         match self.warm(None, String::new()).await {
             Ok(_) => Ok(()),
             Err(CallError::Handler(reason)) => {
-                anyhow::bail!("the handler cannot start under its limits, so it would fail every request: {reason}")
+                anyhow::bail!(
+                    "the handler cannot start under its limits, so it would fail every request: {reason}"
+                )
             }
             Err(CallError::Store(e)) => Err(e.into()),
         }
@@ -440,9 +442,9 @@ impl Handler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use crate::contract::Destination;
     use crate::error::Class;
+    use std::time::Duration;
 
     /// A store whose reads never answer.
     struct Hung;
@@ -707,7 +709,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_time_limit_counts_a_calls_own_computing_not_its_wait_for_a_core() {
         let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
-        let with_limit = |time: Duration| Handler::from_bytes(&hostile, Limits { time, ..Limits::default() }).unwrap();
+        let with_limit = |time: Duration| {
+            Handler::from_bytes(
+                &hostile,
+                Limits {
+                    time,
+                    ..Limits::default()
+                },
+            )
+            .unwrap()
+        };
         let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
         // A request that takes one call alone at least 40 ms.
         let calibrating = with_limit(Duration::from_secs(60));
@@ -716,7 +727,10 @@ mod tests {
             millions *= 2;
             let started = std::time::Instant::now();
             let burn = format!("burn {millions}");
-            calibrating.handle(burn.as_bytes(), &context(), sink.clone()).await.unwrap();
+            calibrating
+                .handle(burn.as_bytes(), &context(), sink.clone())
+                .await
+                .unwrap();
             alone = started.elapsed();
         }
         // Four times that each; 24 at once on two threads take about twelve
@@ -727,13 +741,19 @@ mod tests {
                 let (handler, sink) = (handler.clone(), sink.clone());
                 tokio::spawn(async move {
                     let burn = format!("burn {millions}");
-                    handler.handle(burn.as_bytes(), &context(), sink).await.map(|_| ())
+                    handler
+                        .handle(burn.as_bytes(), &context(), sink)
+                        .await
+                        .map(|_| ())
                 })
             })
             .collect();
         for call in calls {
             let answered = call.await.unwrap();
-            assert!(answered.is_ok(), "a busy host failed a call within its limit: {answered:?}");
+            assert!(
+                answered.is_ok(),
+                "a busy host failed a call within its limit: {answered:?}"
+            );
         }
         // A call that does compute more than its limit still fails.
         let over = format!("burn {}", millions * 40);

@@ -110,8 +110,6 @@ enum Reloaded {
     KeptPromoted,
 }
 
-
-
 impl HandlerSlot {
     /// A slot holding `handler`, reloadable from `choice`; a reloaded
     /// handler gets the same engine and limits.
@@ -200,7 +198,10 @@ impl HandlerSlot {
         let (previous, was_promoted) = live.previous.take()?;
         live.handler = previous;
         let replaced_promoted = std::mem::replace(&mut live.promoted, was_promoted);
-        Some(self.record(&mut live, SwapKind::RolledBack, replaced_promoted).generation)
+        Some(
+            self.record(&mut live, SwapKind::RolledBack, replaced_promoted)
+                .generation,
+        )
     }
 
     /// Compiles the handler file again and switches to it if it is a valid

@@ -228,7 +228,9 @@ pub(super) async fn refuse(
         .run(|| shared.source.dead_letter(key, version, &reason))
         .await;
     let fate = Fate::dead_lettered(moved, reason);
-    if let (Some(rollback), Some(generation), Fate::DeadLettered(_)) = (&shared.options.rollback, generation, &fate) {
+    if let (Some(rollback), Some(generation), Fate::DeadLettered(_)) =
+        (&shared.options.rollback, generation, &fate)
+    {
         rollback.record(generation, key, true);
     }
     settle(shared, key, "-", listed, fate);

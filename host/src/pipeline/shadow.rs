@@ -146,7 +146,13 @@ impl Shadow {
     /// dead-lettered before its handling, so the candidate's own key and
     /// verdict are what it is compared on, against the store (`sink`, read
     /// only).
-    pub(crate) fn compare_failed_key(self: &Arc<Self>, key: &str, body: &[u8], reason: String, sink: &Arc<dyn Sink>) {
+    pub(crate) fn compare_failed_key(
+        self: &Arc<Self>,
+        key: &str,
+        body: &[u8],
+        reason: String,
+        sink: &Arc<dyn Sink>,
+    ) {
         if self.standing().promoted {
             return;
         }
@@ -189,7 +195,13 @@ impl Shadow {
 
     /// The candidate's handling of a request compared with the live
     /// handler's verdict `live`, reading as `recorded` read.
-    async fn handled_outcome(&self, key: &str, body: &[u8], live: Verdict, recorded: Arc<Recorded>) -> Outcome {
+    async fn handled_outcome(
+        &self,
+        key: &str,
+        body: &[u8],
+        live: Verdict,
+        recorded: Arc<Recorded>,
+    ) -> Outcome {
         let context = Context {
             key: key.to_owned(),
             destination: recorded.destination(),

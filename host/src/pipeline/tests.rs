@@ -511,7 +511,12 @@ impl Source for OneShot {
         self.acked.lock().unwrap().push(key.to_owned());
         Ok(())
     }
-    async fn dead_letter(&self, key: &str, _version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
+    async fn dead_letter(
+        &self,
+        key: &str,
+        _version: &Version,
+        reason: &str,
+    ) -> Result<DeadLettering, StorageError> {
         panic!("{key} dead-lettered: {reason}")
     }
     async fn hand_back(&self, key: &str, version: &Version) {

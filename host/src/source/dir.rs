@@ -129,8 +129,7 @@ fn key_of(name: &str) -> String {
 const ASIDE: &str = ".dead-letter.aside";
 
 /// Why a request file named like the dead-letter folder is not read.
-const NAMED_LIKE_THE_FOLDER: &str =
-    "a file named dead-letter, the name of the dead-letter folder: set aside unread so that the folder can be made";
+const NAMED_LIKE_THE_FOLDER: &str = "a file named dead-letter, the name of the dead-letter folder: set aside unread so that the folder can be made";
 
 /// A folder entry that can never be a request, and why.
 struct Odd {
@@ -213,7 +212,12 @@ impl DirSource {
     /// replace a file, so no dead letter or reason is ever overwritten, by
     /// this host or another. A rename keeps the bytes exactly as they were,
     /// and moves a link, not what it points at.
-    async fn move_to_dead_letters(&self, from: &Path, key: &str, reason: &str) -> Result<DeadLettering, StorageError> {
+    async fn move_to_dead_letters(
+        &self,
+        from: &Path,
+        key: &str,
+        reason: &str,
+    ) -> Result<DeadLettering, StorageError> {
         let (root, from, key) = (self.root.clone(), from.to_owned(), key.to_owned());
         let mut reason = reason.to_owned();
         if is_cut(&dead_letter_name(&key, 1)) {
@@ -237,7 +241,8 @@ impl DirSource {
             // folder can be made.
             let aside = self.root.join(ASIDE);
             match rename_no_replace(&from, &aside) {
-                Ok(()) => sync_dir(&self.root).map_err(|e| StorageError::io(format!("sync {}", self.root.display()), e))?,
+                Ok(()) => sync_dir(&self.root)
+                    .map_err(|e| StorageError::io(format!("sync {}", self.root.display()), e))?,
                 Err(e) => return Err(StorageError::io(format!("move {} aside", from.display()), e)),
             }
             from = aside;
@@ -248,7 +253,12 @@ impl DirSource {
 }
 
 /// [`DirSource::move_to_dead_letters`], blocking.
-fn move_to_dead_letters(root: &Path, from: &Path, key: &str, reason: &str) -> Result<DeadLettering, StorageError> {
+fn move_to_dead_letters(
+    root: &Path,
+    from: &Path,
+    key: &str,
+    reason: &str,
+) -> Result<DeadLettering, StorageError> {
     let folder = root.join(DEAD_LETTER);
     match std::fs::create_dir(&folder) {
         Ok(()) => sync_dir(root).map_err(|e| StorageError::io(format!("sync {}", root.display()), e))?,
@@ -261,7 +271,9 @@ fn move_to_dead_letters(root: &Path, from: &Path, key: &str, reason: &str) -> Re
         let reason_path = folder.join(format!("{name}{REASON}"));
         // A look first spares a written and synced file per name taken;
         // the write that claims the name is what decides.
-        if std::fs::symlink_metadata(folder.join(&name)).is_ok() || std::fs::symlink_metadata(&reason_path).is_ok() {
+        if std::fs::symlink_metadata(folder.join(&name)).is_ok()
+            || std::fs::symlink_metadata(&reason_path).is_ok()
+        {
             continue;
         }
         let claimed = write_new(root, &reason_path, reason.as_bytes())
@@ -629,7 +641,12 @@ impl Source for DirSource {
         }
     }
 
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
+    async fn dead_letter(
+        &self,
+        key: &str,
+        version: &Version,
+        reason: &str,
+    ) -> Result<DeadLettering, StorageError> {
         let path = self.request_path(key)?;
         if self.replaced(&path, version).await? {
             return Ok(DeadLettering::Missed);
@@ -931,7 +948,9 @@ mod tests {
         for round in 1..=3 {
             std::fs::write(dir.path().join("order.json"), format!("request {round}")).unwrap();
             let version = version(&source, "order.json").await;
-            let kept = source.dead_letter("order.json", &version, &format!("why {round}")).await;
+            let kept = source
+                .dead_letter("order.json", &version, &format!("why {round}"))
+                .await;
             assert_eq!(kept.unwrap(), DeadLettering::Kept);
         }
         let letters = source.dead_letters().await.unwrap();
@@ -939,13 +958,22 @@ mod tests {
         for (round, letter) in (1..).zip(&letters) {
             assert_eq!(letter.key, "order.json");
             let body = source.read_dead_letter(letter, 100).await.unwrap();
-            assert_eq!(body, Fetched::Request(format!("request {round}").into_bytes(), Version::default()));
-            assert_eq!(source.reason(letter).await.unwrap().unwrap(), format!("why {round}"));
+            assert_eq!(
+                body,
+                Fetched::Request(format!("request {round}").into_bytes(), Version::default())
+            );
+            assert_eq!(
+                source.reason(letter).await.unwrap().unwrap(),
+                format!("why {round}")
+            );
         }
         // The first goes back; the next waits until its key is free again.
         assert_eq!(source.redrive(&letters[0]).await.unwrap(), Redriven::Moved);
         assert_eq!(source.redrive(&letters[1]).await.unwrap(), Redriven::Occupied);
-        assert_eq!(std::fs::read(dir.path().join("order.json")).unwrap(), b"request 1");
+        assert_eq!(
+            std::fs::read(dir.path().join("order.json")).unwrap(),
+            b"request 1"
+        );
     }
 
     #[tokio::test]
@@ -953,7 +981,11 @@ mod tests {
         // A file whose name is not text is kept under its escaped name,
         // which a file of that very text name also has.
         let dir = folder(&["3\\xff"]);
-        std::fs::write(dir.path().join(std::ffi::OsString::from_vec(b"3\xff".to_vec())), b"odd").unwrap();
+        std::fs::write(
+            dir.path().join(std::ffi::OsString::from_vec(b"3\xff".to_vec())),
+            b"odd",
+        )
+        .unwrap();
         let source = DirSource::open(dir.path()).unwrap();
         let page = source.list().await.unwrap();
         assert_eq!(page.set_aside.len(), 1);
@@ -990,7 +1022,10 @@ mod tests {
         for letter in &letters {
             assert!(letter.id.len() + REASON.len() <= NAME_MAX, "{}", letter.id);
             let reason = source.reason(letter).await.unwrap().unwrap();
-            assert!(reason.starts_with("bad; kept under a shortened name: the request's key was "), "{reason}");
+            assert!(
+                reason.starts_with("bad; kept under a shortened name: the request's key was "),
+                "{reason}"
+            );
             // Back under the shortened name, which is a file name too.
             assert_eq!(source.redrive(letter).await.unwrap(), Redriven::Moved);
             assert!(dir.path().join(&letter.key).is_file());
@@ -1005,16 +1040,25 @@ mod tests {
         assert_eq!(keys(&page), ["1"]);
         assert_eq!(page.set_aside.len(), 1);
         assert!(dir.path().join("dead-letter").is_dir());
-        assert_eq!(std::fs::read(dir.path().join("dead-letter/dead-letter")).unwrap(), b"dead-letter");
+        assert_eq!(
+            std::fs::read(dir.path().join("dead-letter/dead-letter")).unwrap(),
+            b"dead-letter"
+        );
         // Other dead letters go beside it.
         let version = version(&source, "1").await;
-        assert_eq!(source.dead_letter("1", &version, "bad").await.unwrap(), DeadLettering::Kept);
+        assert_eq!(
+            source.dead_letter("1", &version, "bad").await.unwrap(),
+            DeadLettering::Kept
+        );
         // A run that stopped after moving it aside finishes the move.
         drop(source);
         std::fs::write(dir.path().join(ASIDE), b"again").unwrap();
         let source = DirSource::open(dir.path()).unwrap();
         assert!(!dir.path().join(ASIDE).exists());
-        assert_eq!(dead_letter_keys(&source).await, ["1", "dead-letter", "dead-letter"]);
+        assert_eq!(
+            dead_letter_keys(&source).await,
+            ["1", "dead-letter", "dead-letter"]
+        );
     }
 
     #[tokio::test]
@@ -1023,7 +1067,10 @@ mod tests {
         let source = DirSource::open(dir.path()).unwrap();
         let version = version(&source, "1").await;
         std::fs::remove_file(dir.path().join("1")).unwrap();
-        assert_eq!(source.dead_letter("1", &version, "bad").await.unwrap(), DeadLettering::Missed);
+        assert_eq!(
+            source.dead_letter("1", &version, "bad").await.unwrap(),
+            DeadLettering::Missed
+        );
         let left: Vec<_> = std::fs::read_dir(dir.path().join("dead-letter"))
             .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();

@@ -146,8 +146,12 @@ pub(crate) trait Source: Send + Sync {
     /// place, bytes unchanged, with the reason beside it, never over an
     /// earlier dead letter. A request written under the key meanwhile is
     /// left in place.
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str)
-    -> Result<DeadLettering, StorageError>;
+    async fn dead_letter(
+        &self,
+        key: &str,
+        version: &Version,
+        reason: &str,
+    ) -> Result<DeadLettering, StorageError>;
 
     /// Whether a listed request the pipeline does not take now is listed
     /// again by a later pass, as a folder's or a bucket's is. A queue's

@@ -10,8 +10,8 @@ use super::{
 };
 use crate::aws::errors::storage_error;
 use crate::aws::s3::{
-    BucketRole, Copied, Got, OLD_PROBE_PREFIX, ObjectMeta, Removal, batch_deletes_honour_etags,
-    check_bucket, copy_object_if, delete_object_if, delete_objects_if, get_object, put_object,
+    BucketRole, Copied, Got, OLD_PROBE_PREFIX, ObjectMeta, Removal, batch_deletes_honour_etags, check_bucket,
+    copy_object_if, delete_object_if, delete_objects_if, get_object, put_object,
 };
 use crate::batch::{Batcher, settle};
 use crate::error::StorageError;
@@ -359,10 +359,19 @@ impl Source for S3Source {
     /// then removes it. A copy that succeeded before a failed removal is
     /// found again on the retry (the same ETag at a name of its key) and not
     /// made twice.
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
-        let encoded = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string();
+    async fn dead_letter(
+        &self,
+        key: &str,
+        version: &Version,
+        reason: &str,
+    ) -> Result<DeadLettering, StorageError> {
+        let encoded =
+            percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string();
         let keep_key = encoded.len() <= MAX_KEY_METADATA;
-        let reason = metadata_safe(reason, MAX_REASON_BYTES - if keep_key { encoded.len() } else { 0 });
+        let reason = metadata_safe(
+            reason,
+            MAX_REASON_BYTES - if keep_key { encoded.len() } else { 0 },
+        );
         for n in 1..=u32::MAX {
             let target = dead_letter_key(key, n);
             let mut metadata = vec![(REASON_METADATA, reason.as_str())];
@@ -375,7 +384,16 @@ impl Source for S3Source {
             };
             // Copied on the server, and only the version read: the dead
             // letter is exactly the request judged.
-            match copy_object_if(&self.client, &self.bucket, key, &target, version.0.as_deref(), meta).await? {
+            match copy_object_if(
+                &self.client,
+                &self.bucket,
+                key,
+                &target,
+                version.0.as_deref(),
+                meta,
+            )
+            .await?
+            {
                 Copied::Done => break,
                 Copied::TargetTaken(etag) if etag.is_some() && etag == version.0 => break,
                 Copied::TargetTaken(_) => continue,

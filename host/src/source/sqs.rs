@@ -469,7 +469,12 @@ impl Source for SqsSource {
         }
     }
 
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
+    async fn dead_letter(
+        &self,
+        key: &str,
+        version: &Version,
+        reason: &str,
+    ) -> Result<DeadLettering, StorageError> {
         match &self.dead_letters {
             Some(queue) => {
                 if self.send_to_dead_letters(queue, key, reason).await? {

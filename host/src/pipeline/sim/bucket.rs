@@ -117,7 +117,12 @@ impl Source for SimBucket {
         Ok(())
     }
 
-    async fn dead_letter(&self, key: &str, _version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
+    async fn dead_letter(
+        &self,
+        key: &str,
+        _version: &Version,
+        reason: &str,
+    ) -> Result<DeadLettering, StorageError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         if self.state.lock().unwrap().objects.remove(key).is_some() {
             self.ledger.dead_lettered(key, reason);

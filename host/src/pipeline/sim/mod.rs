@@ -38,10 +38,10 @@ mod scenario;
 mod store;
 
 use super::{Concurrency, Options, Rollback, run};
-use crate::metrics::Metrics;
 use crate::contract::{Context, Destination, Operation};
 use crate::handler::swap::HandlerSlot;
 use crate::handler::{BUILTIN, Choice, Handler, Limits};
+use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::sink::Sink;
 use crate::sink::memory::MemorySink;

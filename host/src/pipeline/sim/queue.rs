@@ -262,7 +262,12 @@ impl Source for SimQueue {
         Ok(())
     }
 
-    async fn dead_letter(&self, key: &str, version: &Version, reason: &str) -> Result<DeadLettering, StorageError> {
+    async fn dead_letter(
+        &self,
+        key: &str,
+        version: &Version,
+        reason: &str,
+    ) -> Result<DeadLettering, StorageError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         if self.remove(key, version)? {
             self.ledger.dead_lettered(key, reason);
