@@ -71,7 +71,7 @@ impl<I: Send + 'static, T: Send + 'static> Batcher<I, Result<T, StorageError>> {
 /// Each item's outcome from a batch call's answer: a call refused for its
 /// data is made again one item at a time (`one`), so that only the item at
 /// fault fails, with its own error; any other failure is every item's.
-pub(crate) async fn settle<'a, I, T, F, Fut>(
+pub(crate) async fn per_item_outcomes<'a, I, T, F, Fut>(
     batched: Result<Vec<Result<T, StorageError>>, StorageError>,
     items: &'a [I],
     one: F,

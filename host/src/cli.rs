@@ -128,7 +128,7 @@ mod tests {
             "widgets",
         ]);
         assert!(cli.command.is_none());
-        assert_eq!(cli.run.requests.request_bucket.as_deref(), Some("requests"));
+        assert_eq!(cli.run.requests.place.request_bucket.as_deref(), Some("requests"));
         assert!(matches!(cli.take_command(), Command::Run(_)));
         let cli = parse(&[
             "widget-host",
@@ -143,7 +143,7 @@ mod tests {
         ]);
         assert_eq!(cli.run.aws.profile.as_deref(), Some("prof"));
         assert_eq!(cli.run.aws.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(cli.run.requests.request_bucket.as_deref(), Some("r"));
+        assert_eq!(cli.run.requests.place.request_bucket.as_deref(), Some("r"));
     }
 
     #[test]

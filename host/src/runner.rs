@@ -6,7 +6,7 @@
 
 use crate::aws::{AwsSettings, Clients};
 use crate::error::StorageError;
-use crate::handler::swap::HandlerSlot;
+use crate::handler::swap::LiveHandler;
 use crate::handler::{self, Handler};
 use crate::metrics::{Metrics, Summary, exporter};
 use crate::pipeline::{self, Options, Rollback, Shadow};
@@ -14,7 +14,6 @@ use crate::progress;
 use crate::retry::{Attempt, Retry};
 use crate::sink;
 use crate::source::Place;
-use crate::source::sqs::QueueOptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -27,8 +26,6 @@ pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) source: Place,
-    /// How a queue source is consumed.
-    pub(crate) queue: QueueOptions,
     pub(crate) sink: sink::Spec,
     pub(crate) handler: handler::Spec,
     /// A candidate handler in shadow (`--candidate`).
@@ -59,7 +56,6 @@ impl Config {
     pub(crate) fn new(source: Place, sink: sink::Spec) -> Config {
         Config {
             source,
-            queue: QueueOptions::default(),
             sink,
             handler: handler::Spec::default(),
             candidate: None,
@@ -146,7 +142,7 @@ pub(crate) async fn run(
         }
         None => None,
     };
-    let handlers = HandlerSlot::new(handler, config.handler.choice.clone());
+    let handlers = LiveHandler::new(handler, config.handler.choice.clone());
     let metrics = Arc::new(Metrics::default());
     handlers.report_to(metrics.clone());
     let clients = Clients::new(config.aws.clone());
@@ -154,12 +150,9 @@ pub(crate) async fn run(
     let stop = stop.child_token();
     // A receive under way at a stop is let end only within the shutdown
     // timeout, with a second to spare for the rest.
-    let queue = QueueOptions {
-        stop_grace: config.shutdown_timeout.saturating_sub(Duration::from_secs(1)),
-        ..config.queue.clone()
-    };
+    let stop_grace = config.shutdown_timeout.saturating_sub(Duration::from_secs(1));
     let source = opened("the request source", &stop, || {
-        config.source.open(&clients, queue.clone(), stop.clone())
+        config.source.open(&clients, stop.clone(), stop_grace)
     })
     .await?;
     let sink = opened("the widget store", &stop, || config.sink.open(&clients)).await?;
@@ -179,9 +172,10 @@ pub(crate) async fn run(
     if config.watch {
         handlers.watch(stop.clone());
     }
-    let mut options = config.options.clone();
+    let options = config.options.clone();
+    let mut observers = pipeline::Observers::default();
     if let Some((points, window)) = config.rollback {
-        options.rollback = Some(Arc::new(Rollback::new(
+        observers.rollback = Some(Arc::new(Rollback::new(
             points,
             window,
             handlers.clone(),
@@ -201,7 +195,7 @@ pub(crate) async fn run(
             ),
             None => None,
         };
-        options.shadow = Some(Arc::new(Shadow::new(
+        observers.shadow = Some(Arc::new(Shadow::new(
             candidate,
             config.promote_after,
             options.concurrency.ceiling(),
@@ -224,7 +218,15 @@ pub(crate) async fn run(
         .options
         .until_empty
         .then(|| progress::show("requests", metrics.progress.clone()));
-    let pipeline = pipeline::run(source, sink, handlers.clone(), options, metrics, stop.clone());
+    let pipeline = pipeline::run(
+        source,
+        sink,
+        handlers.clone(),
+        options,
+        observers,
+        metrics,
+        stop.clone(),
+    );
     let shutdown_timeout = config.shutdown_timeout;
     let late = async {
         stop.cancelled().await;
@@ -250,6 +252,7 @@ pub(crate) async fn run(
         .collect();
     if let Some(calls) = clients.calls() {
         summary.api_calls = calls.snapshot();
+        summary.sdk_retries = calls.sdk_retries();
     }
     Ok(summary)
 }

@@ -614,6 +614,11 @@ fn a_server_that_goes_away_and_comes_back_loses_no_request() {
         log.contains("Transient failure; retrying."),
         "the outage must have been seen and retried"
     );
+    // The SDK's own attempts within one call are counted too.
+    assert!(
+        summary.contains("of them the AWS SDK's retries"),
+        "the SDK retried the refused connections: {summary}"
+    );
 
     let got = bodies(&client, &widgets);
     assert!(got == want, "the outage changed the end state");

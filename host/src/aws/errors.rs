@@ -143,6 +143,31 @@ fn is_transient_code(code: Option<&str>) -> bool {
     code.is_some_and(|code| TRANSIENT_ERRORS.contains(&code))
 }
 
+/// One entry of a batch call that failed while the call succeeded (SQS's
+/// `BatchResultErrorEntry`), as a [`StorageError`]: throttling (a code in
+/// the SDK's list, or one of SQS's entry codes that say so) is transient
+/// and slows down; otherwise the service says whether the sender is at
+/// fault (the request's) or not (transient: the entry may succeed when sent
+/// again).
+pub(crate) fn batch_entry_error(
+    action: &str,
+    code: &str,
+    message: Option<&str>,
+    sender_fault: bool,
+) -> StorageError {
+    // SQS's entry codes for throttling are not all in the SDK's list
+    // (`AWS.SimpleQueueService.Throttled`...).
+    let throttling = is_throttling(Some(code)) || code.contains("Throttl");
+    let class = match throttling || !sender_fault {
+        true => Class::Transient,
+        false => Class::Request,
+    };
+    let cause = format!("{code}: {}", message.unwrap_or("no message"));
+    let mut error = StorageError::new(action, class, cause);
+    error.throttling = throttling;
+    error
+}
+
 /// The HTTP status of a service error, if it is one.
 pub(crate) fn status<E>(error: &SdkError<E, HttpResponse>) -> Option<u16> {
     match error {

@@ -18,6 +18,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -141,14 +142,27 @@ fn endpoint_overridden(settings: &AwsSettings) -> bool {
 }
 
 /// Counts the HTTP requests the clients send, retries included, by
-/// operation (`S3.GetObject`).
+/// operation (`S3.GetObject`), and how many of them were the SDK's own
+/// retries: the SDK's standard retry (up to 3 attempts of one call) runs
+/// inside each call the host makes, and the host's `retry::Retry` around
+/// it. Both are counted: the host's in the summary's `retries`, the SDK's
+/// here.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ApiCalls(Arc<Mutex<BTreeMap<String, u64>>>);
+pub(crate) struct ApiCalls {
+    by_operation: Arc<Mutex<BTreeMap<String, u64>>>,
+    sdk_retries: Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl ApiCalls {
     /// The counts so far, by operation.
     pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap().clone()
+        self.by_operation.lock().unwrap().clone()
+    }
+
+    /// How many of the requests sent were the SDK's retries of an attempt
+    /// that failed.
+    pub(crate) fn sdk_retries(&self) -> u64 {
+        self.sdk_retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -167,7 +181,14 @@ impl Intercept for ApiCalls {
             Some(m) => format!("{}.{}", m.service(), m.name()),
             None => "unknown".to_owned(),
         };
-        *self.0.lock().unwrap().entry(name).or_default() += 1;
+        *self.by_operation.lock().unwrap().entry(name).or_default() += 1;
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|attempts| attempts.attempts() > 1)
+        {
+            self.sdk_retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 }

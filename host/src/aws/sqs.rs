@@ -1,8 +1,8 @@
 //! The SQS calls the queue source and `produce` share: a queue found by
 //! name or URL, and the batch calls, which SQS answers entry by entry.
 
-use super::errors::storage_error;
-use crate::error::{Class, StorageError};
+use super::errors::{batch_entry_error, storage_error};
+use crate::error::StorageError;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
@@ -216,27 +216,18 @@ fn outcomes(count: usize, failed: &[BatchResultErrorEntry], action: &str) -> Out
 /// A failed entry: SQS says whether the sender is at fault; if not, the
 /// entry may succeed when sent again.
 fn entry_error(failure: &BatchResultErrorEntry, action: &str) -> StorageError {
-    let class = if !failure.sender_fault {
-        Class::Transient
-    } else {
-        Class::Request
-    };
-    let cause = format!(
-        "{}: {}",
-        failure.code,
-        failure.message.as_deref().unwrap_or("no message")
-    );
-    let mut error = StorageError::new(action, class, cause);
-    error.throttling = failure.code.contains("Throttl") || failure.code == "RequestThrottled";
-    if error.throttling {
-        error.class = Class::Transient;
-    }
-    error
+    batch_entry_error(
+        action,
+        &failure.code,
+        failure.message.as_deref(),
+        failure.sender_fault,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Class;
 
     fn failure(id: &str, code: &str, sender_fault: bool) -> BatchResultErrorEntry {
         BatchResultErrorEntry::builder()

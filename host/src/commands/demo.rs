@@ -24,14 +24,15 @@ Examples:
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// How many requests to produce.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = crate::producer::DEFAULT_REQUESTS)]
     requests: u64,
 
     /// The folder to work in (default: a fresh one in the system's temporary folder).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
 
-    /// Seed of the generator.
+    /// Seed of the generator. Fixed unless given (`produce`'s is drawn):
+    /// every demo shows the same requests.
     #[arg(long, default_value_t = 2022)]
     seed: u64,
 }

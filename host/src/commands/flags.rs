@@ -8,6 +8,7 @@ use crate::aws::AwsSettings;
 use crate::handler::{self, Limits};
 use crate::sink;
 use crate::source::Place;
+use crate::source::sqs::{MAX_WAIT_SECONDS, Receiving};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,10 +63,53 @@ impl RequestPlaceArgs {
             self.request_queue.clone().map(|queue| Place::Queue {
                 queue,
                 dead_letters: self.dead_letter_queue.clone(),
+                receiving: Receiving::default(),
             }),
         ];
         exactly_one(given, || {
             format!("{role}: --requests-dir DIR, --request-bucket BUCKET or --request-queue QUEUE")
+        })
+    }
+}
+
+/// Where `run` takes requests from, and how: the place, and what only
+/// consuming it needs.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConsumedPlaceArgs {
+    #[command(flatten)]
+    pub(crate) place: RequestPlaceArgs,
+
+    /// How long one receive waits for messages (SQS long polling), 0 to 20.
+    /// With --until-empty, the run ends after a receive that waited this
+    /// long and found nothing, with nothing in flight.
+    #[arg(long, value_name = "SECS", default_value_t = MAX_WAIT_SECONDS,
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_WAIT_SECONDS)))]
+    queue_wait_seconds: u8,
+
+    /// The visibility timeout to receive messages with (default: the
+    /// queue's). The host extends it while it holds a message, so this is
+    /// how soon another host takes over the messages of one that died.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=43_200))]
+    queue_visibility_seconds: Option<u32>,
+}
+
+impl ConsumedPlaceArgs {
+    /// The one place given, a queue with how it is received from.
+    pub(crate) fn place(&self, role: &str) -> Result<Place, UsageError> {
+        Ok(match self.place.place(role)? {
+            Place::Queue {
+                queue, dead_letters, ..
+            } => Place::Queue {
+                queue,
+                dead_letters,
+                receiving: Receiving {
+                    wait: Duration::from_secs(self.queue_wait_seconds.into()),
+                    visibility: self
+                        .queue_visibility_seconds
+                        .map(|s| Duration::from_secs(s.into())),
+                },
+            },
+            place => place,
         })
     }
 }

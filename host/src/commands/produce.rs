@@ -39,7 +39,7 @@ pub struct ProduceArgs {
     max_runtime: MaxRuntimeArgs,
 
     /// How many requests to write. Also `-mwr`.
-    #[arg(long = "max-widget-requests", value_name = "N", default_value_t = 1000)]
+    #[arg(long = "max-widget-requests", value_name = "N", default_value_t = crate::producer::DEFAULT_REQUESTS)]
     max_widget_requests: u64,
 
     /// Seed of the generator: the same seed (and --start-ms) writes the same

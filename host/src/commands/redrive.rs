@@ -4,7 +4,7 @@
 //!
 //! A folder's dead letter moves back in one rename that never overwrites:
 //! it is in one place at every moment. A bucket's is copied back on the
-//! server and then deleted; see `source/s3.rs` for a stop between the two.
+//! server and then deleted; see `source/s3/dead_letters.rs` for a stop between the two.
 
 use super::flags::{AwsArgs, DestinationArgs, LimitArgs, RequestPlaceArgs, RequestSizeArgs};
 use crate::aws::Clients;

@@ -2,13 +2,12 @@
 //! S3 bucket or a DynamoDB table, until the source is empty
 //! (`--until-empty`), the maximum run time, or a stop signal.
 
-use super::flags::{AwsArgs, DestinationArgs, LimitArgs, MaxRuntimeArgs, RequestPlaceArgs, RequestSizeArgs};
+use super::flags::{AwsArgs, ConsumedPlaceArgs, DestinationArgs, LimitArgs, MaxRuntimeArgs, RequestSizeArgs};
 use super::{Controls, UsageError};
 use crate::handler;
 use crate::pipeline::{Concurrency, DEFAULT_MAX_CONCURRENCY, DEFAULT_ROLLBACK_WINDOW};
 use crate::runner::{self, Config, DEFAULT_SHUTDOWN_TIMEOUT_SECS};
 use crate::source::Use;
-use crate::source::sqs::{MAX_WAIT_SECONDS, QueueOptions};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,10 +24,7 @@ Examples:
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub(crate) requests: RequestPlaceArgs,
-
-    #[command(flatten)]
-    pub(crate) queue: QueueArgs,
+    pub(crate) requests: ConsumedPlaceArgs,
 
     #[command(flatten)]
     pub(crate) destination: DestinationArgs,
@@ -114,35 +110,6 @@ pub struct RunArgs {
     pub(crate) request_size: RequestSizeArgs,
 }
 
-/// How a queue of requests (`--request-queue`) is consumed.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct QueueArgs {
-    /// How long one receive waits for messages (SQS long polling), 0 to 20.
-    /// With --until-empty, the run ends after a receive that waited this
-    /// long and found nothing, with nothing in flight.
-    #[arg(long, value_name = "SECS", default_value_t = MAX_WAIT_SECONDS,
-          value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_WAIT_SECONDS)))]
-    queue_wait_seconds: u8,
-
-    /// The visibility timeout to receive messages with (default: the
-    /// queue's). The host extends it while it holds a message, so this is
-    /// how soon another host takes over the messages of one that died.
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=43_200))]
-    queue_visibility_seconds: Option<u32>,
-}
-
-impl QueueArgs {
-    fn options(&self) -> QueueOptions {
-        QueueOptions {
-            wait: Duration::from_secs(self.queue_wait_seconds.into()),
-            visibility: self
-                .queue_visibility_seconds
-                .map(|s| Duration::from_secs(s.into())),
-            ..QueueOptions::default()
-        }
-    }
-}
-
 impl RunArgs {
     /// Checks `run`'s flags: one source, one destination. No I/O.
     pub(crate) fn config(&self) -> Result<Config, UsageError> {
@@ -156,7 +123,6 @@ impl RunArgs {
             ));
         }
         let mut config = Config::new(source, sink);
-        config.queue = args.queue.options();
         config.aws = args.aws.settings();
         config.watch = args.watch;
         config.handler = args.limits.spec(args.handler.clone())?;

@@ -21,11 +21,11 @@ pub(crate) mod swap;
 
 use crate::contract::{Context, Plan};
 use crate::error::StorageError;
-use crate::sink::{Read, ReadOnly, Sink};
+use crate::sink::Read;
 use anyhow::Context as _;
 use bindings::{WidgetHandler, WidgetHandlerPre};
 use output::Logs;
-use pool::{Engines, Slots};
+use pool::{Engines, InstanceSlots};
 use sandbox::GuestState;
 pub use sandbox::Limits;
 use std::path::PathBuf;
@@ -136,7 +136,7 @@ pub struct Handler {
     /// The engine it was compiled on.
     engine: Engine,
     /// The pool slots its instances take; `None`: not pooled.
-    slots: Option<Slots>,
+    slots: Option<InstanceSlots>,
     pre: WidgetHandlerPre<GuestState>,
     limits: Limits,
     /// Instances waiting for their next call, with `Limits::reuse`.
@@ -331,79 +331,31 @@ impl Handler {
 
     /// The handler's ordering key for a request.
     pub async fn ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
-        let key = self.unbounded_ordering_key(request).await?;
-        Ok(key.map(output::bounded_key))
-    }
-
-    async fn unbounded_ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
-        if self.reuses() {
-            let (mut warm, kept) = self.warm(None, String::new()).await?;
-            let waiting = warm.store.data().call.clocks();
-            let result = sandbox::bounded(
-                self.limits,
-                waiting,
-                warm.bindings.call_ordering_key(&mut warm.store, request),
-            )
-            .await;
-            let finished = sandbox::finish_call(&mut warm.store, result);
-            self.put_back(warm, finished.is_ok());
-            // What an earlier request left in the instance may be the
-            // cause: a fresh one decides.
-            if kept && matches!(finished, Err(CallError::Handler(_))) {
-                return self.fresh_ordering_key(request).await;
-            }
-            return finished.map(|finished| finished.value);
+        match self
+            .call(Export::OrderingKey(request), None, String::new())
+            .await?
+            .value
+        {
+            Answer::OrderingKey(key) => Ok(key.map(output::bounded_key)),
+            Answer::Handle(_) => unreachable!("ordering-key answers with a key"),
         }
-        self.fresh_ordering_key(request).await
-    }
-
-    async fn fresh_ordering_key(&self, request: &[u8]) -> Result<Option<String>, CallError> {
-        // Declared before the store: dropped after it, the instance gone.
-        let _slot = self.slot().await;
-        let mut store = sandbox::new_store(&self.engine, self.limits, None, String::new());
-        let waiting = store.data().call.clocks();
-        let result = sandbox::bounded(self.limits, waiting, async {
-            let handler = self.pre.instantiate_async(&mut store).await?;
-            handler.call_ordering_key(&mut store, request).await
-        })
-        .await;
-        sandbox::finish(store, result).map(|finished| finished.value)
     }
 
     /// Asks the handler what to do with a request. The handler reads the
-    /// destination through `sink`, read only.
+    /// destination through `store`, which can do nothing else.
     pub async fn handle(
         &self,
         request: &[u8],
         context: &Context,
-        sink: Arc<dyn Sink>,
+        store: Arc<dyn Read>,
     ) -> Result<Handled, CallError> {
-        let reader: Arc<dyn Read> = Arc::new(ReadOnly(sink));
         let wit_context = context.into();
-        let finished = if self.reuses() {
-            let (mut warm, kept) = self.warm(Some(reader.clone()), context.key.clone()).await?;
-            let waiting = warm.store.data().call.clocks();
-            let result = sandbox::bounded(
-                self.limits,
-                waiting,
-                warm.bindings.call_handle(&mut warm.store, request, &wit_context),
-            )
-            .await;
-            let finished = sandbox::finish_call(&mut warm.store, result);
-            self.put_back(warm, finished.is_ok());
-            match finished {
-                // A reused instance's failure may be an earlier request's
-                // doing: the request is tried once on a fresh instance
-                // before it is dead-lettered, and the reason is that call's.
-                Err(CallError::Handler(_)) if kept => {
-                    self.fresh_handle(request, &wit_context, reader, context).await?
-                }
-                finished => finished?,
-            }
-        } else {
-            self.fresh_handle(request, &wit_context, reader, context).await?
+        let export = Export::Handle(request, &wit_context);
+        let finished = self.call(export, Some(store), context.key.clone()).await?;
+        let Answer::Handle(answer) = finished.value else {
+            unreachable!("handle answers with a plan or a rejection")
         };
-        let verdict = match finished.value {
+        let verdict = match answer {
             Ok(plan) => {
                 let mut plan = Plan::from(plan);
                 plan.kind = output::bounded_kind(plan.kind);
@@ -419,23 +371,69 @@ impl Handler {
         })
     }
 
-    async fn fresh_handle(
+    /// The one way an export is called: on a kept instance where instances
+    /// serve several calls, else on a fresh one; each bounded by the
+    /// call's limits. A kept instance's failure may be an earlier
+    /// request's doing: the call is made once more on a fresh instance,
+    /// and its outcome is the answer.
+    async fn call(
         &self,
-        request: &[u8],
-        wit_context: &bindings::types::Context,
-        reader: Arc<dyn Read>,
-        context: &Context,
-    ) -> Result<sandbox::Finished<Result<bindings::types::Plan, bindings::types::Rejection>>, CallError> {
+        export: Export<'_>,
+        reader: Option<Arc<dyn Read>>,
+        request_key: String,
+    ) -> Result<sandbox::Finished<Answer>, CallError> {
+        if self.reuses() {
+            let (mut warm, kept) = self.warm(reader.clone(), request_key.clone()).await?;
+            let waiting = warm.store.data().call.clocks();
+            let result =
+                sandbox::bounded(self.limits, waiting, export.call(&warm.bindings, &mut warm.store)).await;
+            let finished = sandbox::finish_call(&mut warm.store, result);
+            self.put_back(warm, finished.is_ok());
+            match finished {
+                Err(CallError::Handler(_)) if kept => {}
+                finished => return finished,
+            }
+        }
         // Declared before the store: dropped after it, the instance gone.
         let _slot = self.slot().await;
-        let mut store = sandbox::new_store(&self.engine, self.limits, Some(reader), context.key.clone());
+        let mut store = sandbox::new_store(&self.engine, self.limits, reader, request_key);
         let waiting = store.data().call.clocks();
         let result = sandbox::bounded(self.limits, waiting, async {
-            let handler = self.pre.instantiate_async(&mut store).await?;
-            handler.call_handle(&mut store, request, wit_context).await
+            let bindings = self.pre.instantiate_async(&mut store).await?;
+            export.call(&bindings, &mut store).await
         })
         .await;
         sandbox::finish(store, result)
+    }
+}
+
+/// An export of the world, with what it is called with.
+enum Export<'a> {
+    OrderingKey(&'a [u8]),
+    Handle(&'a [u8], &'a bindings::types::Context),
+}
+
+/// What an export answered.
+enum Answer {
+    OrderingKey(Option<String>),
+    Handle(Result<bindings::types::Plan, bindings::types::Rejection>),
+}
+
+impl Export<'_> {
+    /// Calls the export on an instance.
+    async fn call(
+        &self,
+        bindings: &WidgetHandler,
+        store: &mut wasmtime::Store<GuestState>,
+    ) -> wasmtime::Result<Answer> {
+        Ok(match *self {
+            Export::OrderingKey(request) => {
+                Answer::OrderingKey(bindings.call_ordering_key(store, request).await?)
+            }
+            Export::Handle(request, context) => {
+                Answer::Handle(bindings.call_handle(store, request, context).await?)
+            }
+        })
     }
 }
 
@@ -450,21 +448,9 @@ mod tests {
     struct Hung;
 
     #[async_trait::async_trait]
-    impl Sink for Hung {
-        fn destination(&self) -> Destination {
-            Destination::ObjectStore
-        }
-        fn describe(&self) -> String {
-            "hung".into()
-        }
+    impl Read for Hung {
         async fn get(&self, _key: &str) -> Result<Option<String>, StorageError> {
             std::future::pending().await
-        }
-        async fn put(&self, _key: &str, _document: &str) -> Result<(), StorageError> {
-            unreachable!("the handler only reads")
-        }
-        async fn delete(&self, _key: &str) -> Result<(), StorageError> {
-            unreachable!("the handler only reads")
         }
     }
 
@@ -472,21 +458,9 @@ mod tests {
     struct Failing(Class);
 
     #[async_trait::async_trait]
-    impl Sink for Failing {
-        fn destination(&self) -> Destination {
-            Destination::ObjectStore
-        }
-        fn describe(&self) -> String {
-            "failing".into()
-        }
+    impl Read for Failing {
         async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
             Err(StorageError::new(format!("get {key}"), self.0, "no"))
-        }
-        async fn put(&self, _key: &str, _document: &str) -> Result<(), StorageError> {
-            unreachable!("the handler only reads")
-        }
-        async fn delete(&self, _key: &str) -> Result<(), StorageError> {
-            unreachable!("the handler only reads")
         }
     }
 
@@ -541,22 +515,10 @@ mod tests {
     struct Slow;
 
     #[async_trait::async_trait]
-    impl Sink for Slow {
-        fn destination(&self) -> Destination {
-            Destination::ObjectStore
-        }
-        fn describe(&self) -> String {
-            "slow".into()
-        }
+    impl Read for Slow {
         async fn get(&self, _key: &str) -> Result<Option<String>, StorageError> {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             Ok(None)
-        }
-        async fn put(&self, _key: &str, _document: &str) -> Result<(), StorageError> {
-            unreachable!("the handler only reads")
-        }
-        async fn delete(&self, _key: &str) -> Result<(), StorageError> {
-            unreachable!("the handler only reads")
         }
     }
 
@@ -620,12 +582,12 @@ mod tests {
 
     /// The hostile test handler, its instances serving up to 1,000 calls,
     /// and an empty store.
-    fn reused_hostile() -> (Handler, Arc<dyn Sink>) {
+    fn reused_hostile() -> (Handler, Arc<dyn Read>) {
         let limits = Limits {
             reuse: 1000,
             ..Limits::default()
         };
-        let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
+        let sink: Arc<dyn Read> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
         let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
         (Handler::from_bytes(&hostile, limits).unwrap(), sink)
     }
@@ -674,7 +636,7 @@ mod tests {
             reuse: 3,
             ..Limits::default()
         };
-        let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
+        let sink: Arc<dyn Read> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
         let handler = Handler::from_bytes(BUILTIN, limits).unwrap();
         let create = br#"{"type":"create","requestId":"r","widgetId":"w1","owner":"Sue Smith","label":"L"}"#;
         for call in 1..=7 {
@@ -719,7 +681,7 @@ mod tests {
             )
             .unwrap()
         };
-        let sink: Arc<dyn Sink> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
+        let sink: Arc<dyn Read> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
         // A request that takes one call alone at least 40 ms.
         let calibrating = with_limit(Duration::from_secs(60));
         let (mut millions, mut alone) = (1u64, Duration::ZERO);

@@ -11,15 +11,19 @@
 //!
 //! The pool has a fixed number of instance slots, and wasmtime refuses an
 //! instance when all are taken: here a call waits for a slot instead
-//! ([`Slots`]), so a full pool slows calls and never fails one. A handler
+//! ([`InstanceSlots`]), so a full pool slows calls and never fails one. A handler
 //! that does not fit a slot (more core instances, memories or tables than a
 //! slot has, a larger table) is compiled on an engine without the pool, as
 //! every handler was before; it runs as it did, only without the saving.
 
 use anyhow::Context as _;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{Engine, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the engine's epoch advances: the granularity of a call's time limit (`sandbox.rs` checks it at each tick).
+const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Instance slots: twice the default ceiling of requests at once (a
 /// request's ordering key and its handling are each a call, at different
@@ -47,7 +51,7 @@ const TABLE_ELEMENTS: usize = 1 << 17;
 pub(crate) struct Engines {
     /// With the instance pool; `None` where the pool could not be made
     /// (an address space too small for it, say).
-    pooled: Option<(Engine, Slots)>,
+    pooled: Option<(Engine, InstanceSlots)>,
     /// Without: for handlers that do not fit the pool.
     on_demand: Engine,
 }
@@ -57,8 +61,11 @@ impl Engines {
     /// may each grow to `memory` bytes (the call's limit: no one memory can
     /// pass it).
     pub(super) fn new(cache: bool, memory: usize, instances: u32) -> anyhow::Result<Engines> {
-        let pooled = match super::sandbox::engine(cache, Some(config(memory, instances))) {
-            Ok(engine) => Some((engine, Slots(Arc::new(Semaphore::new(instances as usize))))),
+        let pooled = match engine(cache, Some(config(memory, instances))) {
+            Ok(engine) => Some((
+                engine,
+                InstanceSlots(Arc::new(Semaphore::new(instances as usize))),
+            )),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "Cannot make the handler instance pool; every instance maps its own memory.");
                 None
@@ -66,7 +73,7 @@ impl Engines {
         };
         Ok(Engines {
             pooled,
-            on_demand: super::sandbox::engine(cache, None)?,
+            on_demand: engine(cache, None)?,
         })
     }
 
@@ -74,7 +81,7 @@ impl Engines {
     pub(super) fn on_demand(cache: bool) -> anyhow::Result<Engines> {
         Ok(Engines {
             pooled: None,
-            on_demand: super::sandbox::engine(cache, None)?,
+            on_demand: engine(cache, None)?,
         })
     }
 
@@ -84,7 +91,7 @@ impl Engines {
     pub(super) fn compile<T>(
         &self,
         compile: impl Fn(&Engine) -> anyhow::Result<T>,
-    ) -> anyhow::Result<(T, Engine, Option<Slots>)> {
+    ) -> anyhow::Result<(T, Engine, Option<InstanceSlots>)> {
         if let Some((engine, slots)) = &self.pooled {
             match compile(engine) {
                 Ok(compiled) => return Ok((compiled, engine.clone(), Some(slots.clone()))),
@@ -123,9 +130,9 @@ fn config(memory: usize, instances: u32) -> PoolingAllocationConfig {
 /// The pool's instance slots, one permit each: a call holds one for as long
 /// as its instance lives.
 #[derive(Clone)]
-pub(super) struct Slots(Arc<Semaphore>);
+pub(super) struct InstanceSlots(Arc<Semaphore>);
 
-impl Slots {
+impl InstanceSlots {
     /// A slot, waiting for one if all are taken.
     pub(super) async fn take(&self) -> OwnedSemaphorePermit {
         self.0
@@ -140,4 +147,32 @@ impl Slots {
     pub(super) fn any_free(&self) -> bool {
         self.0.available_permits() > 0
     }
+}
+
+/// Creates an engine for handlers, its instances from `pool` if given (see
+/// `pool.rs`), and starts the thread that drives its deadlines (it ends
+/// when the engine is dropped).
+fn engine(cache: bool, pool: Option<PoolingAllocationConfig>) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    if let Some(pool) = pool {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    if cache {
+        // Compiled components are cached on disk, keyed by their bytes and
+        // the engine's settings: a large handler compiles once per machine.
+        config.cache(Some(wasmtime::Cache::new(wasmtime::CacheConfig::new())?));
+    }
+    let engine = Engine::new(&config)?;
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+    Ok(engine)
 }

@@ -20,11 +20,8 @@ use crate::sink::Read;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
-
-/// How often the engine's epoch advances: the granularity of the deadline.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// How long a call may take beyond its time limit, not counting time spent
 /// in `store.get`. The time limit is checked only while the guest computes;
@@ -91,34 +88,6 @@ impl Default for Limits {
             reuse: 0,
         }
     }
-}
-
-/// Creates an engine for handlers, its instances from `pool` if given (see
-/// `pool.rs`), and starts the thread that drives its deadlines (it ends
-/// when the engine is dropped).
-pub(super) fn engine(cache: bool, pool: Option<PoolingAllocationConfig>) -> anyhow::Result<Engine> {
-    let mut config = Config::new();
-    config.epoch_interruption(true);
-    if let Some(pool) = pool {
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    }
-    if cache {
-        // Compiled components are cached on disk, keyed by their bytes and
-        // the engine's settings: a large handler compiles once per machine.
-        config.cache(Some(wasmtime::Cache::new(wasmtime::CacheConfig::new())?));
-    }
-    let engine = Engine::new(&config)?;
-    let ticker = engine.weak();
-    std::thread::Builder::new()
-        .name("epoch-ticker".into())
-        .spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
-    Ok(engine)
 }
 
 /// What one handler instance holds for as long as it lives: its WASI

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The handler in use, replaceable while the host runs.
-pub(crate) struct HandlerSlot {
+pub(crate) struct LiveHandler {
     current: RwLock<Live>,
     /// What reloads read: the built-in handler cannot be reloaded.
     choice: Choice,
@@ -110,17 +110,17 @@ enum Reloaded {
     KeptPromoted,
 }
 
-impl HandlerSlot {
+impl LiveHandler {
     /// A slot holding `handler`, reloadable from `choice`; a reloaded
     /// handler gets the same engine and limits.
-    pub(crate) fn new(handler: Handler, choice: Choice) -> Arc<HandlerSlot> {
+    pub(crate) fn new(handler: Handler, choice: Choice) -> Arc<LiveHandler> {
         // The digest of the bytes the handler was compiled from: the file
         // is not read again (it may be a pipe, read once).
         let (loaded, file_digest) = match &choice {
             Choice::File(file) => (fingerprint(file), Some(handler.digest())),
             Choice::Builtin => (None, None),
         };
-        Arc::new(HandlerSlot {
+        Arc::new(LiveHandler {
             loaded,
             file_digest: Mutex::new(file_digest),
             metrics: OnceLock::new(),
@@ -313,7 +313,7 @@ mod tests {
             limits: Limits::default(),
             compile_cache: false,
         };
-        let slot = HandlerSlot::new(Handler::load(&spec).unwrap(), spec.choice.clone());
+        let slot = LiveHandler::new(Handler::load(&spec).unwrap(), spec.choice.clone());
         let stop = CancellationToken::new();
         slot.watch(stop.clone());
         // On this one thread the watch has not run yet: the file changes

@@ -1,20 +1,21 @@
-//! What a run counts: the end-of-run summary, and the same counts with
-//! histograms and gauges for Prometheus ([`exporter`] serves them on
-//! `--metrics-addr`).
+//! What a run counts, recorded as it goes ([`Metrics`], here), and shown
+//! two ways: the end-of-run report ([`summary`]) and the same counts with
+//! histograms and gauges for Prometheus ([`scrape`] makes the registry,
+//! [`exporter`] serves it on `--metrics-addr`).
 
 pub(crate) mod exporter;
+mod scrape;
+mod summary;
 
-use crate::aws::ApiCalls;
+pub use summary::Summary;
+
 use crate::retry::RetryCount;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
@@ -114,6 +115,11 @@ struct Counts {
     operations: u64,
 }
 
+/// Requests taken out of the source: applied (by kind) or dead-lettered.
+fn processed(applied: &BTreeMap<String, u64>, dead_lettered: u64) -> u64 {
+    applied.values().sum::<u64>() + dead_lettered
+}
+
 /// Outcome label of a request whose operations are stored, for logs.
 pub(crate) const APPLIED: &str = "applied";
 /// Outcome label of a request moved to the dead-letter place.
@@ -184,7 +190,7 @@ impl Metrics {
     /// Requests taken out of the source so far.
     pub(crate) fn processed(&self) -> u64 {
         let c = self.counts.lock().unwrap();
-        c.applied.values().sum::<u64>() + c.dead_lettered
+        processed(&c.applied, c.dead_lettered)
     }
 
     /// Records how long one handler call took.
@@ -245,82 +251,6 @@ impl Metrics {
         self.source_lag_seconds.set(age.as_secs_f64());
     }
 
-    /// A registry of this run's metrics for the exporter, with the AWS
-    /// clients' call counts when the run talks to AWS.
-    pub(crate) fn registry(self: &std::sync::Arc<Self>, api_calls: Option<ApiCalls>) -> Registry {
-        let mut registry = Registry::with_prefix("widget_host");
-        registry.register(
-            "requests",
-            "Requests taken out of the source, by the kind the handler named and outcome",
-            self.requests.clone(),
-        );
-        registry.register(
-            "handler_seconds",
-            "Time of one handler call (handle), in seconds",
-            self.handler_seconds.clone(),
-        );
-        registry.register(
-            "request_latency_seconds",
-            "Time from a request's listing to its removal from the source, in seconds",
-            self.latency_seconds.clone(),
-        );
-        registry.register(
-            "requests_in_flight",
-            "Requests admitted and not yet done",
-            self.in_flight.clone(),
-        );
-        registry.register(
-            "source_lag_seconds",
-            "Age of the oldest request the last full pass over the source saw, in seconds",
-            self.source_lag_seconds.clone(),
-        );
-        registry.register(
-            "keyless_wait_seconds",
-            "How long the request without an ordering key now waiting for the requests in flight has waited (0: none waits)",
-            self.keyless_wait_seconds.clone(),
-        );
-        registry.register(
-            "concurrency_limit",
-            "Requests the run may process at once now; lowered while the backend throttles many keys",
-            self.concurrency.clone(),
-        );
-        registry.register(
-            "requests_handed_back",
-            "Messages of a busy ordering key handed back to their queue, to be received again later",
-            self.handed_back.clone(),
-        );
-        registry.register(
-            "candidate_requests",
-            "Requests the candidate handler (--candidate) was asked about, by outcome: same, newly-rejected, newly-accepted, plans-differ, candidate-failed, skipped",
-            self.candidate_requests.clone(),
-        );
-        registry.register(
-            "candidate_handler_seconds",
-            "Time of one candidate handler call (handle, in shadow), in seconds",
-            self.candidate_seconds.clone(),
-        );
-        registry.register(
-            "candidate_promoted",
-            "1 while the live handler is the promoted candidate (--promote-after); 0 again once a reload or a rollback replaced it",
-            self.candidate_promoted.clone(),
-        );
-        registry.register(
-            "handler_swaps",
-            "Swaps of the live handler, by kind: reload (SIGHUP, --watch), promotion, rollback",
-            self.handler_swaps.clone(),
-        );
-        registry.register(
-            "handler_rollbacks",
-            "Swaps of the handler undone by --rollback-on-dead-letters",
-            self.rollbacks.clone(),
-        );
-        registry.register_collector(Box::new(Snapshot {
-            metrics: self.clone(),
-            api_calls,
-        }));
-        registry
-    }
-
     /// The counts so far, as the end-of-run report.
     pub(crate) fn summary(&self, dead_letter_place: String) -> Summary {
         let c = self.counts.lock().unwrap().clone();
@@ -334,186 +264,11 @@ impl Metrics {
             dead_letter_place,
             left_in_source: 0,
             api_calls: BTreeMap::new(),
+            sdk_retries: 0,
             candidate: None,
             rolled_back: self.rollbacks.get(),
             swaps: Vec::new(),
         }
-    }
-}
-
-/// The end-of-run report.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// How long the run took.
-    pub elapsed: Duration,
-    /// Applied requests by the kind the handler named.
-    pub applied: BTreeMap<String, u64>,
-    /// Warnings the handler logged.
-    pub warnings: u64,
-    /// Requests moved to the dead-letter place.
-    pub dead_lettered: u64,
-    /// Calls made again after a transient failure: listing, reading,
-    /// handling, storing, removing.
-    pub retries: u64,
-    /// Store operations carried out.
-    pub operations: u64,
-    /// Where dead-lettered requests are.
-    pub dead_letter_place: String,
-    /// Requests that could be neither processed nor dead-lettered (each is
-    /// logged with why); they stay in the source for the next run.
-    pub left_in_source: u64,
-    /// HTTP requests sent to AWS, by operation (`S3.GetObject`).
-    pub api_calls: BTreeMap<String, u64>,
-    /// What the candidate handler made of the run, if there was one.
-    pub candidate: Option<Candidate>,
-    /// Swaps the rollback policy undid.
-    pub rolled_back: u64,
-    /// Every swap of the live handler, in order (`generation kind`).
-    pub swaps: Vec<String>,
-}
-
-impl Summary {
-    /// Requests taken out of the source: applied or dead-lettered.
-    pub fn processed(&self) -> u64 {
-        self.applied.values().sum::<u64>() + self.dead_lettered
-    }
-
-    /// Requests taken out of the source per second.
-    pub fn requests_per_second(&self) -> f64 {
-        self.processed() as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "Processed {} requests in {:.2} s ({:.1} requests/s)",
-            self.processed(),
-            self.elapsed.as_secs_f64(),
-            self.requests_per_second()
-        )?;
-        let by_kind: Vec<String> = self.applied.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        writeln!(
-            f,
-            "  applied:       {} ({})",
-            self.applied.values().sum::<u64>(),
-            if by_kind.is_empty() {
-                "none".into()
-            } else {
-                by_kind.join(", ")
-            }
-        )?;
-        writeln!(f, "  store writes:  {}", self.operations)?;
-        writeln!(f, "  warnings:      {}", self.warnings)?;
-        write!(f, "  dead-lettered: {}", self.dead_lettered)?;
-        if self.dead_lettered > 0 {
-            write!(f, " (in {})", self.dead_letter_place)?;
-        }
-        writeln!(f)?;
-        write!(f, "  retries:       {}", self.retries)?;
-        if self.left_in_source > 0 {
-            write!(f, "\n  left in source: {} (see the log)", self.left_in_source)?;
-        }
-        if let Some(c) = &self.candidate {
-            write!(
-                f,
-                "\n  candidate:     {} agreed, {} differed, {} failed, {} not compared{}",
-                c.agreed,
-                c.differed,
-                c.failed,
-                c.skipped,
-                if c.promoted { "; promoted" } else { "" }
-            )?;
-        }
-        if self.rolled_back > 0 {
-            write!(
-                f,
-                "\n  rolled back:   {} (the dead letters of each are in the log)",
-                self.rolled_back
-            )?;
-        }
-        if !self.swaps.is_empty() {
-            write!(f, "\n  handler swaps: {}", self.swaps.join("; "))?;
-        }
-        if !self.api_calls.is_empty() {
-            let total: u64 = self.api_calls.values().sum();
-            let calls: Vec<String> = self.api_calls.iter().map(|(op, n)| format!("{op} {n}")).collect();
-            write!(f, "\n  AWS calls:     {total} ({})", calls.join(", "))?;
-        }
-        Ok(())
-    }
-}
-
-/// The counters kept for the summary, read when Prometheus scrapes.
-#[derive(Debug)]
-struct Snapshot {
-    metrics: std::sync::Arc<Metrics>,
-    api_calls: Option<ApiCalls>,
-}
-
-impl Snapshot {
-    /// Encodes one counter family from (labels, value) pairs.
-    fn counters(
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
-        values: impl IntoIterator<Item = (Vec<(&'static str, String)>, u64)>,
-    ) -> Result<(), fmt::Error> {
-        let family = Family::<Vec<(&'static str, String)>, Counter>::default();
-        for (labels, value) in values {
-            family.get_or_create(&labels).inc_by(value);
-        }
-        family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)
-    }
-}
-
-impl Collector for Snapshot {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let counts = self.metrics.counts.lock().unwrap().clone();
-        Self::counters(
-            &mut encoder,
-            "dead_letters",
-            "Requests moved to the dead-letter place",
-            [(Vec::new(), counts.dead_lettered)],
-        )?;
-        Self::counters(
-            &mut encoder,
-            "handler_warnings",
-            "Warnings the handler logged",
-            [(Vec::new(), counts.warnings)],
-        )?;
-        Self::counters(
-            &mut encoder,
-            "store_operations",
-            "Store operations carried out",
-            [(Vec::new(), counts.operations)],
-        )?;
-        let retries = &self.metrics.retries;
-        Self::counters(
-            &mut encoder,
-            "retries",
-            "Calls made again after a transient failure, by class",
-            [
-                (vec![("class", "throttling".to_owned())], retries.throttling()),
-                (
-                    vec![("class", "transient".to_owned())],
-                    retries.get() - retries.throttling(),
-                ),
-            ],
-        )?;
-        if let Some(calls) = &self.api_calls {
-            Self::counters(
-                &mut encoder,
-                "aws_calls",
-                "HTTP requests sent to AWS, retries included, by operation",
-                calls
-                    .snapshot()
-                    .into_iter()
-                    .map(|(operation, n)| (vec![("operation", operation)], n)),
-            )?;
-        }
-        Ok(())
     }
 }
 

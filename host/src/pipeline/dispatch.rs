@@ -4,7 +4,7 @@
 //! instance), and admits them, in source order, to [`keys`].
 
 use super::keys::{self, Admission};
-use super::process::{dead_lettered, refuse};
+use super::process::refuse;
 use super::{Job, Shared};
 use crate::error::{Class, StorageError};
 use crate::handler::CallError;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// A listing under way while the page before it is read and admitted. It
 /// ends with the dispatcher, even one dropped (a crash, as the simulation
@@ -96,21 +96,12 @@ async fn dispatch_pages(
             shared.metrics.set_oldest_waiting(oldest_this_pass);
         }
         for odd in &page.set_aside {
-            dead_lettered(shared, &odd.name, "-", None, &odd.reason);
+            shared.fates.dead_lettered(&odd.name, "-", None, &odd.reason);
         }
-        let fresh: Vec<Listed> = {
-            let tracker = shared.tracker.lock().unwrap();
-            page.requests
-                .into_iter()
-                .filter(|r| {
-                    if tracker.stuck.contains(&r.key) {
-                        shared.source.pass_over(&r.key);
-                        return false;
-                    }
-                    !tracker.in_flight.contains(&r.key)
-                })
-                .collect()
-        };
+        let fresh: Vec<Listed> =
+            shared
+                .fates
+                .not_held(page.requests, |r| &r.key, |key| shared.source.pass_over(key));
         found_this_pass += fresh.len();
         shared
             .metrics
@@ -120,7 +111,7 @@ async fn dispatch_pages(
             if page.reached_end {
                 // A whole pass found nothing new and nothing is in flight:
                 // whatever is left is stuck, and stays for the next run.
-                let idle = shared.tracker.lock().unwrap().in_flight.is_empty();
+                let idle = shared.fates.in_flight() == 0;
                 if options.until_empty && idle && found_this_pass == 0 {
                     info!("The source is empty.");
                     break;
@@ -148,16 +139,16 @@ async fn dispatch_pages(
                     reason,
                     generation,
                 } => {
-                    refuse(shared, &key, &version, listed, reason, generation).await;
+                    let fate = refuse(shared, &key, &version, reason, generation).await;
+                    shared.fates.record(&key, None, listed, fate);
                     continue;
                 }
                 Prepared::Unreadable(key, e) if e.class == Class::Request => {
-                    error!(request_key = %key, error = %e, "Cannot read request; leaving it in place.");
-                    shared.tracker.lock().unwrap().stuck.insert(key);
+                    shared.fates.unreadable(key, &e);
                     continue;
                 }
                 Prepared::Unreadable(_, e) => {
-                    shared.fail(e);
+                    shared.fates.fail(e);
                     return Ok(());
                 }
                 Prepared::Stopped => return Ok(()),
@@ -246,7 +237,7 @@ async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
         Err(CallError::Handler(reason)) => {
             let reason = format!("handler failed in ordering-key: {reason}");
             // A candidate in shadow is asked about it all the same.
-            if let Some(shadow) = &shared.options.shadow {
+            if let Some(shadow) = &shared.observers.shadow {
                 shadow.compare_failed_key(&key, &body, reason.clone(), &shared.sink);
             }
             return Prepared::Refused {

@@ -1,6 +1,6 @@
 //! Scheduling by ordering key: one task per key that has requests in the
 //! run, taking them one after the other, each to the end; different keys
-//! side by side, as many at once as the run has slots (see `slots.rs`).
+//! side by side, as many at once as the run has grants of concurrency (see `grants/`).
 //!
 //! A key holds only so many requests behind its current one
 //! ([`waiting_per_key`]: four for a source that lists again, half the
@@ -12,7 +12,7 @@
 //! seconds). A key whose request fails and waits to retry holds that request
 //! only ([`shed`]). So failing keys never fill the host with their
 //! requests, and the requests of other keys keep coming in. Requests held
-//! in all are bounded by [`HELD_PER_SLOT`] times the concurrency.
+//! in all are bounded by [`HELD_PER_GRANT`] times the concurrency.
 //!
 //! A request without an ordering key may touch anything: it runs alone,
 //! after what is in flight and before what follows. If a key in flight
@@ -21,8 +21,11 @@
 //! waited. (The built-in handler gives every request a key, the ones it
 //! will reject too: those touch nothing.)
 
-use super::process::process;
+use super::fate::Fate;
+use super::grants::Grant;
+use super::process::{Turn, process};
 use super::{Job, Shared};
+use crate::retry::Hold;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,9 +39,9 @@ const WAITING_PER_KEY: usize = 4;
 /// the requests in flight says so.
 const KEYLESS_REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// Requests held in all (in progress, waiting for a slot, waiting behind
-/// their key), per slot of concurrency.
-const HELD_PER_SLOT: usize = 8;
+/// Requests held in all (in progress, waiting for a grant, waiting behind
+/// their key), per grant of concurrency (of the ceiling).
+const HELD_PER_GRANT: usize = 8;
 
 /// The keys with requests in the run.
 #[derive(Default)]
@@ -96,8 +99,12 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
         job.seq = shared.keys.next_seq();
         return alone(shared, running, job).await;
     };
-    let cap = shared.options.concurrency.ceiling() * HELD_PER_SLOT;
-    if !shared.wait_until(|tracker| tracker.in_flight.len() < cap).await {
+    let cap = shared.options.concurrency.ceiling() * HELD_PER_GRANT;
+    if !shared
+        .fates
+        .wait_until(|requests| requests.in_flight() < cap)
+        .await
+    {
         return Admission::Stopped;
     }
     // Decided under the lock; the hand-back call is made after it.
@@ -116,7 +123,7 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
             Next::Busy(job)
         } else {
             job.seq = keys.next_seq();
-            shared.take_in(&job.key);
+            shared.fates.take_in(&job.key);
             match keys.waiting.get_mut(&widget) {
                 Some(held) => {
                     held.push_back(job);
@@ -170,7 +177,7 @@ enum Next {
 /// request, not five, and many failing keys cannot fill the run's room for
 /// requests (the simulation found that stall: four hung widgets at
 /// concurrency 2).
-pub(super) fn shed(shared: &Shared, widget: &str) {
+fn shed(shared: &Arc<Shared>, widget: &str) {
     let shed: Vec<Job> = {
         let mut keys = shared.keys.0.lock().unwrap();
         if !keys.failing.insert(widget.to_owned()) {
@@ -189,15 +196,13 @@ pub(super) fn shed(shared: &Shared, widget: &str) {
         return;
     }
     debug!(widget = %widget, requests = shed.len(), "Key failing; the requests waiting behind it are let go of until it recovers.");
-    for job in &shed {
-        shared.let_go(&job.key);
-    }
-    shared.done.notify_waiters();
+    let keys: Vec<&str> = shed.iter().map(|job| job.key.as_str()).collect();
+    shared.fates.let_go(&keys);
     if !shared.source.relists() {
-        let (source, metrics) = (shared.source.clone(), shared.metrics.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             for job in shed {
-                hand_back(source.as_ref(), &metrics, &job).await;
+                hand_back(&shared, &job).await;
             }
         });
     }
@@ -207,21 +212,21 @@ pub(super) fn shed(shared: &Shared, widget: &str) {
 /// listed on its next pass; a queue's message is handed back.
 async fn let_go_of(shared: &Shared, job: &Job) {
     if !shared.source.relists() {
-        hand_back(shared.source.as_ref(), &shared.metrics, job).await;
+        hand_back(shared, job).await;
     }
 }
 
 /// Hands a queue's message back, and counts it.
-async fn hand_back(source: &dyn crate::source::Source, metrics: &crate::metrics::Metrics, job: &Job) {
-    source.hand_back(&job.key, &job.version).await;
-    metrics.handed_back();
+async fn hand_back(shared: &Shared, job: &Job) {
+    shared.source.hand_back(&job.key, &job.version).await;
+    shared.fates.handed_back();
 }
 
 /// Runs a request without an ordering key on its own, once nothing else
 /// is in flight; says which keys it waits on while it waits.
 async fn alone(shared: &Arc<Shared>, running: &mut JoinSet<()>, job: Job) -> Admission {
     let started = tokio::time::Instant::now();
-    let nothing_in_flight = shared.wait_until(|tracker| tracker.in_flight.is_empty());
+    let nothing_in_flight = shared.fates.wait_until(|requests| requests.in_flight() == 0);
     let mut nothing_in_flight = std::pin::pin!(nothing_in_flight);
     let idle = loop {
         tokio::select! {
@@ -247,9 +252,13 @@ async fn alone(shared: &Arc<Shared>, running: &mut JoinSet<()>, job: Job) -> Adm
     if started.elapsed() >= KEYLESS_REPORT_EVERY {
         info!(request_key = %job.key, waited_s = started.elapsed().as_secs(), "The request without an ordering key runs now.");
     }
-    shared.take_in(&job.key);
+    shared.fates.take_in(&job.key);
     running.spawn(run_key(shared.clone(), None, job));
-    match shared.wait_until(|tracker| tracker.in_flight.is_empty()).await {
+    match shared
+        .fates
+        .wait_until(|requests| requests.in_flight() == 0)
+        .await
+    {
         true => Admission::Taken,
         false => Admission::Stopped,
     }
@@ -258,22 +267,28 @@ async fn alone(shared: &Arc<Shared>, running: &mut JoinSet<()>, job: Job) -> Adm
 /// A key's task: its requests one after the other, each to the end.
 async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
     let mut job = first;
-    let mut slot = None;
+    let mut grant = None;
     loop {
         // After a stop only what has started is finished; the rest stays in
         // the source for the next run.
-        if slot.is_none() {
-            slot = tokio::select! {
+        if grant.is_none() {
+            grant = tokio::select! {
                 biased;
-                slot = shared.slots.acquire(job.seq, widget.as_deref().unwrap_or(&job.key)) => Some(slot),
+                grant = shared.grants.acquire(job.seq, widget.as_deref().unwrap_or(&job.key)) => Some(grant),
                 _ = shared.stop.cancelled() => None,
             };
         }
-        if let Some(slot) = &mut slot
-            && !shared.stop.is_cancelled()
-        {
-            process(&shared, &job, slot).await;
-        }
+        let fate = match &mut grant {
+            Some(grant) if !shared.stop.is_cancelled() => {
+                let mut turn = KeyTurn {
+                    grant,
+                    shared: &shared,
+                    widget: widget.as_deref(),
+                };
+                process(&shared, &job, &mut turn).await
+            }
+            _ => Fate::Stopped,
+        };
         let next = widget.as_ref().and_then(|widget| {
             let mut keys = shared.keys.0.lock().unwrap();
             // Its request is done, one way or another: failing no more.
@@ -289,16 +304,56 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
             }
             next
         });
-        shared.let_go(&job.key);
-        shared.done.notify_waiters();
+        shared
+            .fates
+            .record(&job.key, job.widget.as_deref(), job.listed, fate);
         match next {
             Some(next) => {
-                if !slot.as_mut().is_some_and(|slot| slot.keep_for(next.seq)) {
-                    slot = None;
+                if !grant.as_mut().is_some_and(|grant| grant.keep_for(next.seq)) {
+                    grant = None;
                 }
                 job = next;
             }
             None => return,
         }
+    }
+}
+
+/// A request's turn in its key's task: its grant of concurrency, and its
+/// key's place. Waiting to retry, it lets go of both (see [`shed`]).
+struct KeyTurn<'a, 'b> {
+    grant: &'a mut Grant<'b>,
+    shared: &'a Arc<Shared>,
+    widget: Option<&'a str>,
+}
+
+impl Hold for KeyTurn<'_, '_> {
+    fn release(&mut self) {
+        self.grant.release();
+        if let Some(widget) = self.widget {
+            shed(self.shared, widget);
+        }
+    }
+
+    async fn reacquire(&mut self) {
+        self.grant.reacquire().await;
+    }
+
+    fn throttled(&mut self) {
+        self.grant.throttled();
+    }
+
+    fn failed(&mut self) {
+        self.grant.failed();
+    }
+
+    fn succeeded(&mut self) {
+        self.grant.succeeded();
+    }
+}
+
+impl Turn for KeyTurn<'_, '_> {
+    fn stored(&mut self) {
+        self.grant.release();
     }
 }

@@ -7,9 +7,16 @@
 //!   to the end, and different keys side by side: a key whose request keeps
 //!   failing holds up only its own requests;
 //! - [`process`] takes one request to the end: handle, store, then ack (or
-//!   dead-letter);
+//!   dead-letter), and returns what became of it;
+//! - [`fate`] records what became of each request: the one owner of the
+//!   set of requests in flight;
 //! - [`shadow`] asks a candidate handler too, and compares;
 //! - [`rollback`] undoes a swap whose handler dead-letters more.
+//!
+//! The arrows go one way: dispatch -> keys -> process, each of them ->
+//! fate. The scheduler (keys) owns a request's grant of concurrency and its
+//! key's place, hands them to process as a [`process::Turn`], and records
+//! the fate process returns.
 //!
 //! So requests about the same widget run in source order, never at once,
 //! and an earlier one is always removed before a later one is applied:
@@ -25,30 +32,28 @@
 //! handler calls in flight; stores that have started finish.
 
 mod dispatch;
-mod gradient;
+mod fate;
+mod grants;
 mod keys;
 mod process;
 mod rollback;
 mod shadow;
 #[cfg(test)]
 mod sim;
-mod slots;
 #[cfg(test)]
 mod tests;
 
-use crate::error::StorageError;
-use crate::handler::swap::HandlerSlot;
+use crate::handler::swap::LiveHandler;
 use crate::metrics::{Metrics, Summary};
 use crate::retry::{Backoff, Retry};
 use crate::sink::Sink;
 use crate::source::Source;
 pub(crate) use rollback::{DEFAULT_WINDOW as DEFAULT_ROLLBACK_WINDOW, Rollback};
 pub(crate) use shadow::Shadow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
 /// Where the measured number of requests at once starts. Most of a
 /// request's time is spent waiting on the store, and batched calls grow
@@ -68,7 +73,7 @@ pub(crate) enum Concurrency {
     /// Exactly this many (fewer only while the backend throttles many
     /// keys): `--concurrency N`.
     Fixed(usize),
-    /// As many as measurement finds (see `gradient.rs`), from
+    /// As many as measurement finds (see `grants/gradient.rs`), from
     /// [`DEFAULT_CONCURRENCY`], between 1 and this ceiling.
     Adaptive(usize),
 }
@@ -86,7 +91,7 @@ impl Concurrency {
 /// (`--candidate`): one still going then is not in the summary. Each is
 /// bounded by the candidate's limits; a busy machine makes them slow, and
 /// 5 s left comparisons out of the summary of a run among many.
-const SHADOW_SETTLE: Duration = Duration::from_secs(20);
+const SHADOW_WAIT: Duration = Duration::from_secs(20);
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
@@ -102,6 +107,12 @@ pub(crate) struct Options {
     pub(crate) backoff: Backoff,
     /// Requests larger than this are dead-lettered unread.
     pub(crate) max_request_bytes: u64,
+}
+
+/// What watches a run's decisions beside the live handler, given to the run
+/// (not configuration: each holds the state of what it has seen).
+#[derive(Default, Clone)]
+pub(crate) struct Observers {
     /// A candidate handler asked beside the live one (`--candidate`).
     pub(crate) shadow: Option<Arc<Shadow>>,
     /// Swaps undone when the new handler dead-letters more
@@ -121,8 +132,6 @@ impl Default for Options {
             poll_interval: Duration::from_millis(100),
             backoff: Backoff::default(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            shadow: None,
-            rollback: None,
         }
     }
 }
@@ -135,83 +144,28 @@ struct Job {
     version: crate::source::Version,
     /// The handler's ordering key (the widget id), if it gave one.
     widget: Option<String>,
-    /// Its place in the order requests were admitted in: who gets a slot
+    /// Its place in the order requests were admitted in: who gets a grant
     /// first.
     seq: u64,
     /// When the listing found it, for the latency metric.
     listed: std::time::Instant,
 }
 
-/// What the run is doing with the source's requests.
-#[derive(Default)]
-struct Tracker {
-    /// Admitted and not yet removed from the source (or given up on).
-    in_flight: std::collections::HashSet<String>,
-    /// Left in the source after a failure of their own this run (already
-    /// logged); tried again by the next run.
-    stuck: std::collections::HashSet<String>,
-}
-
 struct Shared {
     source: Arc<dyn Source>,
     sink: Arc<dyn Sink>,
-    handlers: Arc<HandlerSlot>,
+    handlers: Arc<LiveHandler>,
     options: Options,
+    observers: Observers,
     metrics: Arc<Metrics>,
     retry: Retry,
-    tracker: Mutex<Tracker>,
+    /// What became of each request, and which are in flight.
+    fates: fate::Fates,
     /// Per ordering key, the requests waiting behind the one in progress.
     keys: keys::Keys,
-    /// Slots for requests in progress: `concurrency` of them.
-    slots: slots::Slots,
+    /// Grants of concurrency for requests in progress.
+    grants: grants::Grants,
     stop: CancellationToken,
-    /// The failure of the environment that stopped the run, if one did.
-    fatal: Mutex<Option<StorageError>>,
-    /// Told whenever a request is done with.
-    done: Notify,
-}
-
-impl Shared {
-    /// Counts a request as in flight.
-    fn take_in(&self, key: &str) {
-        let mut tracker = self.tracker.lock().unwrap();
-        tracker.in_flight.insert(key.to_owned());
-        self.metrics.set_in_flight(tracker.in_flight.len());
-    }
-
-    /// A request is done with (or given up on this run).
-    fn let_go(&self, key: &str) {
-        let mut tracker = self.tracker.lock().unwrap();
-        tracker.in_flight.remove(key);
-        self.metrics.set_in_flight(tracker.in_flight.len());
-    }
-
-    /// Stops the run because of a failure every request would meet: nothing
-    /// new is started, and what is not done stays in the source.
-    fn fail(&self, error: StorageError) {
-        error!(error = %error, "Stopping: the environment is failing, not a request; what is not done stays in the source.");
-        self.fatal.lock().unwrap().get_or_insert(error);
-        self.stop.cancel();
-    }
-
-    /// Waits until `ready` holds of the tracker; `false` if the run stopped
-    /// first.
-    async fn wait_until(&self, ready: impl Fn(&Tracker) -> bool) -> bool {
-        loop {
-            let done = self.done.notified();
-            let mut done = std::pin::pin!(done);
-            // Registered before the check, so a notice in between is not missed.
-            done.as_mut().enable();
-            if ready(&self.tracker.lock().unwrap()) {
-                return true;
-            }
-            tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return false,
-                _ = done => {}
-            }
-        }
-    }
 }
 
 /// Runs until the source is empty (with `until_empty`) or `stop` is
@@ -219,8 +173,9 @@ impl Shared {
 pub(crate) async fn run(
     source: Arc<dyn Source>,
     sink: Arc<dyn Sink>,
-    handlers: Arc<HandlerSlot>,
+    handlers: Arc<LiveHandler>,
     options: Options,
+    observers: Observers,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<Summary> {
@@ -234,22 +189,21 @@ pub(crate) async fn run(
         source,
         sink,
         handlers,
-        slots: match options.concurrency {
-            Concurrency::Fixed(count) => slots::Slots::new(count, metrics.concurrency.clone()),
-            Concurrency::Adaptive(ceiling) => slots::Slots::adaptive(
+        grants: match options.concurrency {
+            Concurrency::Fixed(count) => grants::Grants::new(count, metrics.concurrency.clone()),
+            Concurrency::Adaptive(ceiling) => grants::Grants::adaptive(
                 usize::from(DEFAULT_CONCURRENCY),
                 ceiling,
                 metrics.concurrency.clone(),
             ),
         },
         options,
+        observers,
+        fates: fate::Fates::new(metrics.clone(), stop.clone()),
         metrics,
         retry,
-        tracker: Mutex::default(),
         keys: keys::Keys::default(),
         stop,
-        fatal: Mutex::default(),
-        done: Notify::new(),
     });
     let mut running = tokio::task::JoinSet::new();
     let dispatched = dispatch::dispatch(&shared, &mut running).await;
@@ -260,16 +214,16 @@ pub(crate) async fn run(
         }
     }
     if let Err(e) = dispatched {
-        shared.fail(e);
+        shared.fates.fail(e);
     }
     shared.source.finish().await;
-    if let Some(fatal) = shared.fatal.lock().unwrap().take() {
+    if let Some(fatal) = shared.fates.fatal() {
         return Err(fatal.into());
     }
     let mut summary = shared.metrics.summary(shared.source.dead_letter_place());
-    summary.left_in_source = shared.tracker.lock().unwrap().stuck.len() as u64;
-    if let Some(shadow) = &shared.options.shadow {
-        shadow.settle(SHADOW_SETTLE).await;
+    summary.left_in_source = shared.fates.stuck();
+    if let Some(shadow) = &shared.observers.shadow {
+        shadow.wait_for_comparisons(SHADOW_WAIT).await;
         summary.candidate = Some(shadow.standing());
     }
     Ok(summary)

@@ -1,26 +1,26 @@
 //! One request, to the end: ask the handler, carry out its operations,
-//! then remove the request from its source, or dead-letter it. The request
-//! holds a slot of the run's concurrency until its effects are stored,
-//! except while it waits to retry a call (see
+//! then remove the request from its source, or dead-letter it, and say
+//! what became of it. The request holds its turn (a grant of the run's
+//! concurrency, its key's place) until its effects are stored, except
+//! while it waits to retry a call (see
 //! [`crate::retry::Retry::run_holding`]); its removal needs none, unless
-//! the run has only one.
+//! the run has only one. The scheduler gives the turn, and records the
+//! fate this returns: nothing here calls back up.
 
 use super::Rollback;
-use super::keys;
-use super::slots::Slot;
+use super::fate::Fate;
 use super::{Job, Shared};
 use crate::contract::{Context, Operation, Plan};
 use crate::error::{Class, StorageError};
 use crate::handler::CallError;
-use crate::metrics;
 use crate::retry::{Attempt, Hold};
-use crate::sink::Sink;
+use crate::sink::Read;
 use crate::source::{DeadLettering, Version};
 use crate::verdicts::Verdict;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tracing::{error, info, warn};
+use tracing::info;
 
 /// What the handler and the sink made of a request.
 enum Decision {
@@ -38,57 +38,46 @@ enum Decision {
     Fatal(StorageError),
 }
 
-/// What became of a request in the end.
-enum Fate {
-    Applied {
-        kind: String,
-        operations: usize,
-        warnings: u32,
-    },
-    DeadLettered(String),
-    /// Gone from the source, or replaced there, before it could be moved
-    /// to the dead-letter place: nothing was dead-lettered.
-    Missed(String),
-    /// Stopped before it was done: it stays in the source.
-    Stopped,
-    /// It could not be removed from the source (logged): it stays there.
-    Stuck(StorageError),
-    /// The environment failed: it stays in the source, and the run stops.
-    Fatal(StorageError),
-}
-
-impl Fate {
-    /// What a request comes to when moving it to the dead-letter place
-    /// ended as `moved` says.
-    fn dead_lettered(moved: Attempt<DeadLettering, StorageError>, reason: String) -> Fate {
-        match moved {
-            Attempt::Done(DeadLettering::Kept) => Fate::DeadLettered(reason),
-            Attempt::Done(DeadLettering::Missed) => Fate::Missed(reason),
-            Attempt::Failed(e) => Fate::not_removed(e),
-            Attempt::Stopped => Fate::Stopped,
-        }
-    }
-
-    /// What a request whose removal from the source failed comes to.
-    fn not_removed(error: StorageError) -> Fate {
-        match error.class {
-            Class::Request => Fate::Stuck(error),
-            Class::Transient | Class::Fatal => Fate::Fatal(error),
-        }
+/// What a request comes to when moving it to the dead-letter place ended
+/// as `moved` says.
+fn dead_lettered(moved: Attempt<DeadLettering, StorageError>, reason: String) -> Fate {
+    match moved {
+        Attempt::Done(DeadLettering::Kept) => Fate::DeadLettered(reason),
+        Attempt::Done(DeadLettering::Missed) => Fate::Missed(reason),
+        Attempt::Failed(e) => not_removed(e),
+        Attempt::Stopped => Fate::Stopped,
     }
 }
 
-/// Takes `job` to the end, in `slot`.
-pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
+/// What a request whose removal from the source failed comes to.
+fn not_removed(error: StorageError) -> Fate {
+    match error.class {
+        Class::Request => Fate::Stuck(error),
+        Class::Transient | Class::Fatal => Fate::Fatal(error),
+    }
+}
+
+/// What a request holds while it is decided and stored, given by the
+/// scheduler: a grant of concurrency, and its key's place. While a call
+/// waits to retry, [`Hold::release`] lets go of both (the key's waiting
+/// requests too); once its effects are stored, [`Turn::stored`] lets go of
+/// the grant alone.
+pub(super) trait Turn: Hold {
+    /// Its effects are stored: the grant may go to the next request while
+    /// this one is removed from the source.
+    fn stored(&mut self);
+}
+
+/// Takes `job` to the end, in its `turn`; what became of it.
+pub(super) async fn process(shared: &Shared, job: &Job, turn: &mut impl Turn) -> Fate {
     let key = &job.key;
-    let widget = job.widget.as_deref().unwrap_or("-");
     // The generation of the handler that decided, for the rollback policy.
     let generation = AtomicU64::new(u64::MAX);
     // The generation a held refusal was counted against already.
     let mut counted = None;
     let decision = loop {
-        let decision = decide_and_store(shared, job, slot, &generation).await;
-        let (Decision::Refused(_), Some(rollback)) = (&decision, &shared.options.rollback) else {
+        let decision = decide_and_store(shared, job, turn, &generation).await;
+        let (Decision::Refused(_), Some(rollback)) = (&decision, &shared.observers.rollback) else {
             break decision;
         };
         let judged = generation.load(Ordering::Relaxed);
@@ -109,7 +98,7 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
             rollback.held(judged, key);
             counted = Some(judged);
         }
-        match hold_for_verdict(shared, job, slot, rollback, judged).await {
+        match hold_for_verdict(shared, job, turn, rollback, judged).await {
             Trial::DecideAgain => continue,
             Trial::Kept => break decision,
             Trial::Stopped => break Decision::Stopped,
@@ -119,12 +108,12 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
         Decision::Stopped => Fate::Stopped,
         Decision::Fatal(e) => Fate::Fatal(e),
         Decision::Applied { plan, warnings } => {
-            // The slot goes to the next request while this one is removed:
+            // The grant goes to the next request while this one is removed:
             // removals then come in together and go out in one batch call
             // (the key's next request still waits for this removal). With
-            // one slot the run stays strictly one request at a time.
+            // one grant the run stays strictly one request at a time.
             if shared.options.concurrency.ceiling() > 1 {
-                slot.release();
+                turn.stored();
             }
             match shared.retry.run(|| shared.source.ack(key, &job.version)).await {
                 Attempt::Done(()) => Fate::Applied {
@@ -132,19 +121,19 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
                     operations: plan.operations.len(),
                     warnings,
                 },
-                Attempt::Failed(e) => Fate::not_removed(e),
+                Attempt::Failed(e) => not_removed(e),
                 Attempt::Stopped => Fate::Stopped,
             }
         }
         Decision::Refused(reason) | Decision::DeadLetter(reason) => {
             let moved = shared
                 .retry
-                .run_holding(slot, || shared.source.dead_letter(key, &job.version, &reason))
+                .run_holding(turn, || shared.source.dead_letter(key, &job.version, &reason))
                 .await;
-            Fate::dead_lettered(moved, reason)
+            dead_lettered(moved, reason)
         }
     };
-    if let Some(rollback) = &shared.options.rollback {
+    if let Some(rollback) = &shared.observers.rollback {
         let generation = generation.load(Ordering::Relaxed);
         match &fate {
             _ if generation == u64::MAX || counted == Some(generation) => {}
@@ -153,7 +142,7 @@ pub(super) async fn process(shared: &Shared, job: &Job, slot: &mut Slot<'_>) {
             _ => {}
         }
     }
-    settle(shared, key, widget, job.listed, fate);
+    fate
 }
 
 /// How often a held request looks whether its handler was judged.
@@ -176,23 +165,18 @@ enum Trial {
 }
 
 /// Holds a request refused by the handler of `generation`, on trial, until
-/// the rollback policy has judged that handler: its slot and its widget's
+/// the rollback policy has judged that handler: its grant and its widget's
 /// later requests let go of meanwhile (as while a failing call waits to
 /// retry), so that they wait behind it and other widgets go on.
 async fn hold_for_verdict(
     shared: &Shared,
     job: &Job,
-    slot: &mut Slot<'_>,
+    turn: &mut impl Turn,
     rollback: &Rollback,
     generation: u64,
 ) -> Trial {
     info!(request_key = %job.key, "Refused by a handler on trial (--rollback-on-dead-letters): held, with its widget's later requests, until the policy has judged the handler.");
-    let mut holding = Retrying {
-        slot,
-        shared,
-        widget: job.widget.as_deref(),
-    };
-    holding.release();
+    turn.release();
     let since = Instant::now();
     let verdict = loop {
         tokio::select! {
@@ -207,7 +191,7 @@ async fn hold_for_verdict(
             break Trial::Kept;
         }
     };
-    holding.reacquire().await;
+    turn.reacquire().await;
     verdict
 }
 
@@ -219,89 +203,20 @@ pub(super) async fn refuse(
     shared: &Shared,
     key: &str,
     version: &Version,
-    listed: Instant,
     reason: String,
     generation: Option<u64>,
-) {
+) -> Fate {
     let moved = shared
         .retry
         .run(|| shared.source.dead_letter(key, version, &reason))
         .await;
-    let fate = Fate::dead_lettered(moved, reason);
+    let fate = dead_lettered(moved, reason);
     if let (Some(rollback), Some(generation), Fate::DeadLettered(_)) =
-        (&shared.options.rollback, generation, &fate)
+        (&shared.observers.rollback, generation, &fate)
     {
         rollback.record(generation, key, true);
     }
-    settle(shared, key, "-", listed, fate);
-}
-
-/// Counts and logs what a request came to.
-fn settle(shared: &Shared, key: &str, widget: &str, listed: Instant, fate: Fate) {
-    let latency_ms = listed.elapsed().as_millis() as u64;
-    if matches!(fate, Fate::Applied { .. } | Fate::DeadLettered(_)) {
-        shared.metrics.request_done(listed);
-    }
-    match fate {
-        Fate::Stopped => {}
-        Fate::Fatal(e) => shared.fail(e),
-        Fate::Stuck(e) => {
-            error!(request_key = %key, error = %e, "Cannot remove request from the source; leaving it in place.");
-            shared.tracker.lock().unwrap().stuck.insert(key.to_owned());
-        }
-        Fate::Applied {
-            kind,
-            operations,
-            warnings,
-        } => {
-            shared.metrics.applied(&kind, operations, warnings);
-            info!(request_key = %key, kind = %kind, widget = %widget, operations, warnings, latency_ms, outcome = metrics::APPLIED, "Request done.");
-        }
-        Fate::DeadLettered(reason) => dead_lettered(shared, key, widget, Some(latency_ms), &reason),
-        Fate::Missed(reason) => {
-            info!(request_key = %key, widget = %widget, reason = %reason, "The request was to be dead-lettered, but it had been removed or replaced in the source meanwhile; nothing was moved.");
-        }
-    }
-}
-
-/// Counts and logs a request moved to the dead-letter place; `latency_ms`
-/// from its listing, when it was listed as a request.
-pub(super) fn dead_lettered(shared: &Shared, key: &str, widget: &str, latency_ms: Option<u64>, reason: &str) {
-    shared.metrics.dead_lettered();
-    warn!(request_key = %key, widget = %widget, reason = %reason, latency_ms, outcome = metrics::DEAD_LETTERED, "Request dead-lettered.");
-}
-
-/// What a request lets go of while it waits to retry: its slot, and its
-/// key's requests waiting behind it (see [`keys::shed`]).
-struct Retrying<'a, 'b> {
-    slot: &'a mut Slot<'b>,
-    shared: &'a Shared,
-    widget: Option<&'a str>,
-}
-
-impl Hold for Retrying<'_, '_> {
-    fn release(&mut self) {
-        self.slot.release();
-        if let Some(widget) = self.widget {
-            keys::shed(self.shared, widget);
-        }
-    }
-
-    async fn reacquire(&mut self) {
-        self.slot.reacquire().await;
-    }
-
-    fn throttled(&mut self) {
-        self.slot.throttled();
-    }
-
-    fn failed(&mut self) {
-        self.slot.failed();
-    }
-
-    fn succeeded(&mut self) {
-        self.slot.succeeded();
-    }
+    fate
 }
 
 /// Asks the handler, then carries out its operations. Transient failures
@@ -309,14 +224,9 @@ impl Hold for Retrying<'_, '_> {
 async fn decide_and_store(
     shared: &Shared,
     job: &Job,
-    slot: &mut Slot<'_>,
+    turn: &mut impl Turn,
     generation: &AtomicU64,
 ) -> Decision {
-    let slot = &mut Retrying {
-        slot,
-        shared,
-        widget: job.widget.as_deref(),
-    };
     let context = Context {
         key: job.key.clone(),
         destination: shared.sink.destination(),
@@ -324,23 +234,23 @@ async fn decide_and_store(
     // Each attempt takes the handler current when it starts.
     // A stop cancels the call: nothing is stored yet, so the request
     // simply stays in the source.
-    let shadow = shared.options.shadow.as_ref();
+    let shadow = shared.observers.shadow.as_ref();
     let handled = shared
         .retry
-        .run_holding(slot, || async {
+        .run_holding(turn, || async {
             let (handler, current) = shared.handlers.current_generation();
             generation.store(current, Ordering::Relaxed);
             // With a candidate in shadow, what the live handler reads is
             // kept for it.
             let recorded = shadow.and_then(|shadow| shadow.recorder(&shared.sink));
-            let sink = match &recorded {
-                Some(recorded) => recorded.clone() as Arc<dyn Sink>,
+            let store: Arc<dyn Read> = match &recorded {
+                Some(recorded) => recorded.clone(),
                 None => shared.sink.clone(),
             };
             let started = std::time::Instant::now();
             tokio::select! {
                 biased;
-                handled = handler.handle(&job.body, &context, sink) => {
+                handled = handler.handle(&job.body, &context, store) => {
                     shared.metrics.handler_call(started.elapsed());
                     handled.map(|handled| Some((handled, recorded)))
                 }
@@ -352,7 +262,7 @@ async fn decide_and_store(
         Attempt::Done(Some((handled, recorded))) => {
             if let (Some(shadow), Some(recorded)) = (shadow, recorded) {
                 let live = Verdict::answered(handled.verdict.clone());
-                shadow.compare(&job.key, &job.body, job.widget.clone(), live, recorded);
+                shadow.compare(&context, &job.body, job.widget.clone(), live, recorded);
             }
             handled
         }
@@ -365,7 +275,7 @@ async fn decide_and_store(
                 && let Some(recorded) = shadow.recorder(&shared.sink)
             {
                 let live = Verdict::Refused(format!("handler failed: {reason}"));
-                shadow.compare(&job.key, &job.body, job.widget.clone(), live, recorded);
+                shadow.compare(&context, &job.body, job.widget.clone(), live, recorded);
             }
             return Decision::Refused(reason);
         }
@@ -378,7 +288,7 @@ async fn decide_and_store(
     for operation in &plan.operations {
         let stored = shared
             .retry
-            .run_holding(slot, || async {
+            .run_holding(turn, || async {
                 match operation {
                     Operation::Put { key, document } => shared.sink.put(key, document).await,
                     Operation::Delete(key) => shared.sink.delete(key).await,

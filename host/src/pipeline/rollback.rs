@@ -5,7 +5,7 @@
 //! if it handled none). When
 //! the new one dead-letters more than P percentage points more (a trap or a
 //! limit dead-letters too, so they count), the previous handler is put back
-//! (`HandlerSlot::roll_back`), and the requests the new one dead-lettered in
+//! (`LiveHandler::roll_back`), and the requests the new one dead-lettered in
 //! the window are logged by key, and so is each one it dead-letters after
 //! (a request under way at the rollback): `redrive` takes them back.
 //! Watching stops
@@ -23,7 +23,7 @@
 //! kept, it is dead-lettered then. So a rollback leaves the store as the
 //! trusted handler alone would have, and nothing to redrive.
 
-use crate::handler::swap::HandlerSlot;
+use crate::handler::swap::LiveHandler;
 use crate::logging::escape;
 use crate::metrics::Metrics;
 use std::collections::VecDeque;
@@ -38,18 +38,9 @@ pub(crate) struct Rollback {
     /// Percentage points of dead letters more that roll a swap back.
     points: f64,
     window: usize,
-    handlers: Arc<HandlerSlot>,
+    handlers: Arc<LiveHandler>,
     metrics: Arc<Metrics>,
     seen: Mutex<Seen>,
-}
-
-impl std::fmt::Debug for Rollback {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rollback")
-            .field("points", &self.points)
-            .field("window", &self.window)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Default)]
@@ -72,7 +63,7 @@ impl Rollback {
     pub(crate) fn new(
         points: f64,
         window: usize,
-        handlers: Arc<HandlerSlot>,
+        handlers: Arc<LiveHandler>,
         metrics: Arc<Metrics>,
     ) -> Rollback {
         info!(

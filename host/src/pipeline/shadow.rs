@@ -16,12 +16,12 @@
 
 use crate::contract::{Context, Destination};
 use crate::error::StorageError;
-use crate::handler::swap::HandlerSlot;
+use crate::handler::swap::LiveHandler;
 use crate::handler::{CallError, Handler};
 use crate::logging::escape;
 use crate::metrics::{Candidate as Standing, Metrics};
-use crate::sink::Sink;
 use crate::sink::recorded::Recorded;
+use crate::sink::{Read, Sink};
 use crate::verdicts::{Comparison, Record, Verdict, compare};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub(crate) struct Shadow {
     candidate: Handler,
     promote_after: Option<u64>,
     /// The live handler, replaced on promotion.
-    handlers: Arc<HandlerSlot>,
+    handlers: Arc<LiveHandler>,
     /// Where each difference is written as a JSON line
     /// (`--candidate-records`).
     records: Option<Mutex<std::fs::File>>,
@@ -59,7 +59,7 @@ impl Shadow {
         candidate: Handler,
         promote_after: Option<u64>,
         room: usize,
-        handlers: Arc<HandlerSlot>,
+        handlers: Arc<LiveHandler>,
         metrics: Arc<Metrics>,
         records: Option<std::fs::File>,
     ) -> Shadow {
@@ -85,7 +85,7 @@ impl Shadow {
 
     /// Waits, at most `within`, for the comparisons under way, so that the
     /// summary counts them.
-    pub(crate) async fn settle(&self, within: Duration) {
+    pub(crate) async fn wait_for_comparisons(&self, within: Duration) {
         let all = u32::try_from(self.capacity).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(within, self.room.acquire_many(all)).await;
     }
@@ -110,13 +110,14 @@ impl Shadow {
     /// difference where the verdicts agree.
     pub(crate) fn compare(
         self: &Arc<Self>,
-        key: &str,
+        context: &Context,
         body: &[u8],
         live_key: Option<String>,
         live: Verdict,
         recorded: Arc<Recorded>,
     ) {
-        self.spawn(key, body, move |shadow, key, body| async move {
+        let destination = context.destination;
+        self.spawn(&context.key, body, move |shadow, key, body| async move {
             let candidate_key = match shadow.candidate.ordering_key(&body).await {
                 Ok(candidate_key) => candidate_key,
                 Err(CallError::Handler(reason)) => {
@@ -128,7 +129,10 @@ impl Shadow {
                 }
                 Err(CallError::Store(e)) => return Outcome::Unread(e),
             };
-            match shadow.handled_outcome(&key, &body, live, recorded).await {
+            match shadow
+                .handled_outcome(&key, destination, &body, live, recorded)
+                .await
+            {
                 Outcome::Compared(Comparison::Same) if candidate_key != live_key => {
                     Outcome::Compared(Comparison::PlansDiffer(vec![format!(
                         "ordering key: old {}, new {}",
@@ -156,13 +160,13 @@ impl Shadow {
         if self.standing().promoted {
             return;
         }
-        let sink = sink.clone();
+        let (destination, sink) = (sink.destination(), sink.clone());
         self.spawn(key, body, move |shadow, key, body| async move {
             match shadow.candidate.ordering_key(&body).await {
                 Ok(_) => {
                     let recorded = Arc::new(Recorded::new(sink));
                     shadow
-                        .handled_outcome(&key, &body, Verdict::Refused(reason), recorded)
+                        .handled_outcome(&key, destination, &body, Verdict::Refused(reason), recorded)
                         .await
                 }
                 Err(CallError::Handler(_)) => Outcome::Compared(Comparison::Same),
@@ -198,15 +202,16 @@ impl Shadow {
     async fn handled_outcome(
         &self,
         key: &str,
+        destination: Destination,
         body: &[u8],
         live: Verdict,
         recorded: Arc<Recorded>,
     ) -> Outcome {
         let context = Context {
             key: key.to_owned(),
-            destination: recorded.destination(),
+            destination,
         };
-        let replayed: Arc<dyn Sink> = Arc::new(Replayed(recorded));
+        let replayed: Arc<dyn Read> = Arc::new(Replayed(recorded));
         let started = Instant::now();
         let handled = self.candidate.handle(body, &context, replayed).await;
         self.metrics.candidate_call(started.elapsed());
@@ -286,15 +291,6 @@ impl Shadow {
     }
 }
 
-impl std::fmt::Debug for Shadow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shadow")
-            .field("promote_after", &self.promote_after)
-            .field("standing", &self.standing())
-            .finish_non_exhaustive()
-    }
-}
-
 impl Shadow {
     /// Writes the difference `outcome` shows on the request `key`, if it
     /// shows one, to the records file. A write that fails is logged: the
@@ -350,29 +346,11 @@ impl Outcome {
 struct Replayed(Arc<Recorded>);
 
 #[async_trait::async_trait]
-impl Sink for Replayed {
-    fn destination(&self) -> Destination {
-        self.0.destination()
-    }
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
+impl Read for Replayed {
     async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         match self.0.read(key) {
             Some(read) => Ok(read),
             None => self.0.inner().get(key).await,
         }
-    }
-    async fn put(&self, key: &str, _document: &str) -> Result<(), StorageError> {
-        Err(StorageError::request(
-            format!("put {key}"),
-            "the candidate writes nothing",
-        ))
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        Err(StorageError::request(
-            format!("delete {key}"),
-            "the candidate writes nothing",
-        ))
     }
 }

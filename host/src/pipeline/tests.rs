@@ -2,13 +2,15 @@
 
 use super::*;
 use crate::contract::Destination;
-use crate::error::Class;
+use crate::error::{Class, StorageError};
 use crate::handler::{BUILTIN, Choice, Handler, Limits};
 use crate::producer::Producer;
+use crate::sink::Read;
 use crate::sink::memory::MemorySink;
 use crate::source::dir::DirSource;
 use crate::source::{DeadLettering, Fetched, Listed, Page, Version};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A store whose first `failures` writes (of keys ending in `only`, if
@@ -41,9 +43,6 @@ impl Sink for Flaky {
     fn describe(&self) -> String {
         "flaky".into()
     }
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        self.inner.get(key).await
-    }
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         self.fail_once_more(key)?;
         self.inner.put(key, document).await
@@ -51,6 +50,13 @@ impl Sink for Flaky {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.fail_once_more(key)?;
         self.inner.delete(key).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Read for Flaky {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        self.inner.get(key).await
     }
 }
 
@@ -86,9 +92,6 @@ impl Sink for Scripted {
     fn describe(&self) -> String {
         "scripted".into()
     }
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        self.inner.get(key).await
-    }
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         let alone = document.contains('\u{FFFD}');
         {
@@ -113,6 +116,13 @@ impl Sink for Scripted {
     }
 }
 
+#[async_trait::async_trait]
+impl Read for Scripted {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        self.inner.get(key).await
+    }
+}
+
 fn quick() -> Options {
     Options {
         until_empty: true,
@@ -132,6 +142,7 @@ async fn run_dir(dir: &std::path::Path, sink: Arc<dyn Sink>) -> anyhow::Result<c
         sink,
         builtin(),
         quick(),
+        Observers::default(),
         Arc::default(),
         CancellationToken::new(),
     )
@@ -148,8 +159,8 @@ fn requests(dir: &std::path::Path, bodies: &[Vec<u8>]) {
     }
 }
 
-fn builtin() -> Arc<HandlerSlot> {
-    HandlerSlot::new(
+fn builtin() -> Arc<LiveHandler> {
+    LiveHandler::new(
         Handler::from_bytes(BUILTIN, Limits::default()).unwrap(),
         Choice::Builtin,
     )
@@ -207,6 +218,7 @@ async fn a_failing_environment_stops_the_run_and_dead_letters_nothing() {
         sink.clone(),
         builtin(),
         options,
+        Observers::default(),
         Arc::default(),
         CancellationToken::new(),
     )
@@ -245,8 +257,9 @@ async fn a_request_without_an_ordering_key_runs_alone() {
     let summary = run(
         source,
         sink.clone(),
-        HandlerSlot::new(handler, Choice::Builtin),
+        LiveHandler::new(handler, Choice::Builtin),
         quick(),
+        Observers::default(),
         Arc::default(),
         CancellationToken::new(),
     )
@@ -285,8 +298,9 @@ async fn every_retried_store_write_is_counted_in_the_summary() {
     let summary = run(
         Arc::new(DirSource::open(dir.path()).unwrap()),
         sink.clone(),
-        HandlerSlot::new(handler, Choice::Builtin),
+        LiveHandler::new(handler, Choice::Builtin),
         options,
+        Observers::default(),
         Arc::default(),
         CancellationToken::new(),
     )
@@ -322,6 +336,7 @@ async fn a_key_that_keeps_failing_holds_up_only_its_own_requests() {
         sink.clone(),
         builtin(),
         quick(),
+        Observers::default(),
         Arc::default(),
         stop.clone(),
     ));
@@ -389,9 +404,6 @@ impl Sink for Throttling {
     fn describe(&self) -> String {
         "throttling".into()
     }
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        self.inner.get(key).await
-    }
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         let since = self
             .started
@@ -412,6 +424,13 @@ impl Sink for Throttling {
     }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.inner.delete(key).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Read for Throttling {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        self.inner.get(key).await
     }
 }
 
@@ -572,6 +591,7 @@ async fn a_source_that_does_not_list_again_has_a_busy_keys_requests_handed_back_
         sink.clone(),
         builtin(),
         options,
+        Observers::default(),
         Arc::default(),
         CancellationToken::new(),
     )

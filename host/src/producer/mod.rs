@@ -80,6 +80,10 @@ impl Drawn {
     }
 }
 
+/// How many requests `produce` and `demo` write unless told: enough for
+/// every kind of request and many widgets, done in seconds.
+pub(crate) const DEFAULT_REQUESTS: u64 = 1000;
+
 /// A stream of requests.
 pub(crate) struct Producer {
     rng: ChaCha8Rng,

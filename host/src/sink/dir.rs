@@ -1,7 +1,7 @@
 //! A local folder as an object store: the document at key `a/b/c` is the
 //! file `DIR/a/b/c`.
 
-use super::{MAX_DOCUMENT_BYTES, Sink, too_large};
+use super::{MAX_DOCUMENT_BYTES, Read, Sink, too_large};
 use crate::contract::Destination;
 use crate::error::StorageError;
 use crate::folder::{key_path, sweep_stale_temp_files, write_atomically};
@@ -59,22 +59,6 @@ impl Sink for DirSink {
         format!("dir:{}", self.root.display())
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let path = self.path("get", key)?;
-        if let Ok(meta) = tokio::fs::metadata(&path).await
-            && meta.len() > MAX_DOCUMENT_BYTES
-        {
-            return Err(too_large(format!("read {}", path.display()), meta.len()));
-        }
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|e| StorageError::request(format!("read {}", path.display()), e)),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
-            Err(e) => Err(StorageError::io(format!("read {}", path.display()), e)),
-        }
-    }
-
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         let path = self.path("put", key)?;
         write_atomically(&self.root, &path, document.as_bytes())
@@ -88,6 +72,25 @@ impl Sink for DirSink {
             Ok(()) => Ok(()),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(()),
             Err(e) => Err(StorageError::io(format!("remove {}", path.display()), e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Read for DirSink {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let path = self.path("get", key)?;
+        if let Ok(meta) = tokio::fs::metadata(&path).await
+            && meta.len() > MAX_DOCUMENT_BYTES
+        {
+            return Err(too_large(format!("read {}", path.display()), meta.len()));
+        }
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| StorageError::request(format!("read {}", path.display()), e)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            Err(e) => Err(StorageError::io(format!("read {}", path.display()), e)),
         }
     }
 }

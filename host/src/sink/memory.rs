@@ -1,7 +1,7 @@
 //! An in-memory object store: for benchmarks, and for running a handler
 //! without any I/O.
 
-use super::Sink;
+use super::{Read, Sink};
 use crate::contract::{Destination, Operation};
 use crate::error::StorageError;
 use std::collections::BTreeMap;
@@ -49,10 +49,6 @@ impl Sink for MemorySink {
         "memory".into()
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        Ok(self.documents.lock().unwrap().get(key).cloned())
-    }
-
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         self.documents
             .lock()
@@ -64,5 +60,12 @@ impl Sink for MemorySink {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.documents.lock().unwrap().remove(key);
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Read for MemorySink {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        Ok(self.documents.lock().unwrap().get(key).cloned())
     }
 }

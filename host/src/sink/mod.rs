@@ -30,35 +30,24 @@ pub(crate) fn too_large(action: String, size: u64) -> StorageError {
 }
 
 /// Read access to a store, and nothing else: what a handler's `store.get`
-/// is given, so that no handler call can reach a put or a delete.
+/// is given, so that no handler call can reach a put or a delete. Every
+/// [`Sink`] reads too, and an `Arc<dyn Sink>` is given as an
+/// `Arc<dyn Read>`; the recorded and replayed stores read only.
 #[async_trait::async_trait]
 pub trait Read: Send + Sync {
     /// The document at `key`, `None` when there is none.
     async fn get(&self, key: &str) -> Result<Option<String>, StorageError>;
 }
 
-/// A sink seen through [`Read`] only.
-pub struct ReadOnly(pub std::sync::Arc<dyn Sink>);
-
-#[async_trait::async_trait]
-impl Read for ReadOnly {
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        self.0.get(key).await
-    }
-}
-
 /// A key-value store of JSON documents. Keys and documents are the
 /// handler's; a sink only stores them (see `wit/handler.wit`).
 #[async_trait::async_trait]
-pub trait Sink: Send + Sync {
+pub trait Sink: Read {
     /// What kind of store this is; the handler plans for it.
     fn destination(&self) -> Destination;
 
     /// A short name for logs: `dir:./widgets`, `s3://bucket`.
     fn describe(&self) -> String;
-
-    /// The document at `key`, `None` when there is none.
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError>;
 
     /// Stores `document` at `key`, replacing what is there.
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError>;

@@ -3,22 +3,21 @@
 //! from a dead letter (`dead_letter_cases.rs`) holds the documents its
 //! handler read.
 
-use super::Sink;
-use crate::contract::Destination;
+use super::Read;
 use crate::error::StorageError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The store as a handler read it: every answer kept (for the candidate,
-/// or for a case made from a dead letter).
+/// or for a case made from a dead letter). It reads, and nothing else.
 pub(crate) struct Recorded {
-    inner: Arc<dyn Sink>,
+    inner: Arc<dyn Read>,
     reads: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Recorded {
     /// Reads `inner`, keeping what it answers.
-    pub(crate) fn new(inner: Arc<dyn Sink>) -> Recorded {
+    pub(crate) fn new(inner: Arc<dyn Read>) -> Recorded {
         Recorded {
             inner,
             reads: Mutex::default(),
@@ -36,28 +35,16 @@ impl Recorded {
     }
 
     /// The store it reads.
-    pub(crate) fn inner(&self) -> &Arc<dyn Sink> {
+    pub(crate) fn inner(&self) -> &Arc<dyn Read> {
         &self.inner
     }
 }
 
 #[async_trait::async_trait]
-impl Sink for Recorded {
-    fn destination(&self) -> Destination {
-        self.inner.destination()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
+impl Read for Recorded {
     async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
         let read = self.inner.get(key).await?;
         self.reads.lock().unwrap().insert(key.to_owned(), read.clone());
         Ok(read)
-    }
-    async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
-        self.inner.put(key, document).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.inner.delete(key).await
     }
 }

@@ -21,8 +21,6 @@ pub(crate) mod dir;
 mod place;
 pub(crate) mod s3;
 pub(crate) mod sqs;
-mod sqs_dead_letters;
-mod sqs_writer;
 
 pub(crate) use place::{Place, Use};
 

@@ -4,9 +4,7 @@
 
 use super::dir::{DirSource, DirWriter};
 use super::s3::{S3Source, S3Writer};
-use super::sqs::{QueueOptions, SqsSource};
-use super::sqs_dead_letters::QueueDeadLetters;
-use super::sqs_writer::QueueWriter;
+use super::sqs::{QueueDeadLetters, QueueOptions, QueueWriter, Receiving, SqsSource};
 use super::{DeadLetters, Source, Writer};
 use crate::aws::Clients;
 use crate::error::{StorageError, UsageError};
@@ -22,11 +20,12 @@ pub(crate) enum Place {
     Dir(PathBuf),
     /// An S3 bucket.
     Bucket(String),
-    /// An SQS queue, by name or URL, and the queue its rejected requests
-    /// go to, if one is named.
+    /// An SQS queue, by name or URL, the queue its rejected requests go
+    /// to, if one is named, and how it is received from.
     Queue {
         queue: String,
         dead_letters: Option<String>,
+        receiving: Receiving,
     },
 }
 
@@ -77,14 +76,14 @@ impl Place {
     }
 
     /// Opens the place to take requests from and remove them once done.
-    /// A queue's receive under way at `stop` is let end within
-    /// `queue.stop_grace`; its rejected requests go to its dead-letter
-    /// queue if it names one.
+    /// A receive under way at `stop` is let end within `stop_grace`; a
+    /// queue's rejected requests go to its dead-letter queue if it names
+    /// one.
     pub(crate) async fn open(
         &self,
         clients: &Clients,
-        queue: QueueOptions,
         stop: CancellationToken,
+        stop_grace: std::time::Duration,
     ) -> Result<Arc<dyn Source>, StorageError> {
         Ok(match self {
             Place::Dir(path) => Arc::new(DirSource::open(path)?),
@@ -92,10 +91,12 @@ impl Place {
             Place::Queue {
                 queue: name,
                 dead_letters,
+                receiving,
             } => {
                 let options = QueueOptions {
+                    receiving: *receiving,
                     dead_letters: dead_letters.clone(),
-                    ..queue
+                    stop_grace,
                 };
                 Arc::new(SqsSource::open(clients.get().await.sqs.clone(), name, options, stop).await?)
             }
@@ -133,6 +134,7 @@ impl Place {
             Place::Queue {
                 queue,
                 dead_letters: Some(dead_letters),
+                ..
             } => {
                 Box::new(QueueDeadLetters::open(clients.get().await.sqs.clone(), queue, dead_letters).await?)
             }

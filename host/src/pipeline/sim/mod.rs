@@ -37,9 +37,9 @@ mod queue;
 mod scenario;
 mod store;
 
-use super::{Concurrency, Options, Rollback, run};
+use super::{Concurrency, Observers, Options, Rollback, run};
 use crate::contract::{Context, Destination, Operation};
-use crate::handler::swap::HandlerSlot;
+use crate::handler::swap::LiveHandler;
 use crate::handler::{BUILTIN, Choice, Handler, Limits};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
@@ -235,23 +235,24 @@ fn play(scenario: &Scenario) -> Played {
                 backoff: Backoff::default(),
                 ..Options::default()
             };
-            let handlers = HandlerSlot::new(handler(), Choice::Builtin);
+            let handlers = LiveHandler::new(handler(), Choice::Builtin);
             let metrics = Arc::new(Metrics::default());
             // The swap is made before the run takes a request, so the
             // trusted handler counts as refusing none: the first refusal of
             // a window longer than any stream rolls it back.
-            let options = Options {
+            let observers = Observers {
                 rollback: scenario.swap.then(|| {
                     handlers.promote(refusing());
                     Arc::new(Rollback::new(0.0, 1_000_000, handlers.clone(), metrics.clone()))
                 }),
-                ..options
+                ..Observers::default()
             };
             let mut host = tokio::spawn(run(
                 source.as_source(),
                 store.clone(),
                 handlers,
                 options,
+                observers,
                 metrics,
                 stop.clone(),
             ));

@@ -5,8 +5,8 @@
 use super::scenario::Fault;
 use crate::contract::Destination;
 use crate::error::{Class, StorageError};
-use crate::sink::Sink;
 use crate::sink::memory::MemorySink;
+use crate::sink::{Read, Sink};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
@@ -108,10 +108,6 @@ impl Sink for SimStore {
     fn describe(&self) -> String {
         "sim-store".into()
     }
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        self.call("get", key, false).await?;
-        self.inner.get(key).await
-    }
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         self.call("put", key, true).await?;
         self.inner.put(key, document).await
@@ -119,5 +115,13 @@ impl Sink for SimStore {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.call("delete", key, true).await?;
         self.inner.delete(key).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Read for SimStore {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        self.call("get", key, false).await?;
+        self.inner.get(key).await
     }
 }

@@ -12,7 +12,7 @@
 //! is made again one call per key, so only the request at fault fails.
 
 use crate::aws::errors::storage_error;
-use crate::batch::{Batcher, settle};
+use crate::batch::{Batcher, per_item_outcomes};
 use crate::error::{Class, StorageError};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, WriteRequest};
@@ -224,7 +224,7 @@ pub(super) fn reads(table: Arc<Table>) -> Batcher<String, Result<Option<Item>, S
         let table = table.clone();
         async move {
             let batched = table.get_many(&keys).await;
-            settle(batched, &keys, |key| table.get_one(key)).await
+            per_item_outcomes(batched, &keys, |key| table.get_one(key)).await
         }
     })
 }
@@ -238,7 +238,7 @@ pub(super) fn writes(table: Arc<Table>) -> Batcher<Write, Result<(), StorageErro
             let table = table.clone();
             async move {
                 let batched = table.write_many(&writes).await;
-                settle(batched, &writes, |write| table.write_one(write)).await
+                per_item_outcomes(batched, &writes, |write| table.write_one(write)).await
             }
         },
     )

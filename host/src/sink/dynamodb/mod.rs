@@ -5,7 +5,7 @@
 
 mod batched;
 
-use super::Sink;
+use super::{Read, Sink};
 use crate::aws::errors::storage_error;
 use crate::batch::Batcher;
 use crate::contract::Destination;
@@ -84,11 +84,6 @@ impl Sink for DynamoDbSink {
         format!("dynamodb:{}", self.table.name)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let found = self.reads.call(key.to_owned(), || format!("get {key:?}")).await?;
-        Ok(found.map(|item| item_to_json(&item).to_string()))
-    }
-
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         let action = || format!("put {key:?} into DynamoDB table {}", self.table.name);
         let mut item = match serde_json::from_str(document) {
@@ -108,6 +103,14 @@ impl Sink for DynamoDbSink {
         self.writes
             .call(Write::Delete(key.to_owned()), || format!("delete {key:?}"))
             .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Read for DynamoDbSink {
+    async fn get(&self, key: &str) -> Result<Option<String>, StorageError> {
+        let found = self.reads.call(key.to_owned(), || format!("get {key:?}")).await?;
+        Ok(found.map(|item| item_to_json(&item).to_string()))
     }
 }
 

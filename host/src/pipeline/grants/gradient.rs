@@ -6,16 +6,16 @@
 //! the bound, more at once only makes each take longer, and the limit falls
 //! back.
 //!
-//! Each request that held a slot without failing gives a sample: the time
-//! it held the slot. Samples are averaged over a window (half the limit,
+//! Each request that held a grant without failing gives a sample: the time
+//! it held the grant. Samples are averaged over a window (half the limit,
 //! at least [`MIN_WINDOW`]); the lowest window average of the last
 //! [`BASELINE_WINDOWS`] is the latency the backend gives when not crowded.
 //! The gradient is that over the window's average, allowed [`TOLERANCE`]
 //! before it counts, and between 0.5 and 1. After each window the limit
 //! moves halfway towards `limit * gradient +` [`HEADROOM`]: it grows by a
-//! few slots at a time while the latency holds, and falls by up to a
+//! few grants at a time while the latency holds, and falls by up to a
 //! quarter at a time when it climbs. The limit only grows while at least
-//! half the slots were in use in the window: idle slots cannot show that
+//! half the grants were in use in the window: idle grants cannot show that
 //! more help. Where more at once only makes each request slower (the host's
 //! own CPU the bound), the baseline follows the latency up window by
 //! window, and the limit creeps towards the ceiling: the ceiling is what
@@ -47,7 +47,7 @@ pub(super) struct Gradient {
     estimate: f64,
     ceiling: f64,
     /// The current window: the sum of its samples, their count, and the
-    /// most slots in use at one of them.
+    /// most grants in use at one of them.
     sum: f64,
     count: usize,
     busiest: usize,
@@ -69,12 +69,12 @@ impl Gradient {
         }
     }
 
-    /// The number of slots now.
+    /// The number of grants now.
     pub(super) fn limit(&self) -> usize {
         self.estimate as usize
     }
 
-    /// A request held its slot for `latency`, with `in_use` slots held;
+    /// A request held its grant for `latency`, with `in_use` grants held;
     /// returns the limit, new at the end of a window.
     pub(super) fn sample(&mut self, latency: Duration, in_use: usize) -> usize {
         self.sum += latency.as_secs_f64().max(1e-6);
@@ -100,7 +100,7 @@ impl Gradient {
         self.limit()
     }
 
-    /// The backend throttles: half as many slots at once.
+    /// The backend throttles: half as many grants at once.
     pub(super) fn halve(&mut self) -> usize {
         self.estimate = (self.estimate / 2.0).max(1.0);
         self.limit()
@@ -113,7 +113,7 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// Feeds `samples` samples of `latency(limit)` with every slot in use.
+    /// Feeds `samples` samples of `latency(limit)` with every grant in use.
     fn busy(gradient: &mut Gradient, samples: usize, latency: impl Fn(usize) -> Duration) {
         for _ in 0..samples {
             let limit = gradient.limit();
@@ -142,7 +142,7 @@ mod tests {
         let mut gradient = Gradient::new(64, 64);
         busy(&mut gradient, 2000, |_| 60 * MS);
         // Four times slower at once: within a few windows, a quarter of
-        // the slots or fewer.
+        // the grants or fewer.
         busy(&mut gradient, 200, |_| 240 * MS);
         assert!(gradient.limit() <= 16, "{}", gradient.limit());
         // Slower for good: once the baseline has forgotten the fast

@@ -3,10 +3,10 @@
 //! ordering key (the widget id) as the message group and its id as the
 //! deduplication id, so that a batch sent twice is delivered once.
 
-use super::{NewRequest, Writer, write_retried};
 use crate::aws::sqs::{BATCH, Outgoing, Queue, send_batch};
 use crate::error::StorageError;
 use crate::retry::Retry;
+use crate::source::{NewRequest, Writer, write_retried};
 use aws_sdk_sqs::Client;
 use std::sync::Mutex;
 

@@ -22,10 +22,16 @@
 //! with the widget id as the group, one widget's requests are applied one
 //! at a time, in order, across any number of hosts.
 
+mod dead_letters;
+mod writer;
+
+pub(crate) use dead_letters::QueueDeadLetters;
+pub(crate) use writer::QueueWriter;
+
 use super::{DeadLettering, Fetched, Listed, Page, Source, Version};
 use crate::aws::errors::storage_error;
 use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch, delete_one, make_visible};
-use crate::batch::{Batcher, settle};
+use crate::batch::{Batcher, per_item_outcomes};
 use crate::error::{Class, StorageError};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
@@ -72,14 +78,30 @@ fn next_receives(receives: usize, full: usize) -> usize {
 /// Messages remembered as done though SQS refused to delete them.
 const MAX_DONE: usize = 100_000;
 
-/// How the queue is consumed.
-#[derive(Debug, Clone)]
-pub(crate) struct QueueOptions {
+/// How a queue is received from: part of the place, as the user named it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Receiving {
     /// How long a receive waits for messages (long polling), 0 to 20 s.
     pub(crate) wait: Duration,
     /// The visibility timeout the host asks for and keeps extending;
     /// `None`: the queue's own.
     pub(crate) visibility: Option<Duration>,
+}
+
+impl Default for Receiving {
+    fn default() -> Self {
+        Receiving {
+            wait: Duration::from_secs(MAX_WAIT_SECONDS.into()),
+            visibility: None,
+        }
+    }
+}
+
+/// How the queue is consumed.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueOptions {
+    /// How it is received from.
+    pub(crate) receiving: Receiving,
     /// Where rejected requests go; `None`: left to the queue's redrive
     /// policy.
     pub(crate) dead_letters: Option<String>,
@@ -90,8 +112,7 @@ pub(crate) struct QueueOptions {
 impl Default for QueueOptions {
     fn default() -> Self {
         QueueOptions {
-            wait: Duration::from_secs(MAX_WAIT_SECONDS.into()),
-            visibility: None,
+            receiving: Receiving::default(),
             dead_letters: None,
             stop_grace: Duration::from_secs(MAX_WAIT_SECONDS.into()),
         }
@@ -170,6 +191,7 @@ impl SqsSource {
             warn!(queue = %queue.name, "No --dead-letter-queue and the queue has no redrive policy: a rejected request returns after each visibility timeout, for ever.");
         }
         let visibility = options
+            .receiving
             .visibility
             .unwrap_or(queue.visibility)
             .max(Duration::from_secs(1));
@@ -180,7 +202,8 @@ impl SqsSource {
                 let (client, queue) = (client.clone(), queue.clone());
                 async move {
                     let batched = delete_batch(&client, &queue, &receipts).await;
-                    settle(batched, &receipts, |receipt| delete_one(&client, &queue, receipt)).await
+                    per_item_outcomes(batched, &receipts, |receipt| delete_one(&client, &queue, receipt))
+                        .await
                 }
             })
         };
@@ -196,7 +219,7 @@ impl SqsSource {
             client,
             queue,
             dead_letters,
-            wait: options.wait,
+            wait: options.receiving.wait,
             visibility,
             stop_grace: options.stop_grace,
             held,

@@ -12,11 +12,11 @@
 //! SQS drops it within five minutes), and `run` applies a request twice
 //! with the same result.
 
-use super::sqs::REASON_ATTRIBUTE;
-use super::{DeadLetter, DeadLetters, Fetched, Redriven, Version};
+use super::REASON_ATTRIBUTE;
 use crate::aws::errors::storage_error;
 use crate::aws::sqs::{BATCH, Queue, make_visible};
 use crate::error::StorageError;
+use crate::source::{DeadLetter, DeadLetters, Fetched, Redriven, Version};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use std::collections::HashMap;
