@@ -17,13 +17,13 @@ pub(super) const NAME_MAX: usize = 255;
 pub(super) const REASON: &str = ".reason";
 
 /// Room a dead letter's name keeps for its number (`%23` and ten digits).
-pub(super) const NUMBER_ROOM: usize = 13;
+const NUMBER_ROOM: usize = 13;
 
 /// Marks a dead letter's name cut short (`%7E`): never made by escaping.
-pub(super) const CUT: &str = "%7E";
+const CUT: &str = "%7E";
 
 /// Marks a dead letter's number (`%23`): never made by escaping.
-pub(super) const NUMBER: &str = "%23";
+const NUMBER: &str = "%23";
 
 /// The key, escaped for a dead letter's name: `%` written `%25` and, when
 /// it ends in `.reason`, that dot written `%2E`. So no dead letter's name
@@ -64,12 +64,12 @@ pub(super) fn dead_letter_name(key: &str, n: u32) -> String {
 }
 
 /// Whether a dead letter's name was cut short.
-pub(super) fn is_cut(name: &str) -> bool {
+fn is_cut(name: &str) -> bool {
     without_number(name).ends_with(CUT)
 }
 
 /// A dead letter's name without its number.
-pub(super) fn without_number(name: &str) -> &str {
+fn without_number(name: &str) -> &str {
     match name.rsplit_once(NUMBER) {
         Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => stem,
         _ => name,

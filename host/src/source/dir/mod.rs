@@ -17,7 +17,7 @@ pub(crate) use writer::DirWriter;
 use super::{DeadLettering, Fetched, Listed, Page, SetAside, Source, Version};
 use crate::error::StorageError;
 use crate::folder::{rename_no_replace, sweep_stale_temp_files, sync_dir};
-use dead_letters::*;
+use dead_letters::move_to_dead_letters;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read as _};
@@ -359,6 +359,7 @@ fn file_version(meta: &std::fs::Metadata) -> Version {
 
 #[cfg(test)]
 mod tests {
+    use super::dead_letters::{NAME_MAX, REASON, dead_letter_name, key_of};
     use super::*;
     use crate::source::{DeadLetter, DeadLetters, Redriven};
     use std::os::unix::ffi::OsStringExt;

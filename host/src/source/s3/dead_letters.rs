@@ -33,14 +33,14 @@ pub(super) const MAX_KEY_METADATA: usize = 600;
 
 /// What numbers the second and later dead letters of one request key:
 /// `dead-letter/KEY~dl2`.
-pub(super) const NUMBER: &str = "~dl";
+const NUMBER: &str = "~dl";
 
 /// S3's longest key, and the room kept in a dead letter's for its number.
-pub(super) const MAX_KEY_BYTES: usize = 1024;
-pub(super) const NUMBER_ROOM: usize = 16;
+const MAX_KEY_BYTES: usize = 1024;
+const NUMBER_ROOM: usize = 16;
 
 /// The longest part of a request key a dead letter's name holds.
-pub(super) const NAME_ROOM: usize = MAX_KEY_BYTES - DEAD_LETTER_PREFIX.len() - NUMBER_ROOM;
+const NAME_ROOM: usize = MAX_KEY_BYTES - DEAD_LETTER_PREFIX.len() - NUMBER_ROOM;
 
 /// The object key of the `n`th dead letter of request `key` (from 1):
 /// `dead-letter/KEY`, then `dead-letter/KEY~dl2` and on, so that a request
@@ -56,7 +56,7 @@ pub(super) fn dead_letter_key(key: &str, n: u32) -> String {
 
 /// Whether a dead letter's name (below the prefix) may not be its request
 /// key: numbered, or as long as a cut key. Its metadata says then.
-pub(super) fn may_not_be_its_key(name: &str) -> bool {
+fn may_not_be_its_key(name: &str) -> bool {
     let numbered = name
         .rsplit_once(NUMBER)
         .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
@@ -180,7 +180,7 @@ impl S3Source {
 }
 
 /// A dead letter's number: 1 for the first of its key.
-pub(super) fn numbered(name: &str) -> u32 {
+fn numbered(name: &str) -> u32 {
     name.rsplit_once(NUMBER)
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or(1)

@@ -18,7 +18,10 @@ use crate::aws::s3::{
 use crate::batch::{Batcher, per_item_outcomes};
 use crate::error::StorageError;
 use aws_sdk_s3::Client;
-use dead_letters::*;
+use dead_letters::{
+    KEY_METADATA, MAX_KEY_METADATA, MAX_REASON_BYTES, PAST_DEAD_LETTERS, REASON_METADATA, dead_letter_key,
+    metadata_safe,
+};
 use std::sync::Mutex;
 
 /// The prefix dead-lettered requests are copied under.

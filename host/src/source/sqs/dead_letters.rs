@@ -13,14 +13,13 @@
 //! with the same result.
 
 use super::REASON_ATTRIBUTE;
+use super::held::{Held, Ledger};
 use crate::aws::errors::storage_error;
 use crate::aws::sqs::{BATCH, Queue, make_visible};
 use crate::error::StorageError;
-use crate::source::{DeadLetter, DeadLetters, Fetched, Redriven, Version};
+use crate::source::{DeadLetter, DeadLetters, Fetched, Redriven};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a listed dead letter stays invisible to others: the redrive
@@ -32,22 +31,12 @@ const HOLD: Duration = Duration::from_secs(3600);
 /// rest wait for the next redrive.
 const MAX_LISTED: usize = 10_000;
 
-/// A dead letter received and held.
-struct Letter {
-    /// Why it was dead-lettered (its `reason` attribute).
-    reason: Option<String>,
-    body: String,
-    receipt: String,
-    /// Its FIFO message group, which it goes back under.
-    group: Option<String>,
-}
-
 /// The dead-letter queue of a request queue.
 pub(crate) struct QueueDeadLetters {
     client: Client,
     requests: Queue,
     dead_letters: Queue,
-    held: Mutex<HashMap<String, Letter>>,
+    held: Ledger,
 }
 
 impl QueueDeadLetters {
@@ -70,7 +59,7 @@ impl QueueDeadLetters {
             client,
             requests,
             dead_letters,
-            held: Mutex::default(),
+            held: Ledger::default(),
         })
     }
 }
@@ -114,33 +103,17 @@ impl DeadLetters for QueueDeadLetters {
                 make_visible(&self.client, &self.dead_letters, &more).await;
                 return Ok(listed);
             }
-            let mut held = self.held.lock().unwrap();
+            let mut held = self.held.lock();
             for message in received.messages() {
-                let (Some(id), Some(receipt)) = (message.message_id(), message.receipt_handle()) else {
+                let Some((id, letter)) = Held::received(message, self.dead_letters.visibility) else {
                     continue;
                 };
-                let group = message
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                    .cloned();
                 listed.push(DeadLetter {
-                    id: id.to_owned(),
-                    key: id.to_owned(),
-                    version: Version(Some(receipt.to_owned())),
+                    id: id.clone(),
+                    key: id.clone(),
+                    version: letter.version(),
                 });
-                held.insert(
-                    id.to_owned(),
-                    Letter {
-                        reason: message
-                            .message_attributes()
-                            .and_then(|a| a.get(REASON_ATTRIBUTE))
-                            .and_then(|v| v.string_value())
-                            .map(str::to_owned),
-                        body: message.body().unwrap_or_default().to_owned(),
-                        receipt: receipt.to_owned(),
-                        group,
-                    },
-                );
+                held.insert(id, letter);
             }
         }
     }
@@ -150,23 +123,12 @@ impl DeadLetters for QueueDeadLetters {
         Ok(self
             .held
             .lock()
-            .unwrap()
             .get(&letter.id)
             .and_then(|letter| letter.reason.clone()))
     }
 
     async fn read_dead_letter(&self, letter: &DeadLetter, max_bytes: u64) -> Result<Fetched, StorageError> {
-        let held = self.held.lock().unwrap();
-        Ok(match held.get(&letter.id) {
-            None => Fetched::Gone,
-            Some(letter) if letter.body.len() as u64 > max_bytes => {
-                Fetched::TooLarge(letter.body.len() as u64, Version(Some(letter.receipt.clone())))
-            }
-            Some(letter) => Fetched::Request(
-                letter.body.clone().into_bytes(),
-                Version(Some(letter.receipt.clone())),
-            ),
-        })
+        Ok(self.held.fetch(&letter.id, max_bytes))
     }
 
     /// Sends the message back to the request queue without its reason (a
@@ -177,7 +139,6 @@ impl DeadLetters for QueueDeadLetters {
         let Some((body, receipt, group)) = self
             .held
             .lock()
-            .unwrap()
             .get(key)
             .map(|l| (l.body.clone(), l.receipt.clone(), l.group.clone()))
         else {
@@ -213,19 +174,13 @@ impl DeadLetters for QueueDeadLetters {
                     e,
                 )
             })?;
-        self.held.lock().unwrap().remove(key);
+        self.held.lock().remove(key);
         Ok(Redriven::Moved)
     }
 
     /// Makes every dead letter not sent back visible again at once.
     async fn finish(&self) {
-        let receipts: Vec<String> = self
-            .held
-            .lock()
-            .unwrap()
-            .drain()
-            .map(|(_, l)| l.receipt)
-            .collect();
+        let receipts = self.held.release_all();
         make_visible(&self.client, &self.dead_letters, &receipts).await;
     }
 }

@@ -23,6 +23,7 @@
 //! at a time, in order, across any number of hosts.
 
 mod dead_letters;
+mod held;
 mod writer;
 
 pub(crate) use dead_letters::QueueDeadLetters;
@@ -35,7 +36,8 @@ use crate::batch::{Batcher, per_item_outcomes};
 use crate::error::{Class, StorageError};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
-use std::collections::{HashMap, HashSet};
+use held::{Held, Ledger};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -128,7 +130,7 @@ pub(crate) struct SqsSource {
     visibility: Duration,
     stop_grace: Duration,
     /// Messages received and not yet done with, by message id.
-    held: Arc<Mutex<HashMap<String, Held>>>,
+    held: Arc<Ledger>,
     /// Messages whose requests are done (applied, or sent to the
     /// dead-letter queue) but whose deletion SQS refused for good (a
     /// receipt handle outdated by a missed heartbeat): when one comes back,
@@ -144,16 +146,6 @@ pub(crate) struct SqsSource {
     stop: CancellationToken,
     /// Ends the heartbeat when the source is dropped.
     _heartbeat: DropGuard,
-}
-
-/// A message the host holds.
-struct Held {
-    receipt: String,
-    body: String,
-    /// Its FIFO message group.
-    group: Option<String>,
-    /// When its visibility timeout runs out, as last set.
-    visible_at: Instant,
 }
 
 impl SqsSource {
@@ -195,7 +187,7 @@ impl SqsSource {
             .visibility
             .unwrap_or(queue.visibility)
             .max(Duration::from_secs(1));
-        let held = Arc::new(Mutex::new(HashMap::new()));
+        let held = Arc::new(Ledger::default());
         let deletions = {
             let (client, queue) = (client.clone(), queue.clone());
             Batcher::start(BATCH, String::clone, move |receipts: Vec<String>| {
@@ -233,7 +225,7 @@ impl SqsSource {
 
     /// The receipt handle to use for `key`: that of its latest receive.
     fn receipt(&self, key: &str, version: &Version) -> Option<String> {
-        let held = self.held.lock().unwrap();
+        let held = self.held.lock();
         held.get(key)
             .map(|held| held.receipt.clone())
             .or_else(|| version.0.clone())
@@ -247,7 +239,7 @@ impl SqsSource {
             .call(receipt, || format!("delete message {key}"))
             .await;
         if deleted.as_ref().is_ok() || deleted.as_ref().is_err_and(|e| e.class == Class::Request) {
-            self.held.lock().unwrap().remove(key);
+            self.held.lock().remove(key);
         }
         deleted
     }
@@ -281,7 +273,7 @@ impl SqsSource {
                 }
                 Err(e) => {
                     warn!(request_key = %listed.key, error = %e, "Could not delete a message whose request is done; trying again when it comes back.");
-                    self.held.lock().unwrap().remove(&listed.key);
+                    self.held.lock().remove(&listed.key);
                 }
             }
         }
@@ -323,34 +315,25 @@ impl SqsSource {
         };
         let received =
             received.map_err(|e| storage_error(format!("receive from queue {}", self.queue.name), e))?;
-        let visible_at = Instant::now() + self.visibility;
         let mut requests = Vec::new();
-        let mut held = self.held.lock().unwrap();
+        let mut held = self.held.lock();
         for message in received.messages() {
-            let (Some(id), Some(receipt)) = (message.message_id(), message.receipt_handle()) else {
+            let Some((id, message_held)) = Held::received(message, self.visibility) else {
                 continue;
             };
-            let attribute = |name| message.attributes().and_then(|all| all.get(&name).cloned());
-            let body = message.body().unwrap_or_default().to_owned();
             requests.push(Listed {
-                key: id.to_owned(),
-                size: body.len() as u64,
-                version: Version(Some(receipt.to_owned())),
-                modified: attribute(MessageSystemAttributeName::SentTimestamp)
+                key: id.clone(),
+                size: message_held.body.len() as u64,
+                version: message_held.version(),
+                modified: message
+                    .attributes()
+                    .and_then(|all| all.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|ms| ms.parse().ok())
                     .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
             });
             // A message received again (its visibility ran out) keeps its
             // place; only the latest receipt handle can delete it.
-            held.insert(
-                id.to_owned(),
-                Held {
-                    receipt: receipt.to_owned(),
-                    body,
-                    group: attribute(MessageSystemAttributeName::MessageGroupId),
-                    visible_at,
-                },
-            );
+            held.insert(id, message_held);
         }
         Ok(requests)
     }
@@ -366,7 +349,7 @@ impl SqsSource {
         reason: &str,
     ) -> Result<bool, StorageError> {
         let (body, group) = {
-            let held = self.held.lock().unwrap();
+            let held = self.held.lock();
             let held = held.get(key).ok_or_else(|| {
                 StorageError::request(
                     format!("dead-letter message {key}"),
@@ -462,17 +445,7 @@ impl Source for SqsSource {
     }
 
     async fn read(&self, key: &str, max_bytes: u64) -> Result<Fetched, StorageError> {
-        let held = self.held.lock().unwrap();
-        Ok(match held.get(key) {
-            None => Fetched::Gone,
-            Some(message) => {
-                let version = Version(Some(message.receipt.clone()));
-                match message.body.len() as u64 {
-                    size if size > max_bytes => Fetched::TooLarge(size, version),
-                    _ => Fetched::Request(message.body.clone().into_bytes(), version),
-                }
-            }
-        })
+        Ok(self.held.fetch(key, max_bytes))
     }
 
     async fn ack(&self, key: &str, version: &Version) -> Result<(), StorageError> {
@@ -511,13 +484,13 @@ impl Source for SqsSource {
                 // Too large for the dead-letter queue with any reason:
                 // left for the queue's redrive policy, as with none.
                 warn!(request_key = %key, queue = %queue.name, reason = %reason, "The message is too large to send to the dead-letter queue with its reason; left in the queue for its redrive policy.");
-                self.held.lock().unwrap().remove(key);
+                self.held.lock().remove(key);
                 Ok(DeadLettering::Kept)
             }
             None => {
                 // Left invisible until its timeout runs out: it comes back
                 // no sooner, and the queue's redrive policy counts it.
-                self.held.lock().unwrap().remove(key);
+                self.held.lock().remove(key);
                 info!(request_key = %key, queue = %self.queue.name, "Left in the queue for its redrive policy.");
                 Ok(DeadLettering::Kept)
             }
@@ -536,7 +509,6 @@ impl Source for SqsSource {
         let Some(receipt) = self
             .held
             .lock()
-            .unwrap()
             .remove(key)
             .map(|held| held.receipt)
             .or_else(|| version.0.clone())
@@ -556,17 +528,11 @@ impl Source for SqsSource {
     }
 
     fn pass_over(&self, key: &str) {
-        self.held.lock().unwrap().remove(key);
+        self.held.lock().remove(key);
     }
 
     async fn finish(&self) {
-        let receipts: Vec<String> = self
-            .held
-            .lock()
-            .unwrap()
-            .drain()
-            .map(|(_, held)| held.receipt)
-            .collect();
+        let receipts = self.held.release_all();
         if receipts.is_empty() {
             return;
         }
@@ -581,7 +547,7 @@ impl Source for SqsSource {
 async fn extend_visibility(
     client: Client,
     queue: Arc<Queue>,
-    held: Arc<Mutex<HashMap<String, Held>>>,
+    held: Arc<Ledger>,
     visibility: Duration,
     stop: CancellationToken,
 ) {
@@ -594,7 +560,6 @@ async fn extend_visibility(
         let now = Instant::now();
         let due: Vec<(String, String)> = held
             .lock()
-            .unwrap()
             .iter()
             .filter(|(_, message)| message.visible_at < now + visibility / 2)
             .map(|(id, message)| (id.clone(), message.receipt.clone()))
@@ -617,7 +582,7 @@ async fn extend_visibility(
             });
             match extended {
                 Ok(outcomes) => {
-                    let mut held = held.lock().unwrap();
+                    let mut held = held.lock();
                     for ((id, receipt), outcome) in chunk.iter().zip(outcomes) {
                         match outcome {
                             Ok(()) => {
