@@ -105,6 +105,20 @@ fn metrics_count_exactly_what_was_processed() {
         0.0
     );
     assert!(sample(&scrape, "widget_host_source_lag_seconds") >= 0.0);
+    // A request costs one instance, its handling's: ordering keys are
+    // answered by kept instances (as many as were asked at once).
+    assert_eq!(
+        sample(&scrape, r#"widget_host_handler_instances_total{export="handle"}"#),
+        41.0
+    );
+    let for_keys = sample(
+        &scrape,
+        r#"widget_host_handler_instances_total{export="ordering-key"}"#,
+    );
+    assert!(
+        (1.0..=8.0).contains(&for_keys),
+        "{for_keys} instances for 41 ordering keys"
+    );
     assert!(scrape.ends_with("# EOF\n"), "{scrape}");
 }
 

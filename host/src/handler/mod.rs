@@ -139,10 +139,32 @@ pub struct Handler {
     slots: Option<InstanceSlots>,
     pre: WidgetHandlerPre<GuestState>,
     limits: Limits,
-    /// Instances waiting for their next call, with `Limits::reuse`.
-    warm: Arc<std::sync::Mutex<Vec<Warm>>>,
+    /// Instances that answered `ordering-key`, kept for the next: the
+    /// contract lets an ordering key be asked of one (see
+    /// `wit/handler.wit`), so a request costs one instance, its handling's.
+    key_shelf: Arc<Shelf>,
+    /// Instances waiting for their next `handle`, with `Limits::reuse`.
+    handle_shelf: Arc<Shelf>,
     /// A digest of the component's bytes, to tell another from the same.
     digest: u64,
+}
+
+/// How many `ordering-key` calls one instance answers before a new one
+/// takes over: what a slow leak in a handler's ordering key may grow to
+/// is bounded by the memory limit all the same, and a fresh instance every
+/// so often sheds it.
+const KEY_CALLS_PER_INSTANCE: usize = 10_000;
+
+/// Instances kept for further calls of one export.
+#[derive(Default)]
+struct Shelf(std::sync::Mutex<Vec<Warm>>);
+
+impl Shelf {
+    /// How many instances are kept.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
 }
 
 /// A digest of a component's bytes.
@@ -236,7 +258,8 @@ impl Handler {
             slots,
             pre,
             limits,
-            warm: Arc::default(),
+            key_shelf: Arc::default(),
+            handle_shelf: Arc::default(),
             digest: digest(wasm),
         })
     }
@@ -271,31 +294,37 @@ impl Handler {
         self.limits.reuse > 1
     }
 
-    /// A kept instance readied for a call about `request_key` that reads
-    /// `reader`, or a new one; whether it was kept.
+    /// An instance kept on `shelf`, readied for a call about `request_key`
+    /// that reads `reader`, or a new one made for `export`; whether it was
+    /// kept.
     async fn warm(
         &self,
+        shelf: &Shelf,
+        export: &Export<'_>,
         reader: Option<Arc<dyn Read>>,
         request_key: String,
     ) -> Result<(Warm, bool), CallError> {
-        let kept = self.warm.lock().unwrap().pop();
+        let kept = shelf.0.lock().unwrap().pop();
         if let Some(mut warm) = kept {
             sandbox::begin_call(&mut warm.store, self.limits, reader, request_key);
             return Ok((warm, true));
         }
+        self.engines.made.one_more(export.is_key());
+        Ok((self.instance(reader, request_key).await?, false))
+    }
+
+    /// A new instance, for a call about `request_key` that reads `reader`.
+    async fn instance(&self, reader: Option<Arc<dyn Read>>, request_key: String) -> Result<Warm, CallError> {
         let slot = self.slot().await;
         let mut store = sandbox::new_store(&self.engine, self.limits, reader, request_key);
         let waiting = store.data().call.clocks();
         match sandbox::bounded(self.limits, waiting, self.pre.instantiate_async(&mut store)).await {
-            Ok(bindings) => Ok((
-                Warm {
-                    store,
-                    bindings,
-                    calls: 0,
-                    _slot: slot,
-                },
-                false,
-            )),
+            Ok(bindings) => Ok(Warm {
+                store,
+                bindings,
+                calls: 0,
+                _slot: slot,
+            }),
             Err(error) => Err(sandbox::finish::<()>(store, Err(error))
                 .err()
                 .expect("a failed instantiation fails")),
@@ -306,7 +335,7 @@ impl Handler {
     /// under its limits (a memory limit below what its start needs) is
     /// refused before any request, rather than failing every one of them.
     pub(crate) async fn check_starts(&self) -> anyhow::Result<()> {
-        match self.warm(None, String::new()).await {
+        match self.instance(None, String::new()).await {
             Ok(_) => Ok(()),
             Err(CallError::Handler(reason)) => {
                 anyhow::bail!(
@@ -317,16 +346,23 @@ impl Handler {
         }
     }
 
-    /// Keeps `warm` for another call, unless its call failed (a trap may
-    /// leave it broken), it has served its share, or a call may be waiting
-    /// for the pool slot it holds.
-    fn put_back(&self, mut warm: Warm, succeeded: bool) {
+    /// Keeps `warm` on `shelf` for another call, unless its call failed (a
+    /// trap may leave it broken), it has served `calls`, or a call may be
+    /// waiting for the pool slot it holds.
+    fn put_back(&self, shelf: &Shelf, calls: usize, mut warm: Warm, succeeded: bool) {
         warm.calls += 1;
         let slot_wanted = self.slots.as_ref().is_some_and(|slots| !slots.any_free());
-        if succeeded && warm.calls < self.limits.reuse && !slot_wanted {
+        if succeeded && warm.calls < calls && !slot_wanted {
             sandbox::end_call(&mut warm.store, self.limits);
-            self.warm.lock().unwrap().push(warm);
+            shelf.0.lock().unwrap().push(warm);
         }
+    }
+
+    /// Instances made so far on this handler's engines (its replacements'
+    /// too), for `ordering-key` and for `handle`.
+    #[cfg(test)]
+    fn instances_made(&self) -> (u64, u64) {
+        self.engines.made.get()
     }
 
     /// The handler's ordering key for a request.
@@ -372,28 +408,36 @@ impl Handler {
     }
 
     /// The one way an export is called: on a kept instance where instances
-    /// serve several calls, else on a fresh one; each bounded by the
-    /// call's limits. A kept instance's failure may be an earlier
-    /// request's doing: the call is made once more on a fresh instance,
-    /// and its outcome is the answer.
+    /// serve several calls (`ordering-key` always, as the contract allows;
+    /// `handle` with `--handler-reuse`), else on a fresh one; each bounded
+    /// by the call's limits. A kept instance's failure may be an earlier
+    /// call's doing: the call is made once more on a fresh instance, and
+    /// its outcome is the answer.
     async fn call(
         &self,
         export: Export<'_>,
         reader: Option<Arc<dyn Read>>,
         request_key: String,
     ) -> Result<sandbox::Finished<Answer>, CallError> {
-        if self.reuses() {
-            let (mut warm, kept) = self.warm(reader.clone(), request_key.clone()).await?;
+        let shelf = match export {
+            Export::OrderingKey(_) => Some((&self.key_shelf, KEY_CALLS_PER_INSTANCE)),
+            Export::Handle(..) => self.reuses().then_some((&self.handle_shelf, self.limits.reuse)),
+        };
+        if let Some((shelf, calls)) = shelf {
+            let (mut warm, kept) = self
+                .warm(shelf, &export, reader.clone(), request_key.clone())
+                .await?;
             let waiting = warm.store.data().call.clocks();
             let result =
                 sandbox::bounded(self.limits, waiting, export.call(&warm.bindings, &mut warm.store)).await;
             let finished = sandbox::finish_call(&mut warm.store, result);
-            self.put_back(warm, finished.is_ok());
+            self.put_back(shelf, calls, warm, finished.is_ok());
             match finished {
                 Err(CallError::Handler(_)) if kept => {}
                 finished => return finished,
             }
         }
+        self.engines.made.one_more(export.is_key());
         // Declared before the store: dropped after it, the instance gone.
         let _slot = self.slot().await;
         let mut store = sandbox::new_store(&self.engine, self.limits, reader, request_key);
@@ -420,6 +464,11 @@ enum Answer {
 }
 
 impl Export<'_> {
+    /// Whether it is `ordering-key`.
+    fn is_key(&self) -> bool {
+        matches!(self, Export::OrderingKey(_))
+    }
+
     /// Calls the export on an instance.
     async fn call(
         &self,
@@ -601,11 +650,7 @@ mod tests {
             let handled = hostile.handle(request.as_bytes(), &context(), sink.clone()).await;
             assert!(handled.is_ok(), "call {i}: {:?}", handled.err());
         }
-        assert_eq!(
-            hostile.warm.lock().unwrap().len(),
-            1,
-            "one instance served them all"
-        );
+        assert_eq!(hostile.handle_shelf.kept(), 1, "one instance served them all");
         let Err(CallError::Handler(reason)) = hostile.handle(b"trap", &context(), sink).await else {
             panic!("a trap fails the call");
         };
@@ -631,6 +676,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ordering_keys_are_answered_by_one_kept_instance_and_each_handle_by_its_own() {
+        let handler = Handler::from_bytes(BUILTIN, Limits::default()).unwrap();
+        let sink: Arc<dyn Read> = Arc::new(crate::sink::memory::MemorySink::new(Destination::ObjectStore));
+        for i in 0..50 {
+            let request = format!(
+                r#"{{"type":"create","requestId":"r","widgetId":"w{i}","owner":"Sue Smith","label":"L"}}"#
+            );
+            let key = handler.ordering_key(request.as_bytes()).await.unwrap();
+            assert_eq!(key, Some(format!("w{i}")));
+            handler
+                .handle(request.as_bytes(), &context(), sink.clone())
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            handler.instances_made(),
+            (1, 50),
+            "one instance for every ordering key, a fresh one for each handle"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ordering_key_failing_on_a_kept_instance_is_asked_again_of_a_fresh_one() {
+        let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
+        let hostile = Handler::from_bytes(&hostile, Limits::default()).unwrap();
+        assert_eq!(
+            hostile.ordering_key(b"key-poison").await.unwrap().as_deref(),
+            Some("key-poison")
+        );
+        // The kept instance traps on every ordering key now: it is dropped,
+        // and a fresh one answers.
+        assert_eq!(
+            hostile.ordering_key(b"echo").await.unwrap().as_deref(),
+            Some("echo")
+        );
+        assert_eq!(hostile.instances_made().0, 2);
+        // The next key makes a new instance to keep, which serves the rest.
+        for _ in 0..3 {
+            assert_eq!(
+                hostile.ordering_key(b"echo").await.unwrap().as_deref(),
+                Some("echo")
+            );
+        }
+        assert_eq!(hostile.instances_made().0, 3);
+        // A request that traps on a fresh instance too is the request's.
+        let Err(CallError::Handler(reason)) = hostile.ordering_key(b"key-trap").await else {
+            panic!("a trap fails the call");
+        };
+        assert!(
+            reason.contains("deliberate trap") && !reason.contains("poisoned"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_reused_instance_serves_its_share_of_calls_and_none_after_a_failure() {
         let limits = Limits {
             reuse: 3,
@@ -645,19 +745,15 @@ mod tests {
             let handled = handler.handle(create, &context(), sink.clone()).await.unwrap();
             assert_eq!(handled.verdict.unwrap().kind, "create");
             // One instance, kept until it has served three calls.
-            assert!(handler.warm.lock().unwrap().len() <= 1, "call {call}");
+            assert!(handler.handle_shelf.kept() <= 1, "call {call}");
         }
         // A call that fails leaves no instance behind.
         let hostile = std::fs::read(concat!(env!("WIDGET_HOST_TEST_GUESTS"), "/hostile_guest.wasm")).unwrap();
         let hostile = Handler::from_bytes(&hostile, limits).unwrap();
         hostile.handle(b"echo", &context(), sink.clone()).await.unwrap();
-        assert_eq!(hostile.warm.lock().unwrap().len(), 1);
+        assert_eq!(hostile.handle_shelf.kept(), 1);
         assert!(hostile.handle(b"trap", &context(), sink.clone()).await.is_err());
-        assert_eq!(
-            hostile.warm.lock().unwrap().len(),
-            0,
-            "a trapped instance is dropped"
-        );
+        assert_eq!(hostile.handle_shelf.kept(), 0, "a trapped instance is dropped");
         assert!(
             hostile
                 .handle(b"echo", &context(), sink)

@@ -16,6 +16,7 @@
 //! slot has, a larger table) is compiled on an engine without the pool, as
 //! every handler was before; it runs as it did, only without the saving.
 
+use crate::metrics::InstancesMade;
 use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub(crate) struct Engines {
     pooled: Option<(Engine, InstanceSlots)>,
     /// Without: for handlers that do not fit the pool.
     on_demand: Engine,
+    /// Instances made on them for each export, for the metrics.
+    pub(super) made: Arc<InstancesMade>,
 }
 
 impl Engines {
@@ -74,6 +77,7 @@ impl Engines {
         Ok(Engines {
             pooled,
             on_demand: engine(cache, None)?,
+            made: Arc::default(),
         })
     }
 
@@ -82,6 +86,7 @@ impl Engines {
         Ok(Engines {
             pooled: None,
             on_demand: engine(cache, None)?,
+            made: Arc::default(),
         })
     }
 

@@ -136,7 +136,10 @@ impl LiveHandler {
     }
 
     /// Counts every swap from now on in `metrics`.
+    /// The instances made, counted on the engines every replacement shares,
+    /// are read by `metrics` too.
     pub(crate) fn report_to(&self, metrics: Arc<Metrics>) {
+        metrics.count_instances_in(self.current().engines().made.clone());
         let _ = self.metrics.set(metrics);
     }
 

@@ -66,6 +66,31 @@ pub(crate) struct Metrics {
     rollbacks: Counter,
     /// Requests done, and known of, for the progress display.
     pub(crate) progress: crate::progress::Counts,
+    /// The live handler's instance counts (shared by its replacements),
+    /// once it reports them.
+    instances: std::sync::OnceLock<std::sync::Arc<InstancesMade>>,
+}
+
+/// How many handler instances were made for each export: what a request
+/// costs in instances. Counted by the handler's engines.
+#[derive(Debug, Default)]
+pub(crate) struct InstancesMade {
+    ordering_key: AtomicU64,
+    handle: AtomicU64,
+}
+
+impl InstancesMade {
+    /// One more instance made, for `ordering-key` (`key`) or `handle`.
+    pub(crate) fn one_more(&self, key: bool) {
+        let counter = if key { &self.ordering_key } else { &self.handle };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Instances made for `ordering-key`, and for `handle`.
+    pub(crate) fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.ordering_key.load(Relaxed), self.handle.load(Relaxed))
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -147,6 +172,7 @@ impl Default for Metrics {
             handler_swaps: Family::default(),
             rollbacks: Counter::default(),
             progress: Default::default(),
+            instances: std::sync::OnceLock::new(),
         }
     }
 }
@@ -252,6 +278,16 @@ impl Metrics {
     }
 
     /// The counts so far, as the end-of-run report.
+    /// Reads the handler's instance counts from `made` from now on.
+    pub(crate) fn count_instances_in(&self, made: std::sync::Arc<InstancesMade>) {
+        let _ = self.instances.set(made);
+    }
+
+    /// Handler instances made so far, for `ordering-key` and for `handle`.
+    pub(crate) fn instances(&self) -> Option<(u64, u64)> {
+        self.instances.get().map(|made| made.get())
+    }
+
     pub(crate) fn summary(&self, dead_letter_place: String) -> Summary {
         let c = self.counts.lock().unwrap().clone();
         Summary {

@@ -145,6 +145,17 @@ impl Collector for Snapshot {
                 ),
             ],
         )?;
+        if let Some((ordering_key, handle)) = self.metrics.instances() {
+            Self::counters(
+                &mut encoder,
+                "handler_instances",
+                "Handler instances made, by the export they were made for (ordering-key, handle): their sum over requests taken is what a request costs in instances",
+                [
+                    (vec![("export", "ordering-key".to_owned())], ordering_key),
+                    (vec![("export", "handle".to_owned())], handle),
+                ],
+            )?;
+        }
         if let Some(calls) = &self.api_calls {
             Self::counters(
                 &mut encoder,

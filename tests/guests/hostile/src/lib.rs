@@ -20,6 +20,8 @@
 //!   handler that needs real processor time);
 //! - `poison` is accepted and leaves its instance poisoned: every later
 //!   call on the same instance traps (a reused instance's state gone bad);
+//!   `key-poison` does the same to `ordering-key`: its key is answered,
+//!   and every later `ordering-key` on the same instance traps;
 //! - anything else is stored unchanged at `echo/{request key}`.
 
 wit_bindgen::generate!({
@@ -35,8 +37,17 @@ struct Hostile;
 /// Set by `poison`: this instance traps on every call after.
 static POISONED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Set by `key-poison`: this instance traps on every `ordering-key` after.
+static KEY_POISONED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Guest for Hostile {
     fn ordering_key(request: Vec<u8>) -> Option<String> {
+        if KEY_POISONED.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("ordering-key poisoned by an earlier request on this instance");
+        }
+        if request == b"key-poison" {
+            KEY_POISONED.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         if names_widget(&request, "key-trap") {
             panic!("deliberate trap in ordering-key");
         }
