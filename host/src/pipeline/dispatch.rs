@@ -98,10 +98,9 @@ async fn dispatch_pages(
         for odd in &page.set_aside {
             shared.fates.dead_lettered(&odd.name, "-", None, &odd.reason);
         }
-        let fresh: Vec<Listed> =
-            shared
-                .fates
-                .not_held(page.requests, |r| &r.key, |key| shared.source.pass_over(key));
+        let fresh = shared
+            .fates
+            .not_held(page.requests, |key| shared.source.pass_over(key));
         found_this_pass += fresh.len();
         shared
             .metrics

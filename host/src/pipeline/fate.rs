@@ -7,6 +7,7 @@
 
 use crate::error::StorageError;
 use crate::metrics::{self, Metrics};
+use crate::source::Listed;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -99,22 +100,16 @@ impl Fates {
 
     /// Of `listed`, the requests the run neither holds nor gave up on;
     /// `pass_over` is told of each it gave up on.
-    pub(super) fn not_held<T>(
-        &self,
-        listed: Vec<T>,
-        key: impl Fn(&T) -> &str,
-        pass_over: impl Fn(&str),
-    ) -> Vec<T> {
+    pub(super) fn not_held(&self, listed: Vec<Listed>, pass_over: impl Fn(&str)) -> Vec<Listed> {
         let requests = self.requests.lock().unwrap();
         listed
             .into_iter()
             .filter(|r| {
-                let key = key(r);
-                if requests.stuck.contains(key) {
-                    pass_over(key);
+                if requests.stuck.contains(&r.key) {
+                    pass_over(&r.key);
                     return false;
                 }
-                !requests.in_flight.contains(key)
+                !requests.in_flight.contains(&r.key)
             })
             .collect()
     }
