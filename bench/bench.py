@@ -28,11 +28,15 @@ concurrency 1 to 32), and the same backends where every call takes 20 ms
 (a delaying proxy, target/release/widget-bench-delay, in front of each
 server; DELAY_N requests, 2,000 by default): widget-host with its
 defaults (the number of requests at once measured), widget-host at a fixed
-16 (the default before it was measured) and the floor at 64, for S3 -> S3,
-S3 -> DynamoDB and SQS -> DynamoDB. Every row records the CPU time per
-request. Results go to target/bench/results.jsonl; bench/report.py turns
-them into the table and the chart. BENCH_ONLY=a,b runs only those parts
-(folder, s3, sqs, sweep, delay).
+16 (the default before it was measured) and the floor at 64, for S3 -> S3
+and S3 -> DynamoDB; and SQS -> DynamoDB with its defaults beside fixed 16,
+64 and 128 (queue-delay), so that the measured number is judged against
+the best fixed one. Every row records the CPU time per request, and
+widget-host's rows the handler instances per request (from its summary).
+Results go to target/bench/results.jsonl; bench/report.py turns them into
+the table and the chart. BENCH_ONLY=a,b runs only those parts (folder, s3,
+sqs, sweep, delay, queue-delay); Garage is started only for a part that
+needs S3.
 """
 import json
 import os
@@ -133,23 +137,28 @@ def main():
     seed_seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 30
     os.makedirs(OUT, exist_ok=True)
     results = open(os.path.join(OUT, "results.jsonl"), "w")
-    garage = Garage()
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=garage.key_id, AWS_SECRET_ACCESS_KEY=garage.secret,
-               AWS_REGION="garage", AWS_DEFAULT_REGION="garage", AWS_ENDPOINT_URL_S3=garage.endpoint,
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "folder,s3,sqs,sweep,delay,queue-delay").split(",")))
+    # Garage only where a part stores in S3; the others get a stand-in key
+    # (DynamoDB Local and fauxqs take any).
+    garage = Garage() if only & {"s3", "sweep", "delay"} else None
+    key_id, secret = (garage.key_id, garage.secret) if garage else ("bench", "bench")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret,
+               AWS_REGION="garage", AWS_DEFAULT_REGION="garage",
                AWS_ENDPOINT_URL_DYNAMODB=os.environ["WIDGET_HOST_TEST_DYNAMODB_LOCAL"],
                AWS_ENDPOINT_URL_SQS=os.environ["WIDGET_HOST_TEST_FAUXQS"],
                # The log file gets each request's line (with its latency); stderr is not kept.
                RUST_LOG="info")
+    if garage:
+        env["AWS_ENDPOINT_URL_S3"] = garage.endpoint
     import boto3
-    s3 = boto3.client("s3", endpoint_url=garage.endpoint, region_name="garage",
-                      aws_access_key_id=garage.key_id, aws_secret_access_key=garage.secret)
+    s3 = garage and boto3.client("s3", endpoint_url=garage.endpoint, region_name="garage",
+                                 aws_access_key_id=key_id, aws_secret_access_key=secret)
     # DynamoDB Local keeps tables per access key and region: the same as the contenders'.
     ddb = boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"], region_name="garage",
-                       aws_access_key_id=garage.key_id, aws_secret_access_key=garage.secret)
+                       aws_access_key_id=key_id, aws_secret_access_key=secret)
 
     sqs = boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL_SQS"], region_name="garage",
-                       aws_access_key_id=garage.key_id, aws_secret_access_key=garage.secret)
-    only = set(filter(None, os.environ.get("BENCH_ONLY", "folder,s3,sqs,sweep,delay").split(",")))
+                       aws_access_key_id=key_id, aws_secret_access_key=secret)
 
     def queue():
         name = f"q{uuid.uuid4().hex[:12]}.fifo"
@@ -171,8 +180,10 @@ def main():
         subprocess.run([HOST, "produce", *place, "-mwr", str(count), "--seed", str(SEED), "--start-ms", str(START_MS)],
                        env=env, check=True, capture_output=True)
 
-    def record(backend, contender, backlog, concurrency, out, seconds, rss, requests=None, calls=None, p50=None, p99=None):
+    def record(backend, contender, backlog, concurrency, out, seconds, rss, requests=None, calls=None, p50=None, p99=None,
+               instances=None):
         row = dict(backend=backend, contender=contender, backlog=backlog, concurrency=concurrency,
+                   instances_per_request=round(instances / requests, 4) if instances is not None and requests else None,
                    requests=requests, seconds=round(seconds, 3), rate=round(requests / seconds, 1),
                    calls_per_request=round(calls / requests, 3) if calls is not None else None,
                    p50_ms=p50, p99_ms=p99, peak_rss_mb=rss,
@@ -194,13 +205,10 @@ def main():
         latencies = sorted(json.loads(l).get("latency_ms", 0) for l in open(logfile)
                            if '"Request done."' in l or '"Request dead-lettered."' in l)
         os.unlink(logfile)
-        calls = None
-        for line in out.splitlines():
-            if "AWS calls:" in line:
-                calls = int(line.split("AWS calls:")[1].split()[0])
+        calls, instances = summed(out, "AWS calls:"), summed(out, "instances:")
         q = lambda p: latencies[round((len(latencies) - 1) * p)] if latencies else 0
         record(backend, contender, count, concurrency or "measured", out, seconds, rss, len(latencies), calls,
-               q(0.5), q(0.99))
+               q(0.5), q(0.99), instances)
 
     def run_hosts(backend, hosts, source, sink, count, concurrency=None, env=env, contender=None):
         """`hosts` widget-hosts on one source at once, measured together:
@@ -224,12 +232,13 @@ def main():
             t.join()
         seconds = time.monotonic() - started
         CPU.append(sum(cpu for _, _, cpu in measured_children))
-        calls = 0
+        calls, instances = 0, 0
         for child, (code, _, _) in zip(children, measured_children):
             out = child.stdout.read()
             if code != 0:
                 raise SystemExit(f"widget-host failed ({code}): {out}")
-            calls += next(int(l.split("AWS calls:")[1].split()[0]) for l in out.splitlines() if "AWS calls:" in l)
+            calls += summed(out, "AWS calls:") or 0
+            instances += summed(out, "instances:") or 0
         latencies = sorted(json.loads(l).get("latency_ms", 0) for f in logs for l in open(f)
                            if '"Request done."' in l or '"Request dead-lettered."' in l)
         for f in logs:
@@ -238,7 +247,7 @@ def main():
         contender = contender or ("widget-host" if hosts == 1 else f"widget-host x{hosts}")
         record(backend, contender, count, concurrency or "measured", "", seconds,
                max(p for _, p, _ in measured_children) // 1024,
-               len(latencies), calls, q(0.5), q(0.99))
+               len(latencies), calls, q(0.5), q(0.99), instances)
 
     def run_floor(backend, args, count, concurrency=16, env=env):
         out, seconds, rss = measured([FLOOR, "--concurrency", str(concurrency), *args], env)
@@ -297,14 +306,13 @@ def main():
             produce(["-rb", requests], sweep_n)
             run_floor("sweep-s3-dynamodb", ["--requests-bucket", requests, "--table", table()], sweep_n, concurrency)
         # Where every call takes 20 ms: a delaying proxy before each server.
+        delay_n = int(os.environ.get("DELAY_N", "2000"))
         if "delay" in only:
-            delay_n = int(os.environ.get("DELAY_N", "2000"))
             proxies = [subprocess.Popen([DELAY, upstream, str(DELAY_MS)], stdout=subprocess.PIPE, text=True)
-                       for upstream in [garage.endpoint, env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ENDPOINT_URL_SQS"]]]
+                       for upstream in [garage.endpoint, env["AWS_ENDPOINT_URL_DYNAMODB"]]]
             try:
-                s3_url, ddb_url, sqs_url = (p.stdout.readline().strip() for p in proxies)
-                far = dict(env, AWS_ENDPOINT_URL_S3=s3_url, AWS_ENDPOINT_URL_DYNAMODB=ddb_url,
-                           AWS_ENDPOINT_URL_SQS=sqs_url)
+                s3_url, ddb_url = (p.stdout.readline().strip() for p in proxies)
+                far = dict(env, AWS_ENDPOINT_URL_S3=s3_url, AWS_ENDPOINT_URL_DYNAMODB=ddb_url)
                 for backend in ["s3-s3", "s3-dynamodb"]:
                     dest = (lambda: ["--widget-bucket", bucket()]) if backend == "s3-s3" else (lambda: ["--dynamodb-widget-table", table()])
                     name = f"{backend} @{DELAY_MS}ms"
@@ -316,9 +324,22 @@ def main():
                     produce(["-rb", requests], delay_n)
                     run_floor(name, ["--requests-bucket", requests,
                                      "--widget-bucket" if backend == "s3-s3" else "--table", dest()[1]], delay_n, 64, far)
-                for concurrency, contender in [(None, "widget-host"), (16, "widget-host at 16")]:
+            finally:
+                for proxy in proxies:
+                    proxy.kill()
+                    proxy.wait()
+        # SQS -> DynamoDB where every call takes 20 ms: the measured number
+        # beside fixed ones, the best of which it should come near.
+        if "queue-delay" in only:
+            proxies = [subprocess.Popen([DELAY, upstream, str(DELAY_MS)], stdout=subprocess.PIPE, text=True)
+                       for upstream in [env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ENDPOINT_URL_SQS"]]]
+            try:
+                ddb_url, sqs_url = (p.stdout.readline().strip() for p in proxies)
+                far = dict(env, AWS_ENDPOINT_URL_DYNAMODB=ddb_url, AWS_ENDPOINT_URL_SQS=sqs_url)
+                for concurrency in [None, 16, 64, 128]:
                     url = queue()
                     produce(["-rq", url], delay_n)
+                    contender = "widget-host" if concurrency is None else f"widget-host at {concurrency}"
                     run_hosts(f"sqs-dynamodb @{DELAY_MS}ms", 1, ["--request-queue", url, "--queue-wait-seconds", "1"],
                               ["--dynamodb-widget-table", table()], delay_n, concurrency, far, contender)
             finally:
@@ -326,11 +347,21 @@ def main():
                     proxy.kill()
                     proxy.wait()
     finally:
-        garage.stop()
+        if garage:
+            garage.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    machine = dict(cores=os.cpu_count(), garage=garage_version(), n=n)
+    machine = dict(cores=os.cpu_count(), garage=garage_version() if garage else "no Garage", n=n)
     with open(os.path.join(OUT, "machine.json"), "w") as f:
         json.dump(machine, f)
+
+
+def summed(summary, label):
+    """The number after `label` in widget-host's summary (`AWS calls: 12`),
+    or None where the summary has no such line."""
+    for line in summary.splitlines():
+        if label in line:
+            return int(line.split(label)[1].split()[0])
+    return None
 
 
 def garage_version():

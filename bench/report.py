@@ -12,8 +12,8 @@ from html import escape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target/bench")
-COLOURS = {"widget-host": "#1f77b4", "widget-host at 16": "#aec7e8", "widget-host x3": "#17becf",
-           "floor": "#7f7f7f", "seed-style": "#d62728"}
+COLOURS = {"widget-host": "#1f77b4", "widget-host at 16": "#aec7e8", "widget-host at 64": "#9edae5",
+           "widget-host at 128": "#c5b0d5", "widget-host x3": "#17becf", "floor": "#7f7f7f", "seed-style": "#d62728"}
 
 
 def main():
@@ -21,12 +21,13 @@ def main():
     machine = json.load(open(os.path.join(OUT, "machine.json")))
     main_rows = [r for r in rows if not r["backend"].startswith("sweep")]
     print(f"{machine['n']} requests, {machine['cores']} cores, {machine['garage']}, DynamoDB Local\n")
-    print("| backend | contender | concurrency | backlog | requests/s | calls/request | p50 ms | p99 ms | peak RSS MB | CPU cores | CPU ms/request |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| backend | contender | concurrency | backlog | requests/s | calls/request | instances/request | p50 ms | p99 ms | peak RSS MB | CPU cores | CPU ms/request |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in main_rows:
         calls = "-" if r["calls_per_request"] is None else r["calls_per_request"]
+        instances = "-" if r.get("instances_per_request") is None else r["instances_per_request"]
         print(f"| {r['backend']} | {r['contender']} | {r['concurrency']} | {r['backlog']} | {r['rate']} | {calls} | "
-              f"{r['p50_ms']} | {r['p99_ms']} | {r['peak_rss_mb']} | {r.get('cpu_cores', '-')} | "
+              f"{instances} | {r['p50_ms']} | {r['p99_ms']} | {r['peak_rss_mb']} | {r.get('cpu_cores', '-')} | "
               f"{r.get('cpu_ms_per_request') or '-'} |")
     print()
     for backend in sorted({r["backend"] for r in main_rows}):
@@ -40,9 +41,10 @@ def main():
             parts.append(f"three hosts/one host {hosts3 / host:.2f}")
         if host and floor:
             parts.append(f"widget-host/floor {host / floor:.2f}")
-        at16 = next((v for (c, _), v in by.items() if c == "widget-host at 16"), None)
-        if host and at16:
-            parts.append(f"measured/fixed 16 {host / at16:.2f}")
+        fixed = {c: v for (c, _), v in by.items() if c.startswith("widget-host at ")}
+        if host and fixed:
+            best = max(fixed, key=fixed.get)
+            parts.append(f"measured/best fixed ({best[len('widget-host at '):]}) {host / fixed[best]:.2f}")
         cpu = {r["contender"]: r.get("cpu_ms_per_request") for r in main_rows if r["backend"] == backend}
         if cpu.get("widget-host") and cpu.get("floor"):
             parts.append(f"CPU per request widget-host/floor {cpu['widget-host'] / cpu['floor']:.2f}")

@@ -12,7 +12,10 @@ log() { printf '[bench/run.sh] %s\n' "$*" >&2; }
 
 tests/install.sh
 python3 -c "import boto3" 2>/dev/null || python3 -m pip install --quiet boto3
-if [ ! -x target/bench-tools/bin/garage ]; then
+# Only the parts that store in S3 need Garage (bench/bench.py says which).
+needs_s3=true
+case ",${BENCH_ONLY:-s3}," in *,s3,*|*,sweep,*|*,delay,*) ;; *) needs_s3=false ;; esac
+if $needs_s3 && [ ! -x target/bench-tools/bin/garage ]; then
   log "building Garage 2.5.0 (once)"
   cargo install --locked --root target/bench-tools --target-dir target/bench-build garage --version 2.5.0
 fi

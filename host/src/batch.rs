@@ -10,13 +10,22 @@
 //! overlap. Items whose keys are
 //! the same never share a call (DynamoDB refuses such a batch); the later one
 //! waits for the next.
+//!
+//! A caller's wait is partly its item's wait for a call to be made, which
+//! grows with the load however fast the backend is. Inside
+//! [`waits_counted`], that part is added up ([`waited`]), so that the
+//! concurrency measure can take it out of a request's time and see the
+//! backend's own.
 
 use crate::error::{Class, StorageError};
+use std::cell::Cell;
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Batch calls under way at once, at most. A call is made beside others
 /// only for a full batch: on local servers four calls at once for any
@@ -26,8 +35,27 @@ use tokio::sync::{Notify, mpsc, oneshot};
 /// second (ten per call).
 pub(crate) const MAX_PARALLEL_CALLS: usize = 8;
 
-/// An item, and who waits for its outcome.
-type Waiting<I, O> = (I, oneshot::Sender<O>);
+tokio::task_local! {
+    /// How long the current task's items have waited for their calls to be
+    /// made, in all.
+    static WAITED: Cell<Duration>;
+}
+
+/// Runs `task` with its items' waits for a call added up: [`waited`] says
+/// the sum so far, inside it.
+pub(crate) async fn waits_counted<F: Future>(task: F) -> F::Output {
+    WAITED.scope(Cell::new(Duration::ZERO), task).await
+}
+
+/// How long the current task's items have waited for their calls to be
+/// made so far; zero outside [`waits_counted`].
+pub(crate) fn waited() -> Duration {
+    WAITED.try_with(Cell::get).unwrap_or_default()
+}
+
+/// An item, when it came, and who waits for its outcome and the time its
+/// call was made.
+type Waiting<I, O> = (I, Instant, oneshot::Sender<(O, Instant)>);
 
 /// Hands items to the task that batches them.
 pub(crate) struct Batcher<I, O> {
@@ -53,8 +81,11 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// gone (the runtime is shutting down).
     pub(crate) async fn submit(&self, item: I) -> Option<O> {
         let (done, outcome) = oneshot::channel();
-        self.items.send((item, done)).ok()?;
-        outcome.await.ok()
+        let came = Instant::now();
+        self.items.send((item, came, done)).ok()?;
+        let (outcome, made) = outcome.await.ok()?;
+        let _ = WAITED.try_with(|waited| waited.set(waited.get() + made.saturating_duration_since(came)));
+        Some(outcome)
     }
 }
 
@@ -166,7 +197,9 @@ async fn run<I, O, K, F, Fut>(
             continue;
         }
         busy.lock().unwrap().extend(keys.iter().cloned());
-        let (items, outcomes): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.into_iter().unzip();
+        let (items, outcomes): (Vec<I>, Vec<oneshot::Sender<(O, Instant)>>) =
+            batch.into_iter().map(|(item, _, done)| (item, done)).unzip();
+        let made = Instant::now();
         let results = call(items);
         in_flight.fetch_add(1, Ordering::AcqRel);
         let (in_flight, finished, busy) = (in_flight.clone(), finished.clone(), busy.clone());
@@ -178,7 +211,7 @@ async fn run<I, O, K, F, Fut>(
             debug_assert_eq!(results.len(), outcomes.len(), "one outcome per item");
             for (done, result) in outcomes.into_iter().zip(results) {
                 // The caller may have given up (the run stopped): nothing to tell.
-                let _ = done.send(result);
+                let _ = done.send((result, made));
             }
         });
     }
@@ -288,6 +321,35 @@ mod tests {
             assert_eq!(r.await.unwrap(), Some(8));
         }
         assert_eq!(calls.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tasks_wait_for_a_call_to_be_made_is_counted_and_the_call_itself_is_not() {
+        let (batcher, _) = recording(10);
+        // "a" goes at once: its 20 ms are the call's, not a wait.
+        let alone = waits_counted(async {
+            batcher.submit("a".into()).await;
+            waited()
+        });
+        assert_eq!(alone.await, Duration::ZERO);
+        // "c" comes 5 ms into the call for "b": it waits 15 ms for it to
+        // end, then 20 ms for its own.
+        let under_way = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit("b".into()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let behind = waits_counted(async {
+            batcher.submit("c".into()).await;
+            waited()
+        });
+        assert_eq!(behind.await, Duration::from_millis(15));
+        under_way.await.unwrap();
+        assert_eq!(
+            waited(),
+            Duration::ZERO,
+            "nothing is counted outside a task that asks"
+        );
     }
 
     #[tokio::test]

@@ -965,7 +965,51 @@ fn every_template_builds_and_passes_check_with_its_own_cases() {
             stdout.contains("ok   ") && stdout.contains("example.json"),
             "{lang}: {stdout}"
         );
+        // What a request costs it in instances: its handling's own, and a
+        // share of the few kept instances that answer ordering keys.
+        let requests = scratch.path().join(format!("{lang}-requests"));
+        produce(&mut host(), "--requests-dir", &requests, 60, 64);
+        let output = run_ok(
+            host()
+                .arg("run")
+                .arg("--requests-dir")
+                .arg(&requests)
+                .arg("--widgets-dir")
+                .arg(scratch.path().join(format!("{lang}-widgets")))
+                .arg("--until-empty")
+                .arg("--handler")
+                .arg(dir.join("handler.wasm")),
+        );
+        let summary = String::from_utf8_lossy(&output.stdout);
+        let (keys, handling) = instances(&summary);
+        assert_eq!(
+            handling, 60,
+            "{lang}: one instance per request's handling\n{summary}"
+        );
+        assert!(
+            (1..=8).contains(&keys),
+            "{lang}: ordering keys answered by a few kept instances, not one each: {keys}\n{summary}"
+        );
     }
+}
+
+/// The instances a run's summary says it made: for ordering keys, and for
+/// handling.
+fn instances(summary: &str) -> (u64, u64) {
+    let line = summary
+        .lines()
+        .find(|line| line.trim_start().starts_with("instances:"))
+        .unwrap_or_else(|| panic!("no instances line in {summary}"));
+    let number_before = |label: &str| -> u64 {
+        let before = &line[..line
+            .find(label)
+            .unwrap_or_else(|| panic!("no {label:?} in {line}"))];
+        before.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    (
+        number_before(" for ordering keys"),
+        number_before(" for handling"),
+    )
 }
 
 #[test]

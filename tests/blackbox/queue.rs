@@ -211,6 +211,50 @@ fn a_fifo_queue_is_received_and_deleted_in_batches_to_the_sequential_end_state()
 }
 
 #[test]
+fn a_run_to_the_end_of_a_queue_ends_when_sqs_counts_nothing_without_waiting_out_a_long_poll() {
+    // Asked to wait 20 s per receive: a run that ended only after a receive
+    // waited that long and found nothing would last 20 s at least.
+    let client = sqs();
+    let queue = create_queue(&client, "known-empty", true);
+    produce(&queue, 60, 53);
+    let widgets = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = run_ok(
+        queue_host()
+            .args([
+                "-rq",
+                &queue,
+                "--until-empty",
+                "--queue-wait-seconds",
+                "20",
+                "--widgets-dir",
+            ])
+            .arg(widgets.path()),
+    );
+    let took = started.elapsed();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(count_after(&summary, "Processed"), 60, "{summary}");
+    assert_eq!(counts(&client, &queue), (0, 0), "every message is deleted");
+    assert!(
+        took < Duration::from_secs(20),
+        "the run took {took:?}: it waited out a long poll\n{summary}"
+    );
+    // An empty queue at the start: the run ends at once, and says so.
+    let empty = create_queue(&client, "empty", true);
+    let output = run_ok(
+        queue_host()
+            .args(["-rq", &empty, "--until-empty", "--widgets-dir"])
+            .arg(widgets.path()),
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !summary.contains("SQS.ReceiveMessage"),
+        "no receive was needed: {summary}"
+    );
+    assert!(summary.contains("SQS.GetQueueAttributes"), "{summary}");
+}
+
+#[test]
 fn a_message_whose_processing_outlives_its_visibility_timeout_is_not_handed_to_another_host() {
     let client = sqs();
     let queue = create_queue(&client, "requests", false);

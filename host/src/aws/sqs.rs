@@ -80,6 +80,30 @@ impl Queue {
     }
 }
 
+/// Whether SQS counts no message in `queue`: none waiting, none in flight,
+/// none delayed. Its counts are approximate: a message sent a moment ago
+/// may not be counted yet.
+pub(crate) async fn counts_none(client: &Client, queue: &Queue) -> Result<bool, StorageError> {
+    let counts = [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+    ];
+    let answer = client
+        .get_queue_attributes()
+        .queue_url(&queue.url)
+        .set_attribute_names(Some(counts.to_vec()))
+        .send()
+        .await
+        .map_err(|e| storage_error(format!("count the messages of queue {}", queue.name), e))?;
+    let all = answer.attributes();
+    // A count missing from the answer is not a zero.
+    Ok(counts.iter().all(|name| {
+        all.and_then(|all| all.get(name))
+            .is_some_and(|count| count == "0")
+    }))
+}
+
 /// What became of each entry of a batch call, in the order given.
 pub(crate) type Outcomes = Vec<Result<(), StorageError>>;
 

@@ -80,8 +80,10 @@ pub(crate) struct ConsumedPlaceArgs {
     pub(crate) place: RequestPlaceArgs,
 
     /// How long one receive waits for messages (SQS long polling), 0 to 20.
-    /// With --until-empty, the run ends after a receive that waited this
-    /// long and found nothing, with nothing in flight.
+    /// With --until-empty, the run ends once nothing is in flight and SQS
+    /// counts no message in the queue, or a receive waited this long and
+    /// found nothing (while the host holds messages, its receives wait at
+    /// most 1 s).
     #[arg(long, value_name = "SECS", default_value_t = MAX_WAIT_SECONDS,
           value_parser = clap::value_parser!(u8).range(0..=i64::from(MAX_WAIT_SECONDS)))]
     queue_wait_seconds: u8,
@@ -94,8 +96,9 @@ pub(crate) struct ConsumedPlaceArgs {
 }
 
 impl ConsumedPlaceArgs {
-    /// The one place given, a queue with how it is received from.
-    pub(crate) fn place(&self, role: &str) -> Result<Place, UsageError> {
+    /// The one place given, a queue with how it is received from, for a
+    /// run to its end or not (`until_empty`).
+    pub(crate) fn place(&self, role: &str, until_empty: bool) -> Result<Place, UsageError> {
         Ok(match self.place.place(role)? {
             Place::Queue {
                 queue, dead_letters, ..
@@ -107,6 +110,7 @@ impl ConsumedPlaceArgs {
                     visibility: self
                         .queue_visibility_seconds
                         .map(|s| Duration::from_secs(s.into())),
+                    until_empty,
                 },
             },
             place => place,

@@ -114,7 +114,7 @@ impl RunArgs {
     /// Checks `run`'s flags: one source, one destination. No I/O.
     pub(crate) fn config(&self) -> Result<Config, UsageError> {
         let args = self;
-        let source = args.requests.place("request source")?;
+        let source = args.requests.place("request source", args.until_empty)?;
         source.check(Use::Consume)?;
         let sink = args.destination.sink()?;
         if args.watch && args.handler == handler::Choice::Builtin {

@@ -114,9 +114,71 @@ impl Engines {
     }
 }
 
+/// How a finished instance's slot is made ready for the next: the part of
+/// the profile an instance costs in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reset {
+    /// Bytes of each memory reset by copying rather than released with
+    /// `madvise` (which flushes the TLB of every core running the process,
+    /// and makes the next instance fault its pages in again).
+    keep_resident: usize,
+    /// Where Linux has `PAGEMAP_SCAN` (6.7 and later), only the pages the
+    /// instance wrote are reset, not the first `keep_resident` bytes.
+    pagemap_scan: bool,
+    /// Slots released to the kernel together, in one batch.
+    decommit_batch: usize,
+}
+
+impl Reset {
+    /// What the benchmark measured best (docs/benchmarks.md).
+    const CHOSEN: Reset = Reset {
+        keep_resident: 0,
+        pagemap_scan: false,
+        decommit_batch: 1,
+    };
+
+    /// [`Reset::CHOSEN`], or, for measuring others, what
+    /// `WIDGET_HOST_POOL_RESET` says (`keep=BYTES,pagemap=0|1,batch=N`,
+    /// any of them); an unreadable setting is logged and ignored.
+    fn from_env() -> Reset {
+        let Ok(text) = std::env::var("WIDGET_HOST_POOL_RESET") else {
+            return Reset::CHOSEN;
+        };
+        Reset::parse(&text).unwrap_or_else(|e| {
+            tracing::warn!(setting = %text, error = %e, "WIDGET_HOST_POOL_RESET ignored.");
+            Reset::CHOSEN
+        })
+    }
+
+    fn parse(text: &str) -> Result<Reset, String> {
+        let mut reset = Reset::CHOSEN;
+        for part in text.split(',').filter(|p| !p.is_empty()) {
+            let (name, value) = part
+                .split_once('=')
+                .ok_or(format!("{part:?} is not NAME=VALUE"))?;
+            let number: usize = value.parse().map_err(|_| format!("{value:?} is not a number"))?;
+            match name {
+                "keep" => reset.keep_resident = number,
+                "pagemap" => reset.pagemap_scan = number != 0,
+                "batch" => reset.decommit_batch = number.max(1),
+                _ => return Err(format!("no setting {name:?} (keep, pagemap, batch)")),
+            }
+        }
+        Ok(reset)
+    }
+}
+
 /// The pooling allocator's settings.
 fn config(memory: usize, instances: u32) -> PoolingAllocationConfig {
+    let reset = Reset::from_env();
     let mut pool = PoolingAllocationConfig::new();
+    pool.linear_memory_keep_resident(reset.keep_resident)
+        .table_keep_resident(reset.keep_resident.min(TABLE_ELEMENTS * 8))
+        .decommit_batch_size(reset.decommit_batch)
+        .pagemap_scan(match reset.pagemap_scan {
+            true => wasmtime::Enabled::Auto,
+            false => wasmtime::Enabled::No,
+        });
     pool.total_component_instances(instances)
         .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
@@ -180,4 +242,20 @@ fn engine(cache: bool, pool: Option<PoolingAllocationConfig>) -> anyhow::Result<
             }
         })?;
     Ok(engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_reset_setting_names_what_it_changes_and_keeps_the_rest() {
+        let reset = Reset::parse("keep=1048576,pagemap=1").unwrap();
+        assert_eq!(reset.keep_resident, 1 << 20);
+        assert!(reset.pagemap_scan);
+        assert_eq!(reset.decommit_batch, Reset::CHOSEN.decommit_batch);
+        assert_eq!(Reset::parse("").unwrap(), Reset::CHOSEN);
+        assert!(Reset::parse("keep=lots").is_err());
+        assert!(Reset::parse("resident=1").is_err());
+    }
 }

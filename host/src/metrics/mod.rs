@@ -304,6 +304,7 @@ impl Metrics {
             candidate: None,
             rolled_back: self.rollbacks.get(),
             swaps: Vec::new(),
+            instances: self.instances(),
         }
     }
 }

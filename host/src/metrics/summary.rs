@@ -36,6 +36,9 @@ pub struct Summary {
     pub rolled_back: u64,
     /// Every swap of the live handler, in order (`generation kind`).
     pub swaps: Vec<String>,
+    /// Handler instances made for `ordering-key` and for `handle`, where a
+    /// Wasm handler ran: what the run's requests cost in instances.
+    pub instances: Option<(u64, u64)>,
 }
 
 impl Summary {
@@ -78,6 +81,16 @@ impl fmt::Display for Summary {
         }
         writeln!(f)?;
         write!(f, "  retries:       {}", self.retries)?;
+        if let Some((ordering_key, handle)) = self.instances {
+            // Per request taken from the source; dead letters refused
+            // before their turn may cost none.
+            let per_request = (ordering_key + handle) as f64 / self.processed().max(1) as f64;
+            write!(
+                f,
+                "\n  instances:     {} ({per_request:.3} per request; {ordering_key} for ordering keys, {handle} for handling)",
+                ordering_key + handle
+            )?;
+        }
         if self.left_in_source > 0 {
             write!(f, "\n  left in source: {} (see the log)", self.left_in_source)?;
         }

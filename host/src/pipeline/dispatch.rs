@@ -60,6 +60,17 @@ async fn dispatch_pages(
     // Requests done when this pass began, for the progress display.
     let mut done_before_pass = 0;
     while !shared.stop.is_cancelled() {
+        // A source that can only be found empty by waiting (a queue's long
+        // poll) is asked first whether it knows it is, once nothing is in
+        // flight: a run to the end then ends without that wait.
+        if options.until_empty
+            && ahead.is_none()
+            && shared.fates.in_flight() == 0
+            && shared.source.known_empty().await
+        {
+            info!("The source is empty.");
+            break;
+        }
         let listed = match ahead.take() {
             Some(listing) => listing
                 .await

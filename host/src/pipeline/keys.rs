@@ -25,6 +25,7 @@ use super::fate::Fate;
 use super::grants::Grant;
 use super::process::{Turn, process};
 use super::{Job, Shared};
+use crate::batch;
 use crate::retry::Hold;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -143,7 +144,7 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
         }
         Next::Queued => {}
         Next::Start(job) => {
-            running.spawn(run_key(shared.clone(), Some(widget), job));
+            running.spawn(batch::waits_counted(run_key(shared.clone(), Some(widget), job)));
         }
     }
     Admission::Taken
@@ -253,7 +254,7 @@ async fn alone(shared: &Arc<Shared>, running: &mut JoinSet<()>, job: Job) -> Adm
         info!(request_key = %job.key, waited_s = started.elapsed().as_secs(), "The request without an ordering key runs now.");
     }
     shared.fates.take_in(&job.key);
-    running.spawn(run_key(shared.clone(), None, job));
+    running.spawn(batch::waits_counted(run_key(shared.clone(), None, job)));
     match shared
         .fates
         .wait_until(|requests| requests.in_flight() == 0)
@@ -264,7 +265,8 @@ async fn alone(shared: &Arc<Shared>, running: &mut JoinSet<()>, job: Job) -> Adm
     }
 }
 
-/// A key's task: its requests one after the other, each to the end.
+/// A key's task: its requests one after the other, each to the end. It
+/// runs inside [`batch::waits_counted`], for its grant's measure.
 async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
     let mut job = first;
     let mut grant = None;

@@ -174,6 +174,15 @@ pub(crate) trait Source: Send + Sync {
     /// could not be removed earlier): a queue stops holding it.
     fn pass_over(&self, _key: &str) {}
 
+    /// Whether the source is known to hold no request now, without
+    /// waiting: for `--until-empty`, once nothing is in flight. A queue's
+    /// receive can only find it empty by waiting out its long poll; it
+    /// asks SQS for its counts instead. A folder or a bucket says `false`:
+    /// its listing tells at once.
+    async fn known_empty(&self) -> bool {
+        false
+    }
+
     /// The run is over: whatever was listed and not done is handed back (a
     /// queue makes such messages visible again at once).
     async fn finish(&self) {}

@@ -9,12 +9,19 @@
 //! - [`limit`]: how many grants there are: `--concurrency N` ([`limit::Aimd`])
 //!   or measured ([`gradient`]), lowered only when the throttling is broad
 //!   ([`throttling`]).
+//!
+//! A measured number is fed how long each request held its grant, less
+//! what its calls waited for a shared batch call to be made
+//! ([`crate::batch::waited`]): that wait grows with the load however fast
+//! the backend answers, and read as the backend slowing it kept a queue
+//! at 20 ms per call to a fraction of the concurrency it could use.
 
 mod gradient;
 mod limit;
 mod queue;
 mod throttling;
 
+use crate::batch;
 use crate::retry::Hold;
 use gradient::Gradient;
 use limit::{Aimd, Limit};
@@ -94,7 +101,7 @@ impl Grants {
             key: key.to_owned(),
             held: true,
             retried: false,
-            since: Instant::now(),
+            since: Clock::start(),
             clean: true,
         }
     }
@@ -225,7 +232,7 @@ pub(super) struct Grant<'a> {
     /// Taken by a request that failed before (it counts in their share).
     retried: bool,
     /// When its request took it.
-    since: Instant,
+    since: Clock,
     /// Its request has not failed: how long it holds the grant is a sample.
     clean: bool,
 }
@@ -241,7 +248,7 @@ impl Grant<'_> {
         let limit = state.limit.current();
         if self.held && state.queue.may_keep_for(seq, limit) {
             self.seq = seq;
-            (self.since, self.clean) = (Instant::now(), true);
+            (self.since, self.clean) = (Clock::start(), true);
             // The next request has not failed: the grant leaves the share
             // of those that did.
             if std::mem::take(&mut self.retried) {
@@ -257,6 +264,28 @@ impl Grant<'_> {
         if self.held && std::mem::take(&mut self.clean) {
             self.grants.sample(self.since.elapsed());
         }
+    }
+}
+
+/// A request's time with its grant, less its calls' waits for a batch
+/// call to be made: counted in the task that holds the grant.
+struct Clock {
+    started: Instant,
+    /// The task's waits for batch calls when the clock started.
+    waited: Duration,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            started: Instant::now(),
+            waited: batch::waited(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        let waited = batch::waited().saturating_sub(self.waited);
+        self.started.elapsed().saturating_sub(waited)
     }
 }
 
@@ -277,7 +306,7 @@ impl Hold for Grant<'_> {
             self.grants.join(self.seq, true).await;
             self.held = true;
             self.retried = true;
-            self.since = Instant::now();
+            self.since = Clock::start();
         }
     }
 
@@ -433,6 +462,52 @@ mod tests {
         grants.succeeded();
         assert_eq!(grants.limit(), 8, "never above --concurrency");
         assert_eq!(gauge.get(), 8);
+    }
+
+    /// A limit of 8 that keeps the samples it is given.
+    struct Samples(Arc<Mutex<Vec<Duration>>>);
+
+    impl Limit for Samples {
+        fn current(&self) -> usize {
+            8
+        }
+        fn throttled(&mut self) -> usize {
+            8
+        }
+        fn sample(&mut self, latency: Duration, _in_use: usize) -> usize {
+            self.0.lock().unwrap().push(latency);
+            8
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_requests_wait_for_a_shared_batch_call_is_not_counted_as_its_backends_time() {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let grants = Grants::with(Box::new(Samples(samples.clone())), Gauge::default());
+        // A batch call takes 20 ms; one is under way when the request's
+        // own item comes, 5 ms in.
+        let batcher = Arc::new(batch::Batcher::start(
+            10,
+            String::clone,
+            |items: Vec<String>| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                vec![(); items.len()]
+            },
+        ));
+        let under_way = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit("other".into()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        batch::waits_counted(async {
+            let grant = grants.acquire(1, "k").await;
+            batcher.submit("mine".into()).await;
+            drop(grant);
+        })
+        .await;
+        under_way.await.unwrap();
+        // Held 35 ms: 15 waiting for the call under way, 20 its own call.
+        assert_eq!(*samples.lock().unwrap(), [Duration::from_millis(20)]);
     }
 
     #[tokio::test(start_paused = true)]

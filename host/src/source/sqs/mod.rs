@@ -31,7 +31,9 @@ pub(crate) use writer::QueueWriter;
 
 use super::{DeadLettering, Fetched, Listed, Page, Source, Version};
 use crate::aws::errors::storage_error;
-use crate::aws::sqs::{BATCH, Queue, change_visibility_batch, delete_batch, delete_one, make_visible};
+use crate::aws::sqs::{
+    BATCH, Queue, change_visibility_batch, counts_none, delete_batch, delete_one, make_visible,
+};
 use crate::batch::{Batcher, per_item_outcomes};
 use crate::error::{Class, StorageError};
 use aws_sdk_sqs::Client;
@@ -46,6 +48,13 @@ use tracing::{info, warn};
 
 /// The longest long poll SQS allows, and the default.
 pub(crate) const MAX_WAIT_SECONDS: u8 = 20;
+
+/// The longest a receive waits, in a run to the end of the queue, while
+/// the host holds messages: such a receive only looks for other groups'
+/// messages, and the one under way when the last requests are done holds
+/// the end back this long at most. Once the host holds none, a receive
+/// waits the whole wait time: that one decides whether the queue is empty.
+const BRIEF_WAIT: Duration = Duration::from_secs(1);
 
 /// The message attribute holding a dead letter's reason.
 pub(crate) const REASON_ATTRIBUTE: &str = "reason";
@@ -88,6 +97,9 @@ pub(crate) struct Receiving {
     /// The visibility timeout the host asks for and keeps extending;
     /// `None`: the queue's own.
     pub(crate) visibility: Option<Duration>,
+    /// A run to the end of the queue: receives wait at most
+    /// [`BRIEF_WAIT`] while the host holds messages.
+    pub(crate) until_empty: bool,
 }
 
 impl Default for Receiving {
@@ -95,6 +107,7 @@ impl Default for Receiving {
         Receiving {
             wait: Duration::from_secs(MAX_WAIT_SECONDS.into()),
             visibility: None,
+            until_empty: false,
         }
     }
 }
@@ -127,6 +140,8 @@ pub(crate) struct SqsSource {
     queue: Arc<Queue>,
     dead_letters: Option<Queue>,
     wait: Duration,
+    /// Receives wait briefly while messages are held (`--until-empty`).
+    brief_while_holding: bool,
     visibility: Duration,
     stop_grace: Duration,
     /// Messages received and not yet done with, by message id.
@@ -212,6 +227,7 @@ impl SqsSource {
             queue,
             dead_letters,
             wait: options.receiving.wait,
+            brief_while_holding: options.receiving.until_empty,
             visibility,
             stop_grace: options.stop_grace,
             held,
@@ -288,13 +304,13 @@ impl SqsSource {
     /// idle queue's long poll can last 20 s, and a routine stop must not
     /// fail for it. A receive dropped then loses nothing: what SQS may have
     /// handed it returns after the visibility timeout.
-    async fn receive(&self) -> Result<Vec<Listed>, StorageError> {
+    async fn receive(&self, wait: Duration) -> Result<Vec<Listed>, StorageError> {
         let receive = self
             .client
             .receive_message()
             .queue_url(&self.queue.url)
             .max_number_of_messages(BATCH as i32)
-            .wait_time_seconds(self.wait.as_secs() as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
             .visibility_timeout(self.visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
@@ -303,7 +319,7 @@ impl SqsSource {
         let received = tokio::select! {
             received = &mut receive => received,
             _ = self.stop.cancelled() => {
-                info!(wait = ?self.wait, grace = ?self.stop_grace, "Stopping: letting the receive under way end, to hand back what it gets.");
+                info!(?wait, grace = ?self.stop_grace, "Stopping: letting the receive under way end, to hand back what it gets.");
                 match tokio::time::timeout(self.stop_grace, receive).await {
                     Ok(received) => received,
                     Err(_) => {
@@ -407,8 +423,12 @@ impl Source for SqsSource {
         // Receives run side by side: one returns at most ten messages, and
         // a host taking more than ten per round trip would wait on it.
         let receives = self.receives.load(Ordering::Relaxed);
+        let wait = match self.brief_while_holding && !self.held.lock().is_empty() {
+            true => self.wait.min(BRIEF_WAIT),
+            false => self.wait,
+        };
         let started = Instant::now();
-        let answers = futures::future::join_all((0..receives).map(|_| self.receive())).await;
+        let answers = futures::future::join_all((0..receives).map(|_| self.receive(wait))).await;
         let (mut requests, mut full, mut failure) = (Vec::new(), 0, None);
         for answer in answers {
             match answer {
@@ -433,7 +453,9 @@ impl Source for SqsSource {
         // server may wake a poll for a message another consumer then
         // takes): only one that waited its time counts as the queue found
         // empty.
-        let waited = started.elapsed() + Duration::from_millis(100) >= self.wait;
+        // A brief receive (made while messages were held) proves nothing
+        // either: only one that waited the whole wait time.
+        let waited = wait == self.wait && started.elapsed() + Duration::from_millis(100) >= wait;
         let requests = self.delete_done(requests).await;
         Ok(Page {
             reached_end: !requests.is_empty() || waited || self.stop.is_cancelled(),
@@ -529,6 +551,22 @@ impl Source for SqsSource {
 
     fn pass_over(&self, key: &str) {
         self.held.lock().remove(key);
+    }
+
+    async fn known_empty(&self) -> bool {
+        // A message this host holds is one SQS counts in flight anyway;
+        // asking would only cost a call.
+        if !self.held.lock().is_empty() {
+            return false;
+        }
+        match counts_none(&self.client, &self.queue).await {
+            Ok(none) => none,
+            Err(e) => {
+                // Not knowing is no harm: the receive finds out by waiting.
+                warn!(error = %e, "Could not count the queue's messages; a receive waits to find it empty.");
+                false
+            }
+        }
     }
 
     async fn finish(&self) {
