@@ -1219,7 +1219,7 @@ fn where_every_call_takes_20_ms_the_measured_concurrency_grows_and_a_fixed_one_d
         grown > 16,
         "the limit grew past where it starts (16): {grown}\n{measured}"
     );
-    assert!(grown <= 64, "and no further than its ceiling: {grown}");
+    assert!(grown <= 128, "and no further than its ceiling: {grown}");
     let fixed = run(&["--concurrency", "16"]);
     assert_eq!(largest(&fixed), None, "a fixed number never changes:\n{fixed}");
 }

@@ -11,6 +11,7 @@
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -36,25 +37,36 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Forwards `client` to `server`, each chunk `delay` late, and the answers
-/// back as they come.
+/// Forwards `client` to `server`, each chunk `delay` after it arrived, and
+/// the answers back as they come. Chunks are delayed side by side, as a
+/// network's latency delays packets: one delayed after the other, a large
+/// request (a batch call's body in several reads) would take a multiple
+/// of the delay, and the time of a call would grow with its batch.
 async fn serve(client: TcpStream, server: TcpStream, delay: Duration) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
-    let requests = async {
+    let (chunks, mut due) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let arriving = async move {
         let mut buffer = vec![0; 64 * 1024];
         loop {
             let n = client_read.read(&mut buffer).await?;
             if n == 0 {
-                return server_write.shutdown().await;
+                // The end goes through after the chunks before it.
+                return Ok::<_, std::io::Error>(());
             }
-            tokio::time::sleep(delay).await;
-            server_write.write_all(&buffer[..n]).await?;
+            let _ = chunks.send((Instant::now() + delay, buffer[..n].to_vec()));
         }
     };
+    let forwarding = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            server_write.write_all(&chunk).await?;
+        }
+        server_write.shutdown().await
+    };
     let answers = tokio::io::copy(&mut server_read, &mut client_write);
-    let (sent, _) = tokio::join!(requests, answers);
-    sent
+    let (arrived, forwarded, _) = tokio::join!(arriving, forwarding, answers);
+    arrived.and(forwarded)
 }

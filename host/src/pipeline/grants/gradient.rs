@@ -7,29 +7,40 @@
 //! back.
 //!
 //! Each request that held a grant without failing gives a sample: the time
-//! it held the grant. Samples are averaged over a window (half the limit,
+//! it held the grant (less its waits for shared batch calls, see
+//! `grants/mod.rs`). Samples are averaged over a window (half the limit,
 //! at least [`MIN_WINDOW`]); the lowest window average of the last
 //! [`BASELINE_WINDOWS`] is the latency the backend gives when not crowded.
 //! The gradient is that over the window's average, allowed [`TOLERANCE`]
 //! before it counts, and between 0.5 and 1. After each window the limit
-//! moves halfway towards `limit * gradient +` [`HEADROOM`]: it grows by a
-//! few grants at a time while the latency holds, and falls by up to a
-//! quarter at a time when it climbs. The limit only grows while at least
-//! half the grants were in use in the window: idle grants cannot show that
-//! more help. Where more at once only makes each request slower (the host's
-//! own CPU the bound), the baseline follows the latency up window by
-//! window, and the limit creeps towards the ceiling: the ceiling is what
-//! bounds memory then.
+//! moves halfway towards `limit * gradient + headroom`, the headroom
+//! [`HEADROOM`] or, while the latency holds, a quarter of the limit: it
+//! grows by an eighth a window while requests take no longer (from 16 to
+//! 128 in under twenty windows), and falls by up to a quarter at a time
+//! when they take more than twice as long. The limit only grows while at
+//! least half the grants were in use in the window: idle grants cannot
+//! show that more help. Where more at once only makes each request slower
+//! (the host's own CPU the bound), the baseline follows the latency up
+//! window by window, and the limit creeps towards the ceiling: the ceiling
+//! is what bounds memory then.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 /// How much slower than its baseline a window may be before the limit
-/// stops growing.
-const TOLERANCE: f64 = 1.5;
+/// stops growing. Bigger batches take a backend a little longer: at 1.5
+/// a queue 20 ms from DynamoDB stopped near 45 at once, where 128 at once
+/// went 1.7 times as fast (docs/benchmarks.md).
+const TOLERANCE: f64 = 2.0;
 
-/// Slots tried beyond the current limit, each window: the probe for more.
+/// Slots tried beyond the current limit, each window, at least: the probe
+/// for more.
 const HEADROOM: f64 = 4.0;
+
+/// The share of the limit tried beyond it, each window, while the latency
+/// holds (a gradient of 1): the limit grows in proportion, as TCP's slow
+/// start does, rather than by [`HEADROOM`] alone.
+const GROWTH: f64 = 0.25;
 
 /// How far the limit moves towards its target after each window.
 const SMOOTHING: f64 = 0.5;
@@ -95,7 +106,11 @@ impl Gradient {
         if gradient >= 1.0 && busiest < self.estimate / 2.0 {
             return self.limit();
         }
-        let target = self.estimate * gradient + HEADROOM;
+        let headroom = match gradient >= 1.0 {
+            true => HEADROOM.max(self.estimate * GROWTH),
+            false => HEADROOM,
+        };
+        let target = self.estimate * gradient + headroom;
         self.estimate = (self.estimate * (1.0 - SMOOTHING) + target * SMOOTHING).clamp(1.0, self.ceiling);
         self.limit()
     }
