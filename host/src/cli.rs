@@ -4,7 +4,7 @@
 //! validation and no I/O here.
 
 use crate::commands::{Command, RunArgs};
-use clap::Parser;
+use clap::{FromArgMatches as _, Parser};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -39,9 +39,24 @@ pub struct Cli {
     pub log_file: Option<PathBuf>,
 
     /// How log lines are written: `text`, or `json` (one object per line,
-    /// for log shippers), on stderr and in the log file alike.
+    /// for log shippers), on stderr and in the log file alike; a fatal
+    /// error too.
     #[arg(long, global = true, value_enum, default_value = "text")]
     pub log_format: crate::logging::LogFormat,
+
+    /// Fewer log lines on stderr: warnings and errors (-q), errors only
+    /// (-qq). `RUST_LOG` overrides both -q and -v.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// More log lines: each request's (-v, debug), everything (-vv, trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Colours in log lines: `auto` (on a terminal, unless NO_COLOR is
+    /// set), `always` or `never`.
+    #[arg(long, global = true, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub color: crate::logging::Color,
 }
 
 impl Cli {
@@ -52,7 +67,14 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        Cli::try_parse_from(rewrite_legacy_flags(args.into_iter().map(Into::into)))
+        let matches = Cli::definition().try_get_matches_from(rewrite_legacy_flags(args.into_iter().map(Into::into)))?;
+        Cli::from_arg_matches(&matches)
+    }
+
+    /// The command line's definition, every flag also read from the
+    /// environment: what parsing, `completions` and `man` use.
+    pub fn definition() -> clap::Command {
+        with_env(<Cli as clap::CommandFactory>::command())
     }
 
     /// The command to run: `run` when none was named.
@@ -61,6 +83,38 @@ impl Cli {
             .take()
             .unwrap_or_else(|| Command::Run(Box::new(self.run.clone())))
     }
+}
+
+/// The prefix of the environment variables that set flags.
+const ENV_PREFIX: &str = "WIDGET_HOST_";
+
+/// The variable that sets the flag `--long`: `--max-concurrency` from
+/// `WIDGET_HOST_MAX_CONCURRENCY`.
+fn env_name(long: &str) -> String {
+    format!("{ENV_PREFIX}{}", long.replace('-', "_").to_uppercase())
+}
+
+/// `command` with every flag that takes a value or is a switch also read
+/// from the environment ([`env_name`]; the command line wins, `--help`
+/// shows the name), in every subcommand. Counted flags (`-v`, `-q`) and
+/// help and version are left as they are.
+fn with_env(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let counted = matches!(
+                arg.get_action(),
+                clap::ArgAction::Count | clap::ArgAction::Help | clap::ArgAction::HelpShort
+                    | clap::ArgAction::HelpLong | clap::ArgAction::Version
+            );
+            match arg.get_long() {
+                Some(long) if !counted => {
+                    let name = env_name(long);
+                    arg.env(name)
+                }
+                _ => arg,
+            }
+        })
+        .mut_subcommands(with_env)
 }
 
 /// The original consumer.py and producer.jar used several-letter short

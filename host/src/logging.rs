@@ -1,7 +1,9 @@
 //! Log set-up: lines on stderr and, with `--log-file`, the same lines in a
 //! file, as text for people or JSON for log shippers (`--log-format`).
-//! `RUST_LOG` overrides the default level. Stderr is written through the
-//! progress display, which lifts its bar out of the way of each line.
+//! `-q`/`-v` move the command's default level; `RUST_LOG` overrides it (a
+//! filter that does not parse is an error, not ignored). Colours follow
+//! `--color` and `NO_COLOR`. Stderr is written through the progress
+//! display, which lifts its bar out of the way of each line.
 //!
 //! Every value in a text line is escaped of control characters (a newline
 //! is written `\n`): log lines carry what requests and handlers say, and
@@ -20,6 +22,10 @@ use tracing_subscriber::fmt::format::{Writer, debug_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// The target of each request's line (`Request done.`): at debug, so that
+/// stderr at info says what an operator acts on; the log file keeps them.
+pub(crate) const REQUESTS: &str = "widget_host::requests";
+
 /// The target of the fatal error's log line: it goes to the log file only,
 /// since the binary prints it on stderr itself.
 const FATAL: &str = "widget_host::fatal";
@@ -33,6 +39,53 @@ pub enum LogFormat {
     /// For log shippers: one JSON object per line, with the same fields
     /// (`timestamp`, `level`, `target`, `message`, then the event's own).
     Json,
+}
+
+/// Whether log lines on stderr are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Color {
+    /// On a terminal, unless `NO_COLOR` is set to something.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether to colour, on a terminal or not (`terminal`), with
+    /// `no_color` the value of `NO_COLOR` (https://no-color.org).
+    fn wanted(self, terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => terminal && no_color.is_none_or(|value| value.is_empty()),
+        }
+    }
+}
+
+/// The levels, quietest first: `-q` and `-v` move along them.
+const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// `level` moved by `-v` (up) and `-q` (down) steps, within [`LEVELS`].
+pub fn moved(level: &str, verbose: u8, quiet: u8) -> &'static str {
+    let at = LEVELS.iter().position(|l| *l == level).unwrap_or(2) as i32;
+    let moved = (at + i32::from(verbose) - i32::from(quiet)).clamp(0, LEVELS.len() as i32 - 1);
+    LEVELS[moved as usize]
+}
+
+/// The filter `RUST_LOG` sets, if it is set to something; an error if it
+/// does not parse (a typo must not silently give the default).
+fn env_filter() -> anyhow::Result<Option<String>> {
+    match std::env::var("RUST_LOG") {
+        Ok(text) if !text.trim().is_empty() => match EnvFilter::try_new(&text) {
+            Ok(_) => Ok(Some(text)),
+            Err(e) => Err(crate::error::UsageError(format!(
+                "RUST_LOG={text:?} is not a log filter ({e}); write a level (`debug`) or `target=level` pairs (`widget_host=debug,warn`)"
+            ))
+            .into()),
+        },
+        _ => Ok(None),
+    }
 }
 
 /// One destination of the log, filtered.
@@ -61,15 +114,17 @@ where
 }
 
 /// Installs the global subscriber. `stderr_level` is the default for the
-/// terminal; the file always gets `info` and above.
-pub fn init(stderr_level: &str, log_file: Option<&Path>, format: LogFormat) -> anyhow::Result<()> {
-    let filter = |level: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+/// terminal; the file gets `info` and above, or more where that is more.
+pub fn init(stderr_level: &str, log_file: Option<&Path>, format: LogFormat, color: Color) -> anyhow::Result<()> {
+    let from_env = env_filter()?;
+    let filter = |level: &str| EnvFilter::new(from_env.as_deref().unwrap_or(level));
+    let file_level = match LEVELS.iter().position(|l| *l == stderr_level) {
+        Some(at) if at > 2 => stderr_level,
+        _ => "info",
+    };
+    let ansi = color.wanted(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
     // Through the progress display, which lifts its bar out of the way.
-    let stderr = layer(
-        format,
-        std::io::stderr().is_terminal(),
-        crate::progress::terminal_writer(),
-    )
+    let stderr = layer(format, ansi, crate::progress::terminal_writer())
     .with_filter(filter(stderr_level))
     .with_filter(filter_fn(|meta| meta.target() != FATAL))
     .boxed();
@@ -82,7 +137,7 @@ pub fn init(stderr_level: &str, log_file: Option<&Path>, format: LogFormat) -> a
                 .map_err(|e| anyhow::anyhow!("cannot open log file {}: {e}", path.display()))?;
             Some(
                 layer(format, false, std::sync::Mutex::new(file))
-                    .with_filter(filter("info"))
+                    .with_filter(filter(&format!("{file_level},{REQUESTS}=debug")))
                     .boxed(),
             )
         }
@@ -97,6 +152,30 @@ pub fn init(stderr_level: &str, log_file: Option<&Path>, format: LogFormat) -> a
 /// Records the error that ends the process in the log file, if there is one.
 pub fn fatal(error: &anyhow::Error) {
     tracing::error!(target: FATAL, "{error:#}");
+}
+
+/// The time now as the log lines give it (RFC 3339, UTC).
+fn now() -> String {
+    use tracing_subscriber::fmt::time::FormatTime as _;
+    let mut text = String::new();
+    let _ = tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut text));
+    text
+}
+
+/// The fatal error as stderr shows it: `error: ...` for people, or, under
+/// `--log-format json`, one object as the log lines are.
+pub fn fatal_line(error: &anyhow::Error, format: LogFormat) -> String {
+    match format {
+        LogFormat::Text => format!("error: {error:#}"),
+        LogFormat::Json => serde_json::json!({
+            "timestamp": now(),
+            "level": "ERROR",
+            "target": FATAL,
+            "message": format!("{error:#}"),
+            "fatal": true,
+        })
+        .to_string(),
+    }
 }
 
 /// `text` with its control characters (and the Unicode controls that
@@ -149,6 +228,37 @@ fn escaped_fields() -> impl for<'w> FormatFields<'w> + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quiet_and_verbose_move_the_level_and_stop_at_the_ends() {
+        assert_eq!(moved("info", 0, 0), "info");
+        assert_eq!(moved("info", 0, 1), "warn");
+        assert_eq!(moved("info", 0, 5), "error");
+        assert_eq!(moved("info", 1, 0), "debug");
+        assert_eq!(moved("error", 2, 0), "info");
+        assert_eq!(moved("info", 9, 0), "trace");
+    }
+
+    #[test]
+    fn no_color_set_to_anything_turns_colours_off_unless_they_are_asked_for() {
+        let set = || Some(std::ffi::OsString::from("1"));
+        assert!(Color::Auto.wanted(true, None));
+        assert!(!Color::Auto.wanted(true, set()));
+        assert!(Color::Auto.wanted(true, Some("".into())), "empty is unset");
+        assert!(!Color::Auto.wanted(false, None));
+        assert!(Color::Always.wanted(false, set()));
+        assert!(!Color::Never.wanted(true, None));
+    }
+
+    #[test]
+    fn a_fatal_error_under_json_is_one_object() {
+        let error = anyhow::anyhow!("cannot open x").context("cannot start");
+        let line = fatal_line(&error, LogFormat::Json);
+        let object: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(object["level"], "ERROR");
+        assert_eq!(object["message"], "cannot start: cannot open x");
+        assert_eq!(fatal_line(&error, LogFormat::Text), "error: cannot start: cannot open x");
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use widget_host::cli::Cli;
 use widget_host::commands::{Controls, UsageError};
+use widget_host::logging::LogFormat;
 
 /// The command line is wrong (clap uses the same code).
 const USAGE: u8 = 2;
@@ -23,13 +24,13 @@ const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(5
 fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime"), LogFormat::Text),
     };
     // First of all: until a signal has a handler, it kills the process
     // (SIGHUP with status 129), whatever the host is in the middle of.
     let signals = match runtime.block_on(async { Signals::install() }) {
         Ok(signals) => signals,
-        Err(e) => return fail(&anyhow::Error::new(e).context("cannot install signal handlers")),
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot install signal handlers"), LogFormat::Text),
     };
     let mut cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
@@ -39,12 +40,22 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
+    let format = cli.log_format;
+    let fail = |error: &anyhow::Error| fail(error, format);
     let mut command = cli.take_command();
+    if let Some(written) = command.write_documentation(Cli::definition(), &mut std::io::stdout()) {
+        return match written {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => fail(&e.into()),
+        };
+    }
     let log = match command.prepare(cli.log_file.take()) {
         Ok(log) => log,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = widget_host::logging::init(log.stderr_level, log.file.as_deref(), cli.log_format) {
+    let level = widget_host::logging::moved(log.stderr_level, cli.verbose, cli.quiet);
+    if let Err(e) = widget_host::logging::init(level, log.file.as_deref(), format, cli.color) {
         return fail(&e);
     }
     let result = runtime.block_on(async {
@@ -67,12 +78,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reports a fatal error, once, with its causes; returns the exit code.
-fn fail(error: &anyhow::Error) -> ExitCode {
+/// Reports a fatal error, once, with its causes, as `format` writes log
+/// lines; returns the exit code.
+fn fail(error: &anyhow::Error, format: LogFormat) -> ExitCode {
     widget_host::logging::fatal(error);
-    eprintln!("error: {error:#}");
+    eprintln!("{}", widget_host::logging::fatal_line(error, format));
     if error.is::<UsageError>() {
-        eprintln!("(widget-host --help shows the flags, with examples)");
+        if format == LogFormat::Text {
+            eprintln!("(widget-host --help shows the flags, with examples)");
+        }
         ExitCode::from(USAGE)
     } else {
         ExitCode::FAILURE

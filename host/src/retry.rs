@@ -84,10 +84,15 @@ pub(crate) fn seed_jitter(seed: u64) {
     JITTER.set(Some(rand_chacha::ChaCha8Rng::seed_from_u64(seed)));
 }
 
+/// A call failing for this long without a success is a place down, not a
+/// blip: the host is not ready while one is (`/readyz`).
+pub(crate) const FAILING_LONG: Duration = Duration::from_secs(30);
+
 /// Retries made so far, shared by every retry loop of a run: all of them,
-/// and those after throttling.
+/// those after throttling, and the calls failing now for
+/// [`FAILING_LONG`] or more.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RetryCount(Arc<(AtomicU64, AtomicU64)>);
+pub(crate) struct RetryCount(Arc<(AtomicU64, AtomicU64, AtomicU64)>);
 
 impl RetryCount {
     pub(crate) fn get(&self) -> u64 {
@@ -99,10 +104,42 @@ impl RetryCount {
         self.0.1.load(Ordering::Relaxed)
     }
 
+    /// Calls that have failed for [`FAILING_LONG`] or more, and are being
+    /// tried again.
+    pub(crate) fn failing_long(&self) -> u64 {
+        self.0.2.load(Ordering::Relaxed)
+    }
+
     fn add_one(&self, throttling: bool) {
         self.0.0.fetch_add(1, Ordering::Relaxed);
         if throttling {
             self.0.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One call's failures in a row: counted among the calls failing long once
+/// they have lasted [`FAILING_LONG`], until the call ends (or is dropped).
+struct Failing<'a> {
+    count: &'a RetryCount,
+    since: Option<tokio::time::Instant>,
+    long: bool,
+}
+
+impl Failing<'_> {
+    fn failed(&mut self) {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if !self.long && since.elapsed() >= FAILING_LONG {
+            self.long = true;
+            self.count.0.2.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        if self.long {
+            self.count.0.2.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -165,6 +202,11 @@ impl Retry {
         Fut: Future<Output = Result<T, E>>,
     {
         let mut attempt = 0;
+        let mut failing = Failing {
+            count: &self.count,
+            since: None,
+            long: false,
+        };
         loop {
             match call().await {
                 Ok(value) => {
@@ -174,6 +216,7 @@ impl Retry {
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, attempt, "Transient failure; retrying.");
                     self.count.add_one(e.is_throttling());
+                    failing.failed();
                     if e.is_throttling() {
                         held.throttled();
                     }
@@ -215,6 +258,32 @@ mod tests {
             assert!(b.delay(3) <= Duration::from_millis(800));
             assert!(b.delay(30) <= Duration::from_secs(1));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_failing_for_long_is_counted_until_it_succeeds() {
+        let retry = retry();
+        let count = retry.count.clone();
+        let started = tokio::time::Instant::now();
+        let call = retry.run(|| {
+            let failing = started.elapsed() < Duration::from_secs(45);
+            async move {
+                match failing {
+                    true => Err(StorageError::new("list x", Class::Transient, "server down")),
+                    false => Ok(()),
+                }
+            }
+        });
+        let watch = async {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let early = count.failing_long();
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            (early, count.failing_long())
+        };
+        let (done, (at_20_s, at_40_s)) = tokio::join!(call, watch);
+        assert!(matches!(done, Attempt::Done(())));
+        assert_eq!((at_20_s, at_40_s), (0, 1), "a blip is not counted; 30 s of failures are");
+        assert_eq!(count.failing_long(), 0, "not once it succeeded");
     }
 
     #[tokio::test(start_paused = true)]

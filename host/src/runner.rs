@@ -8,6 +8,7 @@ use crate::aws::{AwsSettings, Clients};
 use crate::error::StorageError;
 use crate::handler::swap::LiveHandler;
 use crate::handler::{self, Handler};
+use crate::metrics::health::Stage;
 use crate::metrics::{Metrics, Summary, exporter};
 use crate::pipeline::{self, Options, Rollback, Shadow};
 use crate::progress;
@@ -126,6 +127,21 @@ pub(crate) async fn run(
     stop: CancellationToken,
     reload: watch::Receiver<u64>,
 ) -> anyhow::Result<Summary> {
+    let metrics = Arc::new(Metrics::default());
+    let clients = Clients::new(config.aws.clone());
+    // The endpoint answers from the start, so that probes see a run that
+    // is loading or waiting for its places as alive and not ready; and
+    // until the run has ended, shutdown included.
+    let exporter_stop = CancellationToken::new();
+    let _exporter_stopped = exporter_stop.clone().drop_guard();
+    if let Some(address) = &config.metrics_addr {
+        let listener = exporter::bind(address).await?;
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "Serving metrics and health.");
+        }
+        let registry = metrics.registry(clients.calls());
+        tokio::spawn(exporter::serve(listener, registry, metrics.clone(), exporter_stop.clone()));
+    }
     let handler = Handler::load(&config.handler)?;
     handler.check_starts().await?;
     // The candidate compiles on the live handler's engines: a promotion
@@ -143,9 +159,8 @@ pub(crate) async fn run(
         None => None,
     };
     let handlers = LiveHandler::new(handler, config.handler.choice.clone());
-    let metrics = Arc::new(Metrics::default());
     handlers.report_to(metrics.clone());
-    let clients = Clients::new(config.aws.clone());
+    metrics.health.reached(Stage::Opening);
     // The run's own stop: the caller's, or the maximum run time.
     let stop = stop.child_token();
     // A receive under way at a stop is let end only within the shutdown
@@ -204,13 +219,15 @@ pub(crate) async fn run(
             records,
         )));
     }
-    // Scrapes are answered until the run has ended, shutdown included.
-    let exporter_stop = CancellationToken::new();
-    let _exporter_stopped = exporter_stop.clone().drop_guard();
-    if let Some(address) = &config.metrics_addr {
-        let listener = exporter::bind(address).await?;
-        let registry = metrics.registry(clients.calls());
-        tokio::spawn(exporter::serve(listener, registry, exporter_stop.clone()));
+    // Not ready from the moment a stop is asked for: a balancer sends no
+    // more, a scaler sees the host going.
+    metrics.health.reached(Stage::Running);
+    {
+        let (stop, metrics) = (stop.clone(), metrics.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            metrics.health.reached(Stage::Stopping);
+        });
     }
     // Progress is for a run that ends: one that polls forever has no end to
     // show.

@@ -11,6 +11,7 @@ mod operability;
 mod proxy;
 mod queue;
 mod sandbox;
+mod service;
 mod setup;
 mod slowdown;
 mod stalls;

@@ -241,6 +241,27 @@ fn on_a_terminal(mut command: std::process::Command) -> String {
 }
 
 #[test]
+fn log_lines_on_a_terminal_are_coloured_unless_no_color_is_set() {
+    let scratch = tempfile::tempdir().unwrap();
+    let produce_into = |folder: &str, no_color: Option<&str>| {
+        let mut produce = host();
+        produce
+            .args(["produce", "-mwr", "3", "--requests-dir"])
+            .arg(scratch.path().join(folder));
+        if let Some(value) = no_color {
+            produce.env("NO_COLOR", value);
+        }
+        on_a_terminal(produce)
+    };
+    // tracing's colours: the level in green, the time dimmed.
+    let coloured = |screen: &str| screen.contains("\x1b[32m") || screen.contains("\x1b[2m");
+    let screen = produce_into("a", None);
+    assert!(coloured(&screen), "{screen:?}");
+    let screen = produce_into("b", Some("1"));
+    assert!(screen.contains("INFO") && !coloured(&screen), "{screen:?}");
+}
+
+#[test]
 fn progress_is_a_bar_on_a_terminal_and_a_line_every_few_seconds_elsewhere() {
     let scratch = tempfile::tempdir().unwrap();
     let mut produce = host();

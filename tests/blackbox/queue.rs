@@ -9,18 +9,18 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn fauxqs() -> String {
+pub(crate) fn fauxqs() -> String {
     std::env::var("WIDGET_HOST_TEST_FAUXQS").expect(
         "WIDGET_HOST_TEST_FAUXQS is not set: run the tests with tests/run.sh, which starts the servers",
     )
 }
 
-fn sqs() -> aws_sdk_sqs::Client {
+pub(crate) fn sqs() -> aws_sdk_sqs::Client {
     block_on(async { aws_sdk_sqs::Client::new(&shared_config(&fauxqs()).await) })
 }
 
 /// Creates a queue (FIFO if `fifo`); returns its URL.
-fn create_queue(client: &aws_sdk_sqs::Client, prefix: &str, fifo: bool) -> String {
+pub(crate) fn create_queue(client: &aws_sdk_sqs::Client, prefix: &str, fifo: bool) -> String {
     let name = match fifo {
         true => format!("{}.fifo", unique(prefix)),
         false => unique(prefix),

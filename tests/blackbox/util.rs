@@ -10,7 +10,8 @@ use std::time::Duration;
 /// The `widget-host` binary cargo built for these tests.
 pub fn host() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_widget-host"));
-    command.env("RUST_LOG", "info");
+    // Each request's line (`Request done.`) is at debug: the tests wait on it.
+    command.env("RUST_LOG", "info,widget_host::requests=debug");
     command
 }
 

@@ -10,6 +10,7 @@ mod demo;
 mod diff;
 mod flags;
 mod invoke;
+mod manuals;
 mod new_handler;
 mod produce;
 mod redrive;
@@ -25,6 +26,7 @@ pub use check::CheckArgs;
 pub use demo::DemoArgs;
 pub use diff::DiffArgs;
 pub use invoke::InvokeArgs;
+pub use manuals::CompletionsArgs;
 pub use new_handler::NewHandlerArgs;
 pub use produce::ProduceArgs;
 pub use redrive::RedriveArgs;
@@ -68,6 +70,12 @@ pub enum Command {
     /// a README.
     #[command(after_help = new_handler::EXAMPLES)]
     NewHandler(NewHandlerArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = manuals::COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), every command's flags included.
+    #[command(after_help = manuals::MAN_EXAMPLES)]
+    Man,
 }
 
 /// What the caller tells a running command.
@@ -111,7 +119,9 @@ impl Command {
             | Command::Invoke(_)
             | Command::Diff(_)
             | Command::Redrive(_)
-            | Command::NewHandler(_) => LogPlan {
+            | Command::NewHandler(_)
+            | Command::Completions(_)
+            | Command::Man => LogPlan {
                 stderr_level: "error",
                 file: log_file,
             },
@@ -120,6 +130,19 @@ impl Command {
                 file: log_file,
             },
         })
+    }
+
+    /// Writes the completions or the man page, for those two commands,
+    /// from `definition` (the binary's command line); `None` for the others.
+    pub fn write_documentation(&self, definition: clap::Command, out: &mut dyn Write) -> Option<std::io::Result<()>> {
+        match self {
+            Command::Completions(args) => {
+                manuals::completions(args, definition, out);
+                Some(Ok(()))
+            }
+            Command::Man => Some(manuals::man(definition, out)),
+            _ => None,
+        }
     }
 
     /// Runs the command, writing its report to `out`.
@@ -133,6 +156,9 @@ impl Command {
             Command::Invoke(args) => until_stopped(&controls.stop, invoke::execute(&args, out)).await,
             Command::Diff(args) => until_stopped(&controls.stop, diff::execute(&args, out)).await,
             Command::NewHandler(args) => new_handler::execute(&args, out),
+            // Written before any command runs (`write_documentation`): the
+            // binary holds the definition they are made from.
+            Command::Completions(_) | Command::Man => Ok(()),
             // A stop ends it between two moves, never inside one.
             Command::Redrive(args) => redrive::execute(&args, &controls.stop, out).await,
         }

@@ -101,9 +101,10 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) max_concurrency: u16,
 
-    /// Serve Prometheus metrics on this address (`127.0.0.1:9898`; any
-    /// path answers) while the run lasts.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Serve HTTP on this address (`127.0.0.1:9898`, `[::]:9898`,
+    /// `localhost:9898`) from the start of the run to its end: Prometheus
+    /// metrics on /metrics, liveness on /healthz, readiness on /readyz.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_and_port)]
     pub(crate) metrics_addr: Option<String>,
 
     #[command(flatten)]
@@ -148,6 +149,17 @@ impl RunArgs {
         config.metrics_addr = args.metrics_addr.clone();
         config.shutdown_timeout = Duration::from_secs(args.shutdown_timeout_secs);
         Ok(config)
+    }
+}
+
+/// An address to listen on: a host, a colon and a port number.
+fn host_and_port(text: &str) -> Result<String, String> {
+    let port = text.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(_))) if !host.is_empty() => Ok(text.to_owned()),
+        _ => Err(format!(
+            "{text:?} is not HOST:PORT; write the port too, as in 127.0.0.1:9898 or localhost:9898 (port 0: any free one)"
+        )),
     }
 }
 

@@ -1,10 +1,15 @@
-//! The Prometheus endpoint: `--metrics-addr HOST:PORT` serves the run's
-//! metrics in the OpenMetrics text format on any path (`/metrics` by
-//! convention), over HTTP/1.1 (hyper), until the run ends.
+//! The HTTP endpoint of `--metrics-addr HOST:PORT`, over HTTP/1.1 (hyper),
+//! from the start of a run to its end:
+//! - `GET /metrics`: the run's metrics in the OpenMetrics text format;
+//! - `GET /healthz`: 200 while the process answers (liveness);
+//! - `GET /readyz`: 200 while the run takes requests, 503 with the reason
+//!   otherwise (loading, opening, a place failing for 30 s, stopping);
+//! - any other path 404, any other method 405.
 
 use http_body_util::Full;
+use super::Metrics;
 use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -22,12 +27,10 @@ pub(crate) async fn bind(address: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot serve metrics on {address}: {e}"))
 }
 
-/// Answers scrapes until `stop` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, registry: Registry, stop: CancellationToken) {
+/// Answers until `stop` is cancelled: `registry` on `/metrics`, and the
+/// probes from `metrics`' health.
+pub(crate) async fn serve(listener: TcpListener, registry: Registry, metrics: Arc<Metrics>, stop: CancellationToken) {
     let registry = Arc::new(registry);
-    if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "Serving metrics.");
-    }
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -42,11 +45,11 @@ pub(crate) async fn serve(listener: TcpListener, registry: Registry, stop: Cance
                 continue;
             }
         };
-        let registry = registry.clone();
+        let (registry, metrics) = (registry.clone(), metrics.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_: Request<Incoming>| {
-                let registry = registry.clone();
-                async move { Ok::<_, std::convert::Infallible>(scrape(&registry)) }
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let answer = answer(&request, &registry, &metrics);
+                async move { Ok::<_, std::convert::Infallible>(answer) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -56,6 +59,34 @@ pub(crate) async fn serve(listener: TcpListener, registry: Registry, stop: Cance
             }
         });
     }
+}
+
+/// The answer to `request`.
+fn answer(request: &Request<Incoming>, registry: &Registry, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n".into());
+    }
+    match request.uri().path() {
+        "/metrics" => scrape(registry),
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => match metrics.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        },
+        path => text(
+            StatusCode::NOT_FOUND,
+            format!("no {path} here: /metrics, /healthz or /readyz\n"),
+        ),
+    }
+}
+
+/// A plain-text answer.
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a response from valid parts")
 }
 
 fn scrape(registry: &Registry) -> Response<Full<Bytes>> {

@@ -4,6 +4,7 @@
 //! [`exporter`] serves it on `--metrics-addr`).
 
 pub(crate) mod exporter;
+pub(crate) mod health;
 mod scrape;
 mod summary;
 
@@ -33,9 +34,13 @@ const OTHER_KIND: &str = "other";
 #[derive(Debug)]
 pub(crate) struct Metrics {
     started: Instant,
+    /// The time requests were in progress: the summary's rate is over it.
+    busy: Mutex<Busy>,
     counts: Mutex<Counts>,
     /// Every retry loop of the run adds to this.
     pub(crate) retries: RetryCount,
+    /// Where the run is, for `/readyz`.
+    pub(crate) health: health::Health,
     /// Requests done, by kind and outcome.
     requests: Family<RequestLabels, Counter>,
     /// Seconds per handler call (`handle`).
@@ -69,6 +74,13 @@ pub(crate) struct Metrics {
     /// The live handler's instance counts (shared by its replacements),
     /// once it reports them.
     instances: std::sync::OnceLock<std::sync::Arc<InstancesMade>>,
+}
+
+/// The time some request was in flight: closed spells, and the open one.
+#[derive(Debug, Default)]
+struct Busy {
+    total: Duration,
+    since: Option<Instant>,
 }
 
 /// How many handler instances were made for each export: what a request
@@ -156,8 +168,10 @@ impl Default for Metrics {
         let seconds = || Histogram::new(exponential_buckets(0.001, 2.0, 17));
         Metrics {
             started: Instant::now(),
+            busy: Mutex::default(),
             counts: Mutex::default(),
             retries: RetryCount::default(),
+            health: health::Health::default(),
             requests: Family::default(),
             handler_seconds: seconds(),
             latency_seconds: seconds(),
@@ -254,9 +268,25 @@ impl Metrics {
         self.latency_seconds.observe(listed.elapsed().as_secs_f64());
     }
 
-    /// Records how many requests are in flight.
+    /// Records how many requests are in flight, and so the time the run
+    /// was busy: some request in flight.
     pub(crate) fn set_in_flight(&self, requests: usize) {
         self.in_flight.set(requests as i64);
+        let mut busy = self.busy.lock().unwrap();
+        match (requests, busy.since) {
+            (0, Some(since)) => {
+                busy.total += since.elapsed();
+                busy.since = None;
+            }
+            (1.., None) => busy.since = Some(Instant::now()),
+            _ => {}
+        }
+    }
+
+    /// The time some request was in flight, so far.
+    fn busy(&self) -> Duration {
+        let busy = self.busy.lock().unwrap();
+        busy.total + busy.since.map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     /// Records how long a request without an ordering key has waited for
@@ -288,10 +318,16 @@ impl Metrics {
         self.instances.get().map(|made| made.get())
     }
 
+    /// `Ok` when the run is ready to take requests; otherwise why not.
+    pub(crate) fn readiness(&self) -> Result<(), String> {
+        self.health.readiness(&self.retries)
+    }
+
     pub(crate) fn summary(&self, dead_letter_place: String) -> Summary {
         let c = self.counts.lock().unwrap().clone();
         Summary {
             elapsed: self.started.elapsed(),
+            busy: self.busy(),
             applied: c.applied,
             warnings: c.warnings,
             dead_lettered: c.dead_lettered,
@@ -312,6 +348,27 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_rate_is_over_the_time_requests_were_in_progress() {
+        let metrics = Metrics::default();
+        let idle = Duration::from_millis(60);
+        std::thread::sleep(idle);
+        metrics.set_in_flight(1);
+        metrics.set_in_flight(2);
+        std::thread::sleep(Duration::from_millis(30));
+        metrics.set_in_flight(0);
+        std::thread::sleep(idle);
+        let summary = metrics.summary("nowhere".into());
+        assert!(summary.busy >= Duration::from_millis(30), "{:?}", summary.busy);
+        assert!(
+            summary.busy + 2 * idle <= summary.elapsed,
+            "the idle time is left out: {:?} of {:?}",
+            summary.busy,
+            summary.elapsed
+        );
+        assert!(summary.to_string().contains("with requests in progress"));
+    }
 
     #[test]
     fn the_scheduling_gauges_and_hand_backs_are_scraped() {

@@ -10,6 +10,9 @@ use std::time::Duration;
 pub struct Summary {
     /// How long the run took.
     pub elapsed: Duration,
+    /// How long some request was in progress: a run that waits for work
+    /// is not slower for it.
+    pub busy: Duration,
     /// Applied requests by the kind the handler named.
     pub applied: BTreeMap<String, u64>,
     /// Warnings the handler logged.
@@ -47,9 +50,10 @@ impl Summary {
         super::processed(&self.applied, self.dead_lettered)
     }
 
-    /// Requests taken out of the source per second.
+    /// Requests taken out of the source per second of work (while some
+    /// request was in progress).
     pub fn requests_per_second(&self) -> f64 {
-        self.processed() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.processed() as f64 / self.busy.as_secs_f64().max(1e-9)
     }
 }
 
@@ -57,10 +61,11 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "Processed {} requests in {:.2} s ({:.1} requests/s)",
+            "Processed {} requests in {:.2} s ({:.1} requests/s over {:.2} s with requests in progress)",
             self.processed(),
             self.elapsed.as_secs_f64(),
-            self.requests_per_second()
+            self.requests_per_second(),
+            self.busy.as_secs_f64()
         )?;
         let by_kind: Vec<String> = self.applied.iter().map(|(k, n)| format!("{k} {n}")).collect();
         writeln!(

@@ -8,12 +8,13 @@
 use crate::error::StorageError;
 use crate::metrics::{self, Metrics};
 use crate::source::Listed;
+use crate::logging::REQUESTS;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// What became of a request in the end.
 pub(super) enum Fate {
@@ -183,7 +184,7 @@ impl Fates {
                 warnings,
             } => {
                 self.metrics.applied(&kind, operations, warnings);
-                info!(request_key = %key, kind = %kind, widget = %widget, operations, warnings, latency_ms, outcome = metrics::APPLIED, "Request done.");
+                debug!(target: REQUESTS, request_key = %key, kind = %kind, widget = %widget, operations, warnings, latency_ms, outcome = metrics::APPLIED, "Request done.");
             }
             Fate::DeadLettered(reason) => self.dead_lettered(key, widget, Some(latency_ms), &reason),
             Fate::Missed(reason) => {
