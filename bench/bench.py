@@ -147,7 +147,7 @@ def main():
                AWS_ENDPOINT_URL_DYNAMODB=os.environ["WIDGET_HOST_TEST_DYNAMODB_LOCAL"],
                AWS_ENDPOINT_URL_SQS=os.environ["WIDGET_HOST_TEST_FAUXQS"],
                # The log file gets each request's line (with its latency); stderr is not kept.
-               RUST_LOG="info")
+               RUST_LOG="info,widget_host::requests=debug")
     if garage:
         env["AWS_ENDPOINT_URL_S3"] = garage.endpoint
     import boto3

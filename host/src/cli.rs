@@ -23,7 +23,6 @@ Exit status: 0 done, 1 failed, 2 the command line is wrong.";
     name = "widget-host",
     version,
     about = "Runs widget requests through a WebAssembly handler and stores the results.",
-    args_conflicts_with_subcommands = true,
     after_help = EXAMPLES
 )]
 pub struct Cli {
@@ -67,7 +66,27 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        let matches = Cli::definition().try_get_matches_from(rewrite_legacy_flags(args.into_iter().map(Into::into)))?;
+        let mut definition = Cli::definition();
+        let matches =
+            definition.try_get_matches_from_mut(rewrite_legacy_flags(args.into_iter().map(Into::into)))?;
+        // `run`'s flags given without a subcommand are `run`'s; given before
+        // another command they would be silently dropped. (Global flags,
+        // -v or --log-format, go anywhere: clap's own rule for this,
+        // `args_conflicts_with_subcommands`, refused them too.)
+        if let Some((name, _)) = matches.subcommand() {
+            let run_flags = <RunArgs as clap::Args>::augment_args(clap::Command::new("run"));
+            if let Some(flag) = run_flags.get_arguments().find(|arg| {
+                matches.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            }) {
+                let flag = flag
+                    .get_long()
+                    .map_or_else(|| flag.get_id().to_string(), |long| format!("--{long}"));
+                return Err(definition.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{flag} is a flag of `run`; put it after the command it belongs to (`widget-host {name} ... {flag}`), or leave out `{name}`"),
+                ));
+            }
+        }
         Cli::from_arg_matches(&matches)
     }
 
@@ -103,8 +122,11 @@ fn with_env(command: clap::Command) -> clap::Command {
         .mut_args(|arg| {
             let counted = matches!(
                 arg.get_action(),
-                clap::ArgAction::Count | clap::ArgAction::Help | clap::ArgAction::HelpShort
-                    | clap::ArgAction::HelpLong | clap::ArgAction::Version
+                clap::ArgAction::Count
+                    | clap::ArgAction::Help
+                    | clap::ArgAction::HelpShort
+                    | clap::ArgAction::HelpLong
+                    | clap::ArgAction::Version
             );
             match arg.get_long() {
                 Some(long) if !counted => {
@@ -153,6 +175,41 @@ mod tests {
 
     fn parse(args: &[&str]) -> Cli {
         Cli::parse_args(args).unwrap()
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command_and_runs_flags_only_with_run() {
+        let cli = parse(&[
+            "widget-host",
+            "-v",
+            "--log-format",
+            "json",
+            "run",
+            "--requests-dir",
+            "r",
+        ]);
+        assert_eq!(cli.verbose, 1);
+        assert_eq!(cli.log_format, crate::logging::LogFormat::Json);
+        let cli = parse(&["widget-host", "run", "-qq", "--requests-dir", "r"]);
+        assert_eq!(cli.quiet, 2);
+        let error = Cli::parse_args([
+            "widget-host",
+            "--requests-dir",
+            "r",
+            "produce",
+            "--requests-dir",
+            "x",
+        ])
+        .unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error.to_string().contains("--requests-dir is a flag of `run`"),
+            "{error}"
+        );
+        assert!(
+            Cli::parse_args(["widget-host", "-q", "-v", "run"]).is_err(),
+            "-q and -v conflict"
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ pub enum Color {
     /// On a terminal, unless `NO_COLOR` is set to something.
     #[default]
     Auto,
+    /// Always, even into a pipe or a file.
     Always,
+    /// Never.
     Never,
 }
 
@@ -115,7 +117,12 @@ where
 
 /// Installs the global subscriber. `stderr_level` is the default for the
 /// terminal; the file gets `info` and above, or more where that is more.
-pub fn init(stderr_level: &str, log_file: Option<&Path>, format: LogFormat, color: Color) -> anyhow::Result<()> {
+pub fn init(
+    stderr_level: &str,
+    log_file: Option<&Path>,
+    format: LogFormat,
+    color: Color,
+) -> anyhow::Result<()> {
     let from_env = env_filter()?;
     let filter = |level: &str| EnvFilter::new(from_env.as_deref().unwrap_or(level));
     let file_level = match LEVELS.iter().position(|l| *l == stderr_level) {
@@ -125,9 +132,9 @@ pub fn init(stderr_level: &str, log_file: Option<&Path>, format: LogFormat, colo
     let ansi = color.wanted(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
     // Through the progress display, which lifts its bar out of the way.
     let stderr = layer(format, ansi, crate::progress::terminal_writer())
-    .with_filter(filter(stderr_level))
-    .with_filter(filter_fn(|meta| meta.target() != FATAL))
-    .boxed();
+        .with_filter(filter(stderr_level))
+        .with_filter(filter_fn(|meta| meta.target() != FATAL))
+        .boxed();
     let file = match log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -257,7 +264,10 @@ mod tests {
         let object: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(object["level"], "ERROR");
         assert_eq!(object["message"], "cannot start: cannot open x");
-        assert_eq!(fatal_line(&error, LogFormat::Text), "error: cannot start: cannot open x");
+        assert_eq!(
+            fatal_line(&error, LogFormat::Text),
+            "error: cannot start: cannot open x"
+        );
     }
 
     #[test]

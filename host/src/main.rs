@@ -24,13 +24,23 @@ const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(5
 fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime"), LogFormat::Text),
+        Err(e) => {
+            return fail(
+                &anyhow::Error::new(e).context("cannot start the async runtime"),
+                LogFormat::Text,
+            );
+        }
     };
     // First of all: until a signal has a handler, it kills the process
     // (SIGHUP with status 129), whatever the host is in the middle of.
     let signals = match runtime.block_on(async { Signals::install() }) {
         Ok(signals) => signals,
-        Err(e) => return fail(&anyhow::Error::new(e).context("cannot install signal handlers"), LogFormat::Text),
+        Err(e) => {
+            return fail(
+                &anyhow::Error::new(e).context("cannot install signal handlers"),
+                LogFormat::Text,
+            );
+        }
     };
     let mut cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,

@@ -282,7 +282,11 @@ mod tests {
         };
         let (done, (at_20_s, at_40_s)) = tokio::join!(call, watch);
         assert!(matches!(done, Attempt::Done(())));
-        assert_eq!((at_20_s, at_40_s), (0, 1), "a blip is not counted; 30 s of failures are");
+        assert_eq!(
+            (at_20_s, at_40_s),
+            (0, 1),
+            "a blip is not counted; 30 s of failures are"
+        );
         assert_eq!(count.failing_long(), 0, "not once it succeeded");
     }
 

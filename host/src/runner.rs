@@ -140,7 +140,12 @@ pub(crate) async fn run(
             tracing::info!(%address, "Serving metrics and health.");
         }
         let registry = metrics.registry(clients.calls());
-        tokio::spawn(exporter::serve(listener, registry, metrics.clone(), exporter_stop.clone()));
+        tokio::spawn(exporter::serve(
+            listener,
+            registry,
+            metrics.clone(),
+            exporter_stop.clone(),
+        ));
     }
     let handler = Handler::load(&config.handler)?;
     handler.check_starts().await?;

@@ -31,7 +31,7 @@ log = os.path.join(scratch, "host.log")
 child = subprocess.Popen([binary, "run", "--max-runtime", str(seconds * 1000), "--requests-dir", requests,
                           "--widgets-dir", os.path.join(scratch, "widgets"), "--log-format", "json",
                           "--log-file", log], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                         env=dict(os.environ, RUST_LOG="info"))
+                         env=dict(os.environ, RUST_LOG="info,widget_host::requests=debug"))
 _, peak, _ = wait_measured(child, every=0.05)
 summary = child.stdout.read().splitlines()[0]
 times = [datetime.datetime.fromisoformat(json.loads(l)["timestamp"].replace("Z", "+00:00"))

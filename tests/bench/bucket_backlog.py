@@ -33,7 +33,7 @@ for _ in range(100):
         time.sleep(0.1)
 scratch = tempfile.mkdtemp(prefix="bucket-backlog-")
 log = os.path.join(scratch, "host.log")
-env = dict(os.environ, RUST_LOG="info", AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}",
+env = dict(os.environ, RUST_LOG="info,widget_host::requests=debug", AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}",
            AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
 try:
     child = subprocess.Popen([binary, "run", "--max-runtime", str(seconds * 1000), "--request-bucket", "backlog",

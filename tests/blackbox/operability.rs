@@ -47,7 +47,7 @@ fn metrics_count_exactly_what_was_processed() {
             .arg("--widgets-dir")
             .arg(scratch.path().join("widgets")),
     );
-    running.wait_for("Serving metrics.", Duration::from_secs(20));
+    running.wait_for("Serving metrics and health.", Duration::from_secs(20));
     let address = running
         .log()
         .lines()
@@ -243,15 +243,17 @@ fn on_a_terminal(mut command: std::process::Command) -> String {
 #[test]
 fn log_lines_on_a_terminal_are_coloured_unless_no_color_is_set() {
     let scratch = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(scratch.path().join("r")).unwrap();
     let produce_into = |folder: &str, no_color: Option<&str>| {
-        let mut produce = host();
-        produce
-            .args(["produce", "-mwr", "3", "--requests-dir"])
+        let mut run = host();
+        run.args(["run", "--until-empty", "--requests-dir"])
+            .arg(scratch.path().join("r"))
+            .arg("--widgets-dir")
             .arg(scratch.path().join(folder));
         if let Some(value) = no_color {
-            produce.env("NO_COLOR", value);
+            run.env("NO_COLOR", value);
         }
-        on_a_terminal(produce)
+        on_a_terminal(run)
     };
     // tracing's colours: the level in green, the time dimmed.
     let coloured = |screen: &str| screen.contains("\x1b[32m") || screen.contains("\x1b[2m");

@@ -134,7 +134,11 @@ impl Command {
 
     /// Writes the completions or the man page, for those two commands,
     /// from `definition` (the binary's command line); `None` for the others.
-    pub fn write_documentation(&self, definition: clap::Command, out: &mut dyn Write) -> Option<std::io::Result<()>> {
+    pub fn write_documentation(
+        &self,
+        definition: clap::Command,
+        out: &mut dyn Write,
+    ) -> Option<std::io::Result<()>> {
         match self {
             Command::Completions(args) => {
                 manuals::completions(args, definition, out);

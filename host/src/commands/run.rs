@@ -154,7 +154,9 @@ impl RunArgs {
 
 /// An address to listen on: a host, a colon and a port number.
 fn host_and_port(text: &str) -> Result<String, String> {
-    let port = text.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+    let port = text
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port.parse::<u16>()));
     match port {
         Some((host, Ok(_))) if !host.is_empty() => Ok(text.to_owned()),
         _ => Err(format!(

@@ -6,8 +6,8 @@
 //!   otherwise (loading, opening, a place failing for 30 s, stopping);
 //! - any other path 404, any other method 405.
 
-use http_body_util::Full;
 use super::Metrics;
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -29,7 +29,12 @@ pub(crate) async fn bind(address: &str) -> anyhow::Result<TcpListener> {
 
 /// Answers until `stop` is cancelled: `registry` on `/metrics`, and the
 /// probes from `metrics`' health.
-pub(crate) async fn serve(listener: TcpListener, registry: Registry, metrics: Arc<Metrics>, stop: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
     let registry = Arc::new(registry);
     loop {
         let accepted = tokio::select! {

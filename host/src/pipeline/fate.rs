@@ -6,9 +6,9 @@
 //! and nothing else keeps the set of requests in flight.
 
 use crate::error::StorageError;
+use crate::logging::REQUESTS;
 use crate::metrics::{self, Metrics};
 use crate::source::Listed;
-use crate::logging::REQUESTS;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
