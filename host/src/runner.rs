@@ -139,7 +139,7 @@ pub(crate) async fn run(
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "Serving metrics and health.");
         }
-        let registry = metrics.registry(clients.calls());
+        let registry = metrics.registry(clients.calls(), config.candidate.is_some());
         tokio::spawn(exporter::serve(
             listener,
             registry,

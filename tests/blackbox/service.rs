@@ -58,10 +58,19 @@ fn probes_say_alive_and_ready_while_running_and_not_ready_once_stopping() {
         http(&address, "GET", "/readyz").0 == 200
     });
     assert_eq!(http(&address, "GET", "/readyz").1, "ready\n");
+    let scrape = http(&address, "GET", "/metrics").1;
+    for family in [
+        "widget_host_requests_in_flight",
+        "widget_host_build_info{version=",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(scrape.contains(family), "no {family} in:\n{scrape}");
+    }
     assert!(
-        http(&address, "GET", "/metrics")
-            .1
-            .contains("widget_host_requests_in_flight")
+        !scrape.contains("candidate"),
+        "no candidate, no candidate metrics:\n{scrape}"
     );
     assert_eq!(http(&address, "GET", "/").0, 404);
     assert_eq!(http(&address, "GET", "/healthz/x").0, 404);

@@ -5,6 +5,7 @@
 
 pub(crate) mod exporter;
 pub(crate) mod health;
+mod process;
 mod scrape;
 mod summary;
 
@@ -378,7 +379,7 @@ mod tests {
         metrics.handed_back();
         metrics.handed_back();
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &metrics.registry(None)).unwrap();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry(None, true)).unwrap();
         for line in [
             "widget_host_concurrency_limit 4",
             "widget_host_keyless_wait_seconds 12.0",

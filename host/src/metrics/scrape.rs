@@ -12,9 +12,16 @@ use std::fmt;
 
 impl Metrics {
     /// A registry of this run's metrics for the exporter, with the AWS
-    /// clients' call counts when the run talks to AWS.
-    pub(crate) fn registry(self: &std::sync::Arc<Self>, api_calls: Option<ApiCalls>) -> Registry {
-        let mut registry = Registry::with_prefix("widget_host");
+    /// clients' call counts when the run talks to AWS, the candidate's
+    /// when it has one (`with_candidate`), and the process's own.
+    pub(crate) fn registry(
+        self: &std::sync::Arc<Self>,
+        api_calls: Option<ApiCalls>,
+        with_candidate: bool,
+    ) -> Registry {
+        let mut root = Registry::default();
+        root.register_collector(Box::new(super::process::Process));
+        let registry = root.sub_registry_with_prefix("widget_host");
         registry.register(
             "requests",
             "Requests taken out of the source, by the kind the handler named and outcome",
@@ -55,6 +62,28 @@ impl Metrics {
             "Messages of a busy ordering key handed back to their queue, to be received again later",
             self.handed_back.clone(),
         );
+        if with_candidate {
+            self.register_candidate(registry);
+        }
+        registry.register(
+            "handler_swaps",
+            "Swaps of the live handler, by kind: reload (SIGHUP, --watch), promotion, rollback",
+            self.handler_swaps.clone(),
+        );
+        registry.register(
+            "handler_rollbacks",
+            "Swaps of the handler undone by --rollback-on-dead-letters",
+            self.rollbacks.clone(),
+        );
+        registry.register_collector(Box::new(Snapshot {
+            metrics: self.clone(),
+            api_calls,
+        }));
+        root
+    }
+
+    /// The candidate handler's metrics.
+    fn register_candidate(&self, registry: &mut Registry) {
         registry.register(
             "candidate_requests",
             "Requests the candidate handler (--candidate) was asked about, by outcome: same, newly-rejected, newly-accepted, plans-differ, candidate-failed, skipped",
@@ -70,21 +99,6 @@ impl Metrics {
             "1 while the live handler is the promoted candidate (--promote-after); 0 again once a reload or a rollback replaced it",
             self.candidate_promoted.clone(),
         );
-        registry.register(
-            "handler_swaps",
-            "Swaps of the live handler, by kind: reload (SIGHUP, --watch), promotion, rollback",
-            self.handler_swaps.clone(),
-        );
-        registry.register(
-            "handler_rollbacks",
-            "Swaps of the handler undone by --rollback-on-dead-letters",
-            self.rollbacks.clone(),
-        );
-        registry.register_collector(Box::new(Snapshot {
-            metrics: self.clone(),
-            api_calls,
-        }));
-        registry
     }
 }
 
