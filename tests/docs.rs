@@ -201,3 +201,55 @@ fn the_map_reader_follows_folders_and_skips_continuation_lines() {
         ["b.md", "f.md#g"]
     );
 }
+
+/// The `WIDGET_HOST_*` names in `text`.
+fn variables(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("WIDGET_HOST_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        // `WIDGET_HOST_<FLAG>` in prose names the pattern, not a setting.
+        if name.len() > "WIDGET_HOST_".len() {
+            found.insert(name);
+        }
+    }
+    found
+}
+
+#[test]
+fn every_setting_in_the_deployment_kit_is_a_flag_of_run() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_widget-host"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let flags = variables(&String::from_utf8_lossy(&help.stdout));
+    assert!(flags.contains("WIDGET_HOST_MAX_CONCURRENCY"), "{flags:?}");
+    let mut checked = 0;
+    for file in [
+        "deploy/systemd/widget-host.env",
+        "deploy/container/Containerfile",
+        "deploy/kubernetes/deployment.yaml",
+        "docs/deploying.md",
+    ] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        for name in variables(&text) {
+            // Variables the host reads itself, not flags.
+            if ["WIDGET_HOST_POOL_RESET", "WIDGET_HOST_TEST_"]
+                .iter()
+                .any(|own| name.starts_with(own))
+            {
+                continue;
+            }
+            assert!(flags.contains(&name), "{file}: {name} is no flag of `run`");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 10,
+        "the kit sets its flags from the environment ({checked})"
+    );
+}

@@ -49,6 +49,8 @@ pub struct Cli {
     pub quiet: u8,
 
     /// More log lines: each request's (-v, debug), everything (-vv, trace).
+    /// `check -v` also shows the whole documents of a failing case, `diff
+    /// -v` the requests both handlers treat alike.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -96,11 +98,20 @@ impl Cli {
         with_env(<Cli as clap::CommandFactory>::command())
     }
 
-    /// The command to run: `run` when none was named.
+    /// The command to run: `run` when none was named. The global `-v`
+    /// also tells `check` and `diff` to show more.
     pub fn take_command(&mut self) -> Command {
-        self.command
+        let mut command = self
+            .command
             .take()
-            .unwrap_or_else(|| Command::Run(Box::new(self.run.clone())))
+            .unwrap_or_else(|| Command::Run(Box::new(self.run.clone())));
+        let verbose = self.verbose > 0;
+        match &mut command {
+            Command::Check(args) => args.verbose = verbose,
+            Command::Diff(args) => args.verbose = verbose,
+            _ => {}
+        }
+        command
     }
 }
 
@@ -210,6 +221,16 @@ mod tests {
             Cli::parse_args(["widget-host", "-q", "-v", "run"]).is_err(),
             "-q and -v conflict"
         );
+        // Commands that had their own -v take the global one.
+        for args in [
+            ["widget-host", "check", "-v", "builtin"],
+            ["widget-host", "-v", "check", "builtin"],
+        ] {
+            let Command::Check(check) = Cli::parse_args(args).unwrap().take_command() else {
+                panic!()
+            };
+            assert!(check.verbose, "{args:?}");
+        }
     }
 
     #[test]

@@ -60,8 +60,9 @@ pub struct CheckArgs {
 
     /// Show the whole expected and actual documents of a failing case, not
     /// only the differing fields.
-    #[arg(long, short)]
-    verbose: bool,
+    /// Set by the global `-v` (`Cli::take_command`).
+    #[arg(skip)]
+    pub(crate) verbose: bool,
 
     #[command(flatten)]
     limits: LimitArgs,

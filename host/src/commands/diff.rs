@@ -60,8 +60,9 @@ pub struct DiffArgs {
     limits: LimitArgs,
 
     /// Also name the requests both handlers treat alike.
-    #[arg(long, short)]
-    verbose: bool,
+    /// Set by the global `-v` (`Cli::take_command`).
+    #[arg(skip)]
+    pub(crate) verbose: bool,
 }
 
 /// The counts of the summary.
