@@ -86,6 +86,135 @@ fn written_then(
     sync_dir(parent)
 }
 
+/// A change to a file under a folder, made durable together with others
+/// ([`commit`]).
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// Write these bytes as the file, whole.
+    Put(PathBuf, Vec<u8>),
+    /// Remove the file (already gone is done).
+    Delete(PathBuf),
+}
+
+impl Change {
+    /// The file it changes.
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            Change::Put(path, _) | Change::Delete(path) => path,
+        }
+    }
+}
+
+/// Makes `changes` under `root` (no two to one file) durable together, a
+/// group commit: each put is written to a temporary file, one `syncfs`
+/// makes all of them durable, then each is renamed into place and each
+/// delete removed, and each folder changed is synced once. A reader, a
+/// crash or a power loss sees each file old or new, never a part, and a
+/// change reported done is on disk. Each change's outcome, in order: one
+/// that fails (its folder cannot be made, say) fails alone; the sync fails
+/// every put it was for.
+pub(crate) fn commit(root: &Path, changes: &[Change]) -> Vec<std::io::Result<()>> {
+    let copy = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+    let temp_dir = root.join(TEMP_DIR);
+    // 1. Each put's bytes in a temporary file of its own.
+    let mut temps: Vec<Option<PathBuf>> = Vec::with_capacity(changes.len());
+    let mut outcomes: Vec<std::io::Result<()>> = Vec::with_capacity(changes.len());
+    for change in changes {
+        let (temp, outcome) = match change {
+            Change::Put(path, bytes) => match written(&temp_dir, path, root, bytes) {
+                Ok(temp) => (Some(temp), Ok(())),
+                Err(e) => (None, Err(e)),
+            },
+            Change::Delete(_) => (None, Ok(())),
+        };
+        temps.push(temp);
+        outcomes.push(outcome);
+    }
+    // 2. One sync for all of them.
+    if temps.iter().any(Option::is_some)
+        && let Err(e) = sync_file_system(root)
+    {
+        for (temp, outcome) in temps.iter_mut().zip(&mut outcomes) {
+            if let Some(temp) = temp.take() {
+                let _ = std::fs::remove_file(&temp);
+                *outcome = Err(copy(&e));
+            }
+        }
+    }
+    // 3. Into place.
+    let mut folders: Vec<PathBuf> = Vec::new();
+    for ((change, temp), outcome) in changes.iter().zip(&temps).zip(&mut outcomes) {
+        if outcome.is_err() {
+            continue;
+        }
+        let placed = match (change, temp) {
+            (Change::Put(path, _), Some(temp)) => std::fs::rename(temp, path).inspect_err(|_| {
+                let _ = std::fs::remove_file(temp);
+            }),
+            (Change::Delete(path), _) => match std::fs::remove_file(path) {
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    Err(e)
+                }
+                _ => Ok(()),
+            },
+            (Change::Put(..), None) => Ok(()),
+        };
+        match placed {
+            Ok(()) => {
+                let folder = change.path().parent().unwrap_or(root).to_owned();
+                if !folders.contains(&folder) {
+                    folders.push(folder);
+                }
+            }
+            Err(e) => *outcome = Err(e),
+        }
+    }
+    // 4. Each folder changed synced once: the renames and removals on disk.
+    for folder in folders {
+        if let Err(e) = sync_dir(&folder) {
+            for (change, outcome) in changes.iter().zip(&mut outcomes) {
+                if outcome.is_ok() && change.path().parent().unwrap_or(root) == folder {
+                    *outcome = Err(copy(&e));
+                }
+            }
+        }
+    }
+    outcomes
+}
+
+/// `bytes` in a new temporary file in `temp_dir` (not synced), with the
+/// folders `path` needs made; a failed write leaves no file.
+fn written(temp_dir: &Path, path: &Path, root: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(temp_dir)?;
+    std::fs::create_dir_all(path.parent().unwrap_or(root))?;
+    let temp = temp_dir.join(unique_name());
+    let written = std::fs::File::create(&temp).and_then(|mut file| file.write_all(bytes));
+    match written {
+        Ok(()) => Ok(temp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// Makes everything written to the file system `root` is on durable, in
+/// one call (`syncfs`).
+fn sync_file_system(root: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let folder = std::fs::File::open(root)?;
+    // SAFETY: the descriptor is open for the length of the call.
+    match unsafe { libc::syncfs(folder.as_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 /// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), in
 /// one step (`renameat2` with `RENAME_NOREPLACE`).
 pub(crate) fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -147,6 +276,33 @@ fn unique_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_commit_places_every_change_and_fails_only_the_one_at_fault() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        std::fs::write(root.join("old"), "x").unwrap();
+        // A file where a folder would have to be: that put cannot be made.
+        std::fs::write(root.join("file"), "x").unwrap();
+        let changes = [
+            Change::Put(root.join("a/1"), b"one".to_vec()),
+            Change::Put(root.join("file/2"), b"two".to_vec()),
+            Change::Delete(root.join("old")),
+            Change::Delete(root.join("never-was")),
+            Change::Put(root.join("a/3"), b"three".to_vec()),
+        ];
+        let outcomes = commit(root, &changes);
+        let failed: Vec<bool> = outcomes.iter().map(Result::is_err).collect();
+        assert_eq!(failed, [false, true, false, false, false]);
+        assert_eq!(std::fs::read(root.join("a/1")).unwrap(), b"one");
+        assert_eq!(std::fs::read(root.join("a/3")).unwrap(), b"three");
+        assert!(!root.join("old").exists());
+        assert_eq!(
+            std::fs::read_dir(root.join(TEMP_DIR)).unwrap().count(),
+            0,
+            "no temporary file is left"
+        );
+    }
 
     #[tokio::test]
     async fn a_failed_write_leaves_no_temporary_file() {

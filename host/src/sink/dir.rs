@@ -1,18 +1,31 @@
 //! A local folder as an object store: the document at key `a/b/c` is the
-//! file `DIR/a/b/c`.
+//! file `DIR/a/b/c`. Writes and removals are committed in groups
+//! ([`crate::folder::commit`], through a [`Batcher`]): a lone change goes
+//! at once; those that come while a commit is under way go together in the
+//! next, made durable by one sync of the file system instead of one each.
 
 use super::{MAX_DOCUMENT_BYTES, Read, Sink, too_large};
+use crate::batch::Batcher;
 use crate::contract::Destination;
 use crate::error::StorageError;
-use crate::folder::{key_path, sweep_stale_temp_files, write_atomically};
+use crate::folder::{Change, commit, key_path, sweep_stale_temp_files};
 use std::io::ErrorKind;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// Changes one commit takes at most.
+const COMMIT_BATCH: usize = 64;
+
+/// The changes waiting to be committed, and their outcomes.
+type Commits = Batcher<Change, Result<(), StorageError>>;
 
 /// Documents in a local folder: widgets (or, for `invoke`, a handler's
 /// store).
 pub(crate) struct DirSink {
     root: PathBuf,
     destination: Destination,
+    /// Started with the first change: opening a folder needs no runtime.
+    commits: OnceLock<Commits>,
 }
 
 impl DirSink {
@@ -25,6 +38,7 @@ impl DirSink {
         Ok(DirSink {
             root,
             destination: Destination::ObjectStore,
+            commits: OnceLock::new(),
         })
     }
 
@@ -34,6 +48,7 @@ impl DirSink {
         DirSink {
             root: root.into(),
             destination: Destination::ObjectStore,
+            commits: OnceLock::new(),
         }
     }
 
@@ -41,6 +56,43 @@ impl DirSink {
     /// table whose items are files named by key), for `invoke`.
     pub(crate) fn presented_as(self, destination: Destination) -> DirSink {
         DirSink { destination, ..self }
+    }
+
+    /// Commits `change` with whatever else comes meanwhile; `action` names
+    /// it in an error.
+    async fn change(&self, change: Change, action: String) -> Result<(), StorageError> {
+        let commits = self.commits.get_or_init(|| {
+            let root = Arc::new(self.root.clone());
+            Batcher::start(
+                COMMIT_BATCH,
+                |change: &Change| change.path().to_string_lossy().into_owned(),
+                move |changes: Vec<Change>| {
+                    let root = root.clone();
+                    async move {
+                        let count = changes.len();
+                        let committed = tokio::task::spawn_blocking(move || {
+                            let outcomes = commit(&root, &changes);
+                            changes
+                                .iter()
+                                .zip(outcomes)
+                                .map(|(change, outcome)| {
+                                    outcome.map_err(|e| {
+                                        StorageError::io(format!("write {}", change.path().display()), e)
+                                    })
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .await;
+                        committed.unwrap_or_else(|e| {
+                            (0..count)
+                                .map(|_| Err(StorageError::fatal("commit to a folder", e.to_string())))
+                                .collect()
+                        })
+                    }
+                },
+            )
+        });
+        commits.call(change, || action).await
     }
 
     fn path(&self, action: &str, key: &str) -> Result<PathBuf, StorageError> {
@@ -61,18 +113,17 @@ impl Sink for DirSink {
 
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         let path = self.path("put", key)?;
-        write_atomically(&self.root, &path, document.as_bytes())
+        let action = format!("write {}", path.display());
+        self.change(Change::Put(path, document.as_bytes().to_vec()), action)
             .await
-            .map_err(|e| StorageError::io(format!("write {}", path.display()), e))
     }
 
+    /// The removal is durable too (its folder synced): a deleted widget
+    /// does not come back after a power loss, once its request is gone.
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path("delete", key)?;
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(()),
-            Err(e) => Err(StorageError::io(format!("remove {}", path.display()), e)),
-        }
+        let action = format!("remove {}", path.display());
+        self.change(Change::Delete(path), action).await
     }
 }
 
