@@ -76,8 +76,12 @@ impl DirSink {
                                 .iter()
                                 .zip(outcomes)
                                 .map(|(change, outcome)| {
+                                    let verb = match change {
+                                        Change::Put(..) => "write",
+                                        Change::Delete(_) => "remove",
+                                    };
                                     outcome.map_err(|e| {
-                                        StorageError::io(format!("write {}", change.path().display()), e)
+                                        StorageError::io(format!("{verb} {}", change.path().display()), e)
                                     })
                                 })
                                 .collect::<Vec<_>>()
