@@ -23,6 +23,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
+/// Computing time after which a call yields its worker at each epoch tick;
+/// before it, ticks let it go on (most calls compute well under this).
+const YIELD_AFTER: Duration = Duration::from_millis(2);
+
 /// How long a call may take beyond its time limit, not counting time spent
 /// in `store.get`. The time limit is checked only while the guest computes;
 /// this bounds a guest blocked in a WASI call (a poll, say).
@@ -137,8 +141,14 @@ pub(super) fn new_store(
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|ctx| {
         let call = &ctx.data().call;
-        if call.computing() > call.time_limit {
+        let computed = call.computing();
+        if computed > call.time_limit {
             Err(wasmtime::Error::new(TimeLimit(call.time_limit)))
+        } else if computed < YIELD_AFTER {
+            // A short call goes on: the tick came from the wall clock, and
+            // a yield would make its time depend on the machine's load (on
+            // the simulation's paused clock, a yield can let time advance).
+            Ok(UpdateDeadline::Continue(1))
         } else {
             // Yield so that a busy guest does not hold a Tokio worker.
             Ok(UpdateDeadline::Yield(1))
