@@ -289,3 +289,40 @@ fn a_fatal_error_under_json_logs_is_one_json_object() {
         "{error}"
     );
 }
+
+#[test]
+fn the_summary_can_be_one_json_object() {
+    let scratch = tempfile::tempdir().unwrap();
+    let requests = scratch.path().join("requests");
+    produce(&mut host(), "--requests-dir", &requests, 7, 12);
+    let output = run_ok(
+        host()
+            .args([
+                "run",
+                "--until-empty",
+                "--summary-format",
+                "json",
+                "--requests-dir",
+            ])
+            .arg(&requests)
+            .arg("--widgets-dir")
+            .arg(scratch.path().join("widgets")),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(summary["processed"], 7, "{summary}");
+    let applied: u64 = summary["applied"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        applied + summary["dead_lettered"].as_u64().unwrap(),
+        7,
+        "{summary}"
+    );
+    assert_eq!(summary["instances"]["handle"], 7, "{summary}");
+    assert!(summary["busy_seconds"].as_f64().unwrap() <= summary["elapsed_seconds"].as_f64().unwrap());
+}

@@ -101,6 +101,11 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) max_concurrency: u16,
 
+    /// How the end-of-run summary is printed on stdout: `text`, or `json`
+    /// (one object, for tools).
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub(crate) summary_format: SummaryFormat,
+
     /// Serve HTTP on this address (`127.0.0.1:9898`, `[::]:9898`,
     /// `localhost:9898`) from the start of the run to its end: Prometheus
     /// metrics on /metrics, liveness on /healthz, readiness on /readyz.
@@ -152,6 +157,16 @@ impl RunArgs {
     }
 }
 
+/// How `run` prints its summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum SummaryFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object.
+    Json,
+}
+
 /// An address to listen on: a host, a colon and a port number.
 fn host_and_port(text: &str) -> Result<String, String> {
     let port = text
@@ -180,7 +195,10 @@ pub(super) async fn execute(args: &RunArgs, controls: Controls, out: &mut dyn Wr
     let config = args.config()?;
     let until_empty = config.options.until_empty;
     let summary = runner::run(config, controls.stop, controls.reload).await?;
-    writeln!(out, "{summary}")?;
+    match args.summary_format {
+        SummaryFormat::Text => writeln!(out, "{summary}")?,
+        SummaryFormat::Json => writeln!(out, "{}", summary.to_json())?,
+    }
     if until_empty && summary.left_in_source > 0 {
         anyhow::bail!(
             "{} requests could not be processed and are still in the source (the log says why)",

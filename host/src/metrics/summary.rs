@@ -57,6 +57,41 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// The same report as one JSON object, for tools (`--summary-format
+    /// json`): the counts under the names the text gives them.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "processed": self.processed(),
+            "elapsed_seconds": self.elapsed.as_secs_f64(),
+            "busy_seconds": self.busy.as_secs_f64(),
+            "requests_per_second": self.requests_per_second(),
+            "applied": self.applied,
+            "store_writes": self.operations,
+            "warnings": self.warnings,
+            "dead_lettered": self.dead_lettered,
+            "dead_letter_place": self.dead_letter_place,
+            "retries": self.retries,
+            "left_in_source": self.left_in_source,
+            "instances": self.instances.map(|(ordering_key, handle)| serde_json::json!({
+                "ordering_key": ordering_key,
+                "handle": handle,
+            })),
+            "aws_calls": self.api_calls,
+            "aws_sdk_retries": self.sdk_retries,
+            "candidate": self.candidate.as_ref().map(|c| serde_json::json!({
+                "agreed": c.agreed,
+                "differed": c.differed,
+                "failed": c.failed,
+                "skipped": c.skipped,
+                "promoted": c.promoted,
+            })),
+            "rolled_back": self.rolled_back,
+            "handler_swaps": self.swaps,
+        })
+    }
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
