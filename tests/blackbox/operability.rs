@@ -2,27 +2,13 @@
 //! logs a shipper can parse, progress on a terminal and off it.
 
 use crate::util::{self, *};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
 /// Writes `count` produced requests (seeded) into `dir`.
 fn produce(dir: &Path, count: u32, seed: u32) {
     util::produce(&mut host(), "--requests-dir", dir, count, seed);
-}
-
-/// GET `path` from `address` over plain HTTP/1.1: the body.
-fn http_get(address: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
 /// The value of the sample `name` (with its labels, exactly as written) in
@@ -47,12 +33,7 @@ fn metrics_count_exactly_what_was_processed() {
             .arg("--widgets-dir")
             .arg(scratch.path().join("widgets")),
     );
-    running.wait_for("Serving metrics and health.", Duration::from_secs(20));
-    let address = running
-        .log()
-        .lines()
-        .find_map(|line| line.split("address=").nth(1).map(str::to_owned))
-        .unwrap();
+    let address = served_at(&running);
     // Everything done: no request file left in the folder.
     let deadline = std::time::Instant::now() + patience(Duration::from_secs(30));
     let waiting = || {
@@ -66,7 +47,8 @@ fn metrics_count_exactly_what_was_processed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let scrape = http_get(&address, "/metrics");
+    let (status, scrape) = http(&address, "GET", "/metrics");
+    assert_eq!(status, 200, "{scrape}");
     running.signal("-TERM");
     let (status, stdout, _) = running.finish();
     assert!(status.success());

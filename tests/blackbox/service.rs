@@ -4,32 +4,7 @@
 
 use crate::queue::{create_queue, fauxqs, sqs};
 use crate::util::*;
-use std::io::{Read, Write};
 use std::time::Duration;
-
-/// `method path` on `address` over HTTP/1.1: the status code and the body.
-fn http(address: &str, method: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    (status, response.split_once("\r\n\r\n").unwrap().1.to_owned())
-}
-
-/// The address the host said it serves on.
-fn served_at(running: &Running) -> String {
-    running.wait_for("Serving metrics and health.", Duration::from_secs(20));
-    running
-        .log()
-        .lines()
-        .find_map(|line| line.split("address=").nth(1).map(str::to_owned))
-        .unwrap()
-}
 
 #[test]
 fn probes_say_alive_and_ready_while_running_and_not_ready_once_stopping() {
