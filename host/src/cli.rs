@@ -58,6 +58,24 @@ pub struct Cli {
     /// set), `always` or `never`.
     #[arg(long, global = true, value_enum, default_value = "auto", value_name = "WHEN")]
     pub color: crate::logging::Color,
+
+    /// Export each request's trace to this OpenTelemetry collector, over
+    /// OTLP/HTTP (protobuf): its base address, `/v1/traces` is added
+    /// (`http://localhost:4318`). Without it, the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+    /// names one; `OTEL_SDK_DISABLED=true` turns traces off.
+    #[arg(long, global = true, value_name = "URL", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// An `http://` or `https://` address, for `--otlp-endpoint`.
+fn otlp_endpoint(text: &str) -> Result<String, String> {
+    match text.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(text.to_owned()),
+        _ => Err(format!(
+            "{text:?} is not an http:// or https:// address: give the collector's OTLP/HTTP address, such as http://localhost:4318"
+        )),
+    }
 }
 
 impl Cli {

@@ -9,7 +9,7 @@ use std::error::Error as StdError;
 /// Flags that contradict each other, name nothing, or ask a place for what
 /// it cannot do: the command line is wrong, not the world (exit code 2).
 /// Found before any I/O.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub(crate) String);
 

@@ -18,7 +18,8 @@
 //! use, so that sinks never depend on the Wasm runtime. Around the parts:
 //! [`cli`] parses the command line, [`commands`] runs each command,
 //! `producer.rs` writes realistic requests, `conformance.rs` is the suite
-//! `check` runs, [`logging`] sets up `tracing`. The library never installs
+//! `check` runs, [`logging`] sets up `tracing`, [`traces`] exports each
+//! request's spans to an OpenTelemetry collector. The library never installs
 //! signal handlers: a command takes its stop and reload signals as
 //! [`commands::Controls`]. The handler's contract is `wit/handler.wit`; the
 //! default handler is `guest/`, built and embedded by `build.rs`.
@@ -45,6 +46,7 @@ mod retry;
 mod runner;
 pub mod sink;
 mod source;
+pub mod traces;
 mod verdicts;
 
 /// The build script's check for the guests' target, compiled here too so

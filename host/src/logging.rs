@@ -17,14 +17,16 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::field::MakeExt as _;
 use tracing_subscriber::filter::filter_fn;
-use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::{Writer, debug_fn};
+use tracing_subscriber::fmt::{FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The target of each request's line (`Request done.`): at debug, so that
 /// stderr at info says what an operator acts on; the log file keeps them.
 pub(crate) const REQUESTS: &str = "widget_host::requests";
+
+use crate::traces::SPANS;
 
 /// The target of the fatal error's log line: it goes to the log file only,
 /// since the binary prints it on stderr itself.
@@ -93,25 +95,64 @@ fn env_filter() -> anyhow::Result<Option<String>> {
 /// One destination of the log, filtered.
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
 
-/// A layer writing `format` to `writer`; colours only where asked.
+/// A layer writing `format` to `writer`; colours only where asked. A line
+/// written while a request is processed with traces on carries its trace
+/// id (see [`WithTraceId`]).
 fn layer<W>(format: LogFormat, ansi: bool, writer: W) -> BoxedLayer
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    use tracing_subscriber::fmt::format::{Format, JsonFields};
     match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .fmt_fields(escaped_fields())
+            .event_format(WithTraceId(Format::default().with_ansi(ansi), format))
             .with_writer(writer)
             .boxed(),
         // JSON escapes control characters itself.
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(WithTraceId(
+                Format::default()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+                format,
+            ))
             .with_writer(writer)
             .boxed(),
+    }
+}
+
+/// A line format, with the trace id of the request being processed added
+/// at the end (`trace_id=...`, or a `trace_id` key), so that a line leads
+/// to its trace.
+struct WithTraceId<F>(F, LogFormat);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let Some(trace) = crate::traces::current_trace_id() else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let line = line.trim_end_matches('\n');
+        match (self.1, line.strip_suffix('}')) {
+            (LogFormat::Json, Some(object)) => writeln!(writer, "{object},\"trace_id\":\"{trace}\"}}"),
+            _ => writeln!(writer, "{line} trace_id={trace}"),
+        }
     }
 }
 
@@ -122,6 +163,7 @@ pub fn init(
     log_file: Option<&Path>,
     format: LogFormat,
     color: Color,
+    spans: Option<crate::traces::SpanLayer>,
 ) -> anyhow::Result<()> {
     let from_env = env_filter()?;
     let filter = |level: &str| EnvFilter::new(from_env.as_deref().unwrap_or(level));
@@ -133,7 +175,7 @@ pub fn init(
     // Through the progress display, which lifts its bar out of the way.
     let stderr = layer(format, ansi, crate::progress::terminal_writer())
         .with_filter(filter(stderr_level))
-        .with_filter(filter_fn(|meta| meta.target() != FATAL))
+        .with_filter(filter_fn(|meta| meta.target() != FATAL && meta.target() != SPANS))
         .boxed();
     let file = match log_file {
         Some(path) => {
@@ -145,13 +187,19 @@ pub fn init(
             Some(
                 layer(format, false, std::sync::Mutex::new(file))
                     .with_filter(filter(&format!("{file_level},{REQUESTS}=debug")))
+                    .with_filter(filter_fn(|meta| meta.target() != SPANS))
                     .boxed(),
             )
         }
         None => None,
     };
     tracing_subscriber::registry()
-        .with(vec![Some(stderr), file].into_iter().flatten().collect::<Vec<_>>())
+        .with(
+            vec![Some(stderr), file, spans]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+        )
         .try_init()?;
     Ok(())
 }

@@ -64,8 +64,20 @@ fn main() -> ExitCode {
         Ok(log) => log,
         Err(e) => return fail(&e),
     };
+    // Traces are set up before the runtime runs the command: the
+    // exporter's client blocks, on a thread of its own.
+    let traces =
+        match widget_host::traces::collector(cli.otlp_endpoint.as_deref(), |name| std::env::var(name).ok()) {
+            Ok(None) => None,
+            Ok(Some(collector)) => match widget_host::traces::Traces::start(&collector) {
+                Ok(started) => Some(started),
+                Err(e) => return fail(&e),
+            },
+            Err(e) => return fail(&e.into()),
+        };
+    let (traces, spans) = traces.unzip();
     let level = widget_host::logging::moved(log.stderr_level, cli.verbose, cli.quiet);
-    if let Err(e) = widget_host::logging::init(level, log.file.as_deref(), format, cli.color) {
+    if let Err(e) = widget_host::logging::init(level, log.file.as_deref(), format, cli.color, spans) {
         return fail(&e);
     }
     let result = runtime.block_on(async {
@@ -79,6 +91,9 @@ fn main() -> ExitCode {
     // runtime would wait for it for ever: the command has returned, so
     // give such threads a moment and leave them behind.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever read our output has gone (`widget-host check | head -1`):

@@ -208,7 +208,13 @@ impl Retry {
             long: false,
         };
         loop {
-            match call().await {
+            let result = call().await;
+            if attempt > 0 {
+                // A call that took more than one attempt says how many in
+                // its trace span, if it has one.
+                tracing::Span::current().record("attempts", i64::from(attempt) + 1);
+            }
+            match result {
                 Ok(value) => {
                     held.succeeded();
                     return Attempt::Done(value);

@@ -22,7 +22,7 @@ fn server(var: &str) -> String {
     })
 }
 
-fn moto() -> String {
+pub(crate) fn moto() -> String {
     server("WIDGET_HOST_TEST_MOTO")
 }
 
@@ -64,7 +64,7 @@ pub(crate) async fn shared_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
-fn s3(endpoint: &str) -> aws_sdk_s3::Client {
+pub(crate) fn s3(endpoint: &str) -> aws_sdk_s3::Client {
     block_on(async {
         let config = aws_sdk_s3::config::Builder::from(&shared_config(endpoint).await)
             .force_path_style(true)
@@ -77,7 +77,7 @@ pub(crate) fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
     block_on(async { aws_sdk_dynamodb::Client::new(&shared_config(endpoint).await) })
 }
 
-fn create_bucket(client: &aws_sdk_s3::Client, prefix: &str) -> String {
+pub(crate) fn create_bucket(client: &aws_sdk_s3::Client, prefix: &str) -> String {
     let bucket = unique(prefix);
     block_on(client.create_bucket().bucket(&bucket).send()).unwrap();
     bucket
@@ -116,7 +116,7 @@ fn create_table_named(client: &aws_sdk_dynamodb::Client, table: &str, key: &str)
 }
 
 /// Writes one request object.
-fn put_request(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: impl AsRef<[u8]>) {
+pub(crate) fn put_request(client: &aws_sdk_s3::Client, bucket: &str, key: &str, body: impl AsRef<[u8]>) {
     block_on(
         client
             .put_object()

@@ -15,4 +15,5 @@ mod service;
 mod setup;
 mod slowdown;
 mod stalls;
+mod traces;
 mod util;

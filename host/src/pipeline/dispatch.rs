@@ -5,6 +5,7 @@
 
 use super::keys::{self, Admission};
 use super::process::refuse;
+use super::spans::{RequestSpan, stage};
 use super::{Job, Shared};
 use crate::error::{Class, StorageError};
 use crate::handler::CallError;
@@ -148,9 +149,14 @@ async fn dispatch_pages(
                     listed,
                     reason,
                     generation,
+                    span,
                 } => {
-                    let fate = refuse(shared, &key, &version, reason, generation).await;
-                    shared.fates.record(&key, None, listed, fate);
+                    span.within(async {
+                        let fate = refuse(shared, &key, &version, reason, generation, &span).await;
+                        span.ended(&fate);
+                        shared.fates.record(&key, None, listed, fate);
+                    })
+                    .await;
                     continue;
                 }
                 Prepared::Unreadable(key, e) if e.class == Class::Request => {
@@ -202,6 +208,7 @@ enum Prepared {
         reason: String,
         /// The handler generation that failed on it, if one did.
         generation: Option<u64>,
+        span: RequestSpan,
     },
     /// It cannot be read; it stays in the source.
     Unreadable(String, StorageError),
@@ -212,14 +219,24 @@ enum Prepared {
 async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
     let limit = shared.options.max_request_bytes;
     let Listed {
-        key, size, version, ..
+        key,
+        size,
+        version,
+        trace,
+        ..
     } = listed;
     let listed = Instant::now();
+    let span = RequestSpan::start(&key, &shared.source.describe(), trace.as_ref());
     let fetched = if size > limit {
         // Known too large from the listing: not even read.
         Attempt::Done(Fetched::TooLarge(size, version))
     } else {
-        shared.retry.run(|| shared.source.read(&key, limit)).await
+        span.in_stage(
+            stage::READ,
+            None,
+            shared.retry.run(|| shared.source.read(&key, limit)),
+        )
+        .await
     };
     let (body, version) = match fetched {
         Attempt::Done(Fetched::Request(body, version)) => (body, version),
@@ -234,13 +251,18 @@ async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
                 listed,
                 reason,
                 generation: None,
+                span,
             };
         }
         Attempt::Failed(e) => return Prepared::Unreadable(key, e),
         Attempt::Stopped => return Prepared::Stopped,
     };
     let (handler, generation) = shared.handlers.current_generation();
-    let widget = match handler.ordering_key(&body).await {
+    span.record("handler.generation", generation as i64);
+    let widget = match span
+        .in_stage(stage::ORDERING_KEY, None, handler.ordering_key(&body))
+        .await
+    {
         Ok(widget) => widget,
         // A handler that traps or runs out of time or memory on this
         // request's key will do so again: the request is its own fault.
@@ -256,13 +278,18 @@ async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
                 listed,
                 reason,
                 generation: Some(generation),
+                span,
             };
         }
         Err(CallError::Store(e)) => {
-            warn!(request_key = %key, error = %e, "Handler gave no ordering key.");
+            span.within(async { warn!(request_key = %key, error = %e, "Handler gave no ordering key.") })
+                .await;
             None
         }
     };
+    if let Some(widget) = &widget {
+        span.record("widget.key", widget.as_str());
+    }
     Prepared::Ready(Job {
         key,
         body,
@@ -270,5 +297,7 @@ async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
         widget,
         seq: 0,
         listed,
+        span,
+        waiting: None,
     })
 }

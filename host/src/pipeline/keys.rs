@@ -24,6 +24,7 @@
 use super::fate::Fate;
 use super::grants::Grant;
 use super::process::{Turn, process};
+use super::spans::stage;
 use super::{Job, Shared};
 use crate::batch;
 use crate::retry::Hold;
@@ -127,6 +128,7 @@ pub(super) async fn admit(shared: &Arc<Shared>, running: &mut JoinSet<()>, mut j
             shared.fates.take_in(&job.key);
             match keys.waiting.get_mut(&widget) {
                 Some(held) => {
+                    job.waiting = Some(job.span.stage(stage::WAIT_FOR_WIDGET, None));
                     held.push_back(job);
                     Next::Queued
                 }
@@ -197,6 +199,9 @@ fn shed(shared: &Arc<Shared>, widget: &str) {
         return;
     }
     debug!(widget = %widget, requests = shed.len(), "Key failing; the requests waiting behind it are let go of until it recovers.");
+    for job in &shed {
+        job.span.let_go();
+    }
     let keys: Vec<&str> = shed.iter().map(|job| job.key.as_str()).collect();
     shared.fates.let_go(&keys);
     if !shared.source.relists() {
@@ -212,6 +217,7 @@ fn shed(shared: &Arc<Shared>, widget: &str) {
 /// Lets go of a request of a busy key: a source that lists again has it
 /// listed on its next pass; a queue's message is handed back.
 async fn let_go_of(shared: &Shared, job: &Job) {
+    job.span.let_go();
     if !shared.source.relists() {
         hand_back(shared, job).await;
     }
@@ -273,10 +279,15 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
     loop {
         // After a stop only what has started is finished; the rest stays in
         // the source for the next run.
+        // Its wait behind its widget's earlier requests is over.
+        job.waiting = None;
         if grant.is_none() {
+            let acquire = shared
+                .grants
+                .acquire(job.seq, widget.as_deref().unwrap_or(&job.key));
             grant = tokio::select! {
                 biased;
-                grant = shared.grants.acquire(job.seq, widget.as_deref().unwrap_or(&job.key)) => Some(grant),
+                grant = job.span.in_stage(stage::WAIT_FOR_GRANT, None, acquire) => Some(grant),
                 _ = shared.stop.cancelled() => None,
             };
         }
@@ -287,10 +298,11 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
                     shared: &shared,
                     widget: widget.as_deref(),
                 };
-                process(&shared, &job, &mut turn).await
+                job.span.within(process(&shared, &job, &mut turn)).await
             }
             _ => Fate::Stopped,
         };
+        job.span.ended(&fate);
         let next = widget.as_ref().and_then(|widget| {
             let mut keys = shared.keys.0.lock().unwrap();
             // Its request is done, one way or another: failing no more.
@@ -306,9 +318,13 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
             }
             next
         });
-        shared
-            .fates
-            .record(&job.key, job.widget.as_deref(), job.listed, fate);
+        job.span
+            .within(async {
+                shared
+                    .fates
+                    .record(&job.key, job.widget.as_deref(), job.listed, fate)
+            })
+            .await;
         match next {
             Some(next) => {
                 if !grant.as_mut().is_some_and(|grant| grant.keep_for(next.seq)) {

@@ -40,6 +40,7 @@ mod rollback;
 mod shadow;
 #[cfg(test)]
 mod sim;
+mod spans;
 #[cfg(test)]
 mod tests;
 
@@ -149,6 +150,10 @@ struct Job {
     seq: u64,
     /// When the listing found it, for the latency metric.
     listed: std::time::Instant,
+    /// Its trace.
+    span: spans::RequestSpan,
+    /// Its wait behind its widget's earlier requests, while it waits.
+    waiting: Option<tracing::Span>,
 }
 
 struct Shared {

@@ -9,6 +9,7 @@
 
 use super::Rollback;
 use super::fate::Fate;
+use super::spans::{RequestSpan, stage};
 use super::{Job, Shared};
 use crate::contract::{Context, Operation, Plan};
 use crate::error::{Class, StorageError};
@@ -115,7 +116,8 @@ pub(super) async fn process(shared: &Shared, job: &Job, turn: &mut impl Turn) ->
             if shared.options.concurrency.ceiling() > 1 {
                 turn.stored();
             }
-            match shared.retry.run(|| shared.source.ack(key, &job.version)).await {
+            let removed = shared.retry.run(|| shared.source.ack(key, &job.version));
+            match job.span.in_stage(stage::REMOVE, None, removed).await {
                 Attempt::Done(()) => Fate::Applied {
                     kind: plan.kind,
                     operations: plan.operations.len(),
@@ -126,10 +128,13 @@ pub(super) async fn process(shared: &Shared, job: &Job, turn: &mut impl Turn) ->
             }
         }
         Decision::Refused(reason) | Decision::DeadLetter(reason) => {
-            let moved = shared
-                .retry
-                .run_holding(turn, || shared.source.dead_letter(key, &job.version, &reason))
-                .await;
+            let traceparent = job.span.traceparent();
+            let moved = shared.retry.run_holding(turn, || {
+                shared
+                    .source
+                    .dead_letter(key, &job.version, &reason, traceparent.as_deref())
+            });
+            let moved = job.span.in_stage(stage::DEAD_LETTER, None, moved).await;
             dead_lettered(moved, reason)
         }
     };
@@ -205,11 +210,15 @@ pub(super) async fn refuse(
     version: &Version,
     reason: String,
     generation: Option<u64>,
+    span: &RequestSpan,
 ) -> Fate {
-    let moved = shared
-        .retry
-        .run(|| shared.source.dead_letter(key, version, &reason))
-        .await;
+    let traceparent = span.traceparent();
+    let moved = shared.retry.run(|| {
+        shared
+            .source
+            .dead_letter(key, version, &reason, traceparent.as_deref())
+    });
+    let moved = span.in_stage(stage::DEAD_LETTER, None, moved).await;
     let fate = dead_lettered(moved, reason);
     if let (Some(rollback), Some(generation), Fate::DeadLettered(_)) =
         (&shared.observers.rollback, generation, &fate)
@@ -235,29 +244,35 @@ async fn decide_and_store(
     // A stop cancels the call: nothing is stored yet, so the request
     // simply stays in the source.
     let shadow = shared.observers.shadow.as_ref();
+    let mut attempts = 0u32;
     let handled = shared
         .retry
-        .run_holding(turn, || async {
-            let (handler, current) = shared.handlers.current_generation();
-            generation.store(current, Ordering::Relaxed);
-            // With a candidate in shadow, what the live handler reads is
-            // kept for it.
-            let recorded = shadow.and_then(|shadow| shadow.recorder(&shared.sink));
-            let store: Arc<dyn Read> = match &recorded {
-                Some(recorded) => recorded.clone(),
-                None => shared.sink.clone(),
-            };
-            let started = std::time::Instant::now();
-            tokio::select! {
-                biased;
-                handled = handler.handle(&job.body, &context, store) => {
-                    shared.metrics.handler_call(started.elapsed());
-                    handled.map(|handled| Some((handled, recorded)))
+        .run_holding(turn, || {
+            attempts += 1;
+            job.span.in_stage(stage::HANDLE, None, async {
+                let (handler, current) = shared.handlers.current_generation();
+                generation.store(current, Ordering::Relaxed);
+                job.span.record("handler.generation", current as i64);
+                // With a candidate in shadow, what the live handler reads is
+                // kept for it.
+                let recorded = shadow.and_then(|shadow| shadow.recorder(&shared.sink));
+                let store: Arc<dyn Read> = match &recorded {
+                    Some(recorded) => recorded.clone(),
+                    None => shared.sink.clone(),
+                };
+                let started = std::time::Instant::now();
+                tokio::select! {
+                    biased;
+                    handled = handler.handle(&job.body, &context, store) => {
+                        shared.metrics.handler_call(started.elapsed());
+                        handled.map(|handled| Some((handled, recorded)))
+                    }
+                    _ = shared.stop.cancelled() => Ok(None),
                 }
-                _ = shared.stop.cancelled() => Ok(None),
-            }
+            })
         })
         .await;
+    job.span.record("attempts", i64::from(attempts));
     let handled = match handled {
         Attempt::Done(Some((handled, recorded))) => {
             if let (Some(shadow), Some(recorded)) = (shadow, recorded) {
@@ -286,15 +301,17 @@ async fn decide_and_store(
         Err(reason) => return Decision::Refused(format!("rejected: {reason}")),
     };
     for operation in &plan.operations {
-        let stored = shared
-            .retry
-            .run_holding(turn, || async {
-                match operation {
-                    Operation::Put { key, document } => shared.sink.put(key, document).await,
-                    Operation::Delete(key) => shared.sink.delete(key).await,
-                }
-            })
-            .await;
+        let (name, key) = match operation {
+            Operation::Put { key, .. } => (stage::PUT, key),
+            Operation::Delete(key) => (stage::DELETE, key),
+        };
+        let stored = shared.retry.run_holding(turn, || async {
+            match operation {
+                Operation::Put { key, document } => shared.sink.put(key, document).await,
+                Operation::Delete(key) => shared.sink.delete(key).await,
+            }
+        });
+        let stored = job.span.in_stage(name, Some(key), stored).await;
         match stored {
             Attempt::Done(()) => {}
             Attempt::Failed(e) if e.class == Class::Request => {

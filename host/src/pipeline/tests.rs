@@ -535,6 +535,7 @@ impl Source for OneShot {
         key: &str,
         _version: &Version,
         reason: &str,
+        _traceparent: Option<&str>,
     ) -> Result<DeadLettering, StorageError> {
         panic!("{key} dead-lettered: {reason}")
     }
@@ -547,6 +548,7 @@ impl Source for OneShot {
             size: 0,
             version: version.clone(),
             modified: None,
+            trace: None,
         });
         waiting.sort_by(|a, b| a.key.cmp(&b.key));
     }
@@ -571,6 +573,7 @@ async fn a_source_that_does_not_list_again_has_a_busy_keys_requests_handed_back_
             size: 0,
             version: Version::default(),
             modified: None,
+            trace: None,
         })
         .collect();
     let source = Arc::new(OneShot {

@@ -55,6 +55,8 @@ pub(crate) struct Listed {
     pub(crate) version: Version,
     /// When it was last written, if the source says.
     pub(crate) modified: Option<std::time::SystemTime>,
+    /// The trace context it came with (an SQS message's), if any.
+    pub(crate) trace: Option<crate::traces::Incoming>,
 }
 
 /// Something the listing met that can never be a request (a symbolic
@@ -143,12 +145,16 @@ pub(crate) trait Source: Send + Sync {
     /// Moves the request read (or listed) as `version` to the dead-letter
     /// place, bytes unchanged, with the reason beside it, never over an
     /// earlier dead letter. A request written under the key meanwhile is
-    /// left in place.
+    /// left in place. `traceparent`, the trace the request was processed
+    /// in, goes with it where its place has room: an S3 object's metadata,
+    /// an SQS message's attributes (a folder's layout, SPEC.md's, has none:
+    /// the log line says the trace id).
     async fn dead_letter(
         &self,
         key: &str,
         version: &Version,
         reason: &str,
+        traceparent: Option<&str>,
     ) -> Result<DeadLettering, StorageError>;
 
     /// Whether a listed request the pipeline does not take now is listed

@@ -81,6 +81,7 @@ impl Source for SimBucket {
                 size: body.len() as u64,
                 version: Version(Some(key.clone())),
                 modified: None,
+                trace: None,
             })
             .collect();
         let reached_end = requests.len() < PAGE;
@@ -122,6 +123,7 @@ impl Source for SimBucket {
         key: &str,
         _version: &Version,
         reason: &str,
+        _traceparent: Option<&str>,
     ) -> Result<DeadLettering, StorageError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         if self.state.lock().unwrap().objects.remove(key).is_some() {

@@ -160,6 +160,7 @@ impl SimQueue {
                     size: m.request.body.len() as u64,
                     version: Version(Some(m.receipt.clone())),
                     modified: None,
+                    trace: None,
                 }
             })
             .collect()
@@ -267,6 +268,7 @@ impl Source for SimQueue {
         key: &str,
         version: &Version,
         reason: &str,
+        _traceparent: Option<&str>,
     ) -> Result<DeadLettering, StorageError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         if self.remove(key, version)? {

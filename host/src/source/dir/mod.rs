@@ -216,6 +216,7 @@ fn look_at(root: &Path, names: Vec<Box<str>>) -> std::io::Result<(Vec<Listed>, V
                 size: meta.len(),
                 version: file_version(&meta),
                 modified: meta.modified().ok(),
+                trace: None,
             }),
         }
     }
@@ -335,6 +336,7 @@ impl Source for DirSource {
         key: &str,
         version: &Version,
         reason: &str,
+        _traceparent: Option<&str>,
     ) -> Result<DeadLettering, StorageError> {
         let path = self.request_path(key)?;
         if self.replaced(&path, version).await? {
@@ -424,7 +426,10 @@ mod tests {
         let Fetched::Request(_, version) = source.read("7", 100).await.unwrap() else {
             panic!()
         };
-        source.dead_letter("7", &version, "bad request").await.unwrap();
+        source
+            .dead_letter("7", &version, "bad request", None)
+            .await
+            .unwrap();
         assert!(!dir.path().join("7").exists());
         assert_eq!(
             std::fs::read(dir.path().join("dead-letter/7")).unwrap(),
@@ -463,7 +468,7 @@ mod tests {
             std::fs::rename(dir.path().join(".new"), dir.path().join(name)).unwrap();
         }
         source.ack("1", &first).await.unwrap();
-        source.dead_letter("2", &second, "bad").await.unwrap();
+        source.dead_letter("2", &second, "bad", None).await.unwrap();
         for name in ["1", "2"] {
             assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"newer");
         }
@@ -544,7 +549,7 @@ mod tests {
         let source = DirSource::open(dir.path()).unwrap();
         for key in ["1", "2"] {
             let version = version(&source, key).await;
-            source.dead_letter(key, &version, "bad").await.unwrap();
+            source.dead_letter(key, &version, "bad", None).await.unwrap();
         }
         assert_eq!(dead_letter_keys(&source).await, ["1", "2"]);
         assert_eq!(
@@ -576,7 +581,7 @@ mod tests {
         for key in names {
             let version = version(&source, key).await;
             source
-                .dead_letter(key, &version, &format!("why {key}"))
+                .dead_letter(key, &version, &format!("why {key}"), None)
                 .await
                 .unwrap();
         }
@@ -617,7 +622,7 @@ mod tests {
         // A stop between a redrive's two steps leaves a dead letter whose
         // reason is already gone: it is listed and moved all the same.
         let version = version(&source, "K").await;
-        source.dead_letter("K", &version, "again").await.unwrap();
+        source.dead_letter("K", &version, "again", None).await.unwrap();
         std::fs::remove_file(dir.path().join("dead-letter/K.reason")).unwrap();
         assert_eq!(dead_letter_keys(&source).await, ["K"]);
         assert_eq!(
@@ -640,7 +645,7 @@ mod tests {
             std::fs::write(dir.path().join("order.json"), format!("request {round}")).unwrap();
             let version = version(&source, "order.json").await;
             let kept = source
-                .dead_letter("order.json", &version, &format!("why {round}"))
+                .dead_letter("order.json", &version, &format!("why {round}"), None)
                 .await;
             assert_eq!(kept.unwrap(), DeadLettering::Kept);
         }
@@ -681,7 +686,7 @@ mod tests {
         let page = source.list().await.unwrap();
         assert_eq!(page.set_aside.len(), 1);
         let version = version(&source, "3\\xff").await;
-        source.dead_letter("3\\xff", &version, "bad").await.unwrap();
+        source.dead_letter("3\\xff", &version, "bad", None).await.unwrap();
         let letters = source.dead_letters().await.unwrap();
         assert_eq!(letters.len(), 2, "{letters:?}");
         let mut bodies = Vec::new();
@@ -704,7 +709,7 @@ mod tests {
         let source = DirSource::open(dir.path()).unwrap();
         for key in [&long, &percent] {
             let version = version(&source, key).await;
-            let kept = source.dead_letter(key, &version, "bad").await.unwrap();
+            let kept = source.dead_letter(key, &version, "bad", None).await.unwrap();
             assert_eq!(kept, DeadLettering::Kept, "{key}");
             assert!(!dir.path().join(key).exists());
         }
@@ -738,7 +743,7 @@ mod tests {
         // Other dead letters go beside it.
         let version = version(&source, "1").await;
         assert_eq!(
-            source.dead_letter("1", &version, "bad").await.unwrap(),
+            source.dead_letter("1", &version, "bad", None).await.unwrap(),
             DeadLettering::Kept
         );
         // A run that stopped after moving it aside finishes the move.
@@ -759,7 +764,7 @@ mod tests {
         let version = version(&source, "1").await;
         std::fs::remove_file(dir.path().join("1")).unwrap();
         assert_eq!(
-            source.dead_letter("1", &version, "bad").await.unwrap(),
+            source.dead_letter("1", &version, "bad", None).await.unwrap(),
             DeadLettering::Missed
         );
         let left: Vec<_> = std::fs::read_dir(dir.path().join("dead-letter"))

@@ -144,6 +144,7 @@ impl Source for S3Source {
                     modified: object
                         .last_modified
                         .and_then(|t| std::time::SystemTime::try_from(t).ok()),
+                    trace: None,
                 })
             })
             .collect();
@@ -193,6 +194,7 @@ impl Source for S3Source {
         key: &str,
         version: &Version,
         reason: &str,
+        traceparent: Option<&str>,
     ) -> Result<DeadLettering, StorageError> {
         let encoded =
             percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).to_string();
@@ -206,6 +208,9 @@ impl Source for S3Source {
             let mut metadata = vec![(REASON_METADATA, reason.as_str())];
             if keep_key && target[DEAD_LETTER_PREFIX.len()..] != *key {
                 metadata.push((KEY_METADATA, encoded.as_str()));
+            }
+            if let Some(traceparent) = traceparent {
+                metadata.push((crate::traces::TRACEPARENT, traceparent));
             }
             let meta = ObjectMeta {
                 content_type: None,

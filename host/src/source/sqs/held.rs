@@ -6,6 +6,7 @@
 
 use super::REASON_ATTRIBUTE;
 use crate::source::{Fetched, Version};
+use crate::traces::{Incoming, TRACEPARENT};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,6 +23,9 @@ pub(super) struct Held {
     pub(super) reason: Option<String>,
     /// When its visibility timeout runs out, as last set.
     pub(super) visible_at: Instant,
+    /// The trace context it was sent with: a `traceparent` attribute, or
+    /// X-Ray's `AWSTraceHeader` (SQS sets it where X-Ray traces the sender).
+    pub(super) trace: Option<Incoming>,
 }
 
 impl Held {
@@ -42,6 +46,7 @@ impl Held {
                 .and_then(|value| value.string_value())
                 .map(str::to_owned),
             visible_at: Instant::now() + visibility,
+            trace: trace_context(message),
         };
         Some((id.to_owned(), held))
     }
@@ -51,6 +56,31 @@ impl Held {
         Version(Some(self.receipt.clone()))
     }
 }
+
+/// The trace context `message` carries: W3C's attributes first (what an
+/// OpenTelemetry producer sets), else X-Ray's system attribute.
+fn trace_context(message: &Message) -> Option<Incoming> {
+    let attribute = |name: &str| {
+        message
+            .message_attributes()
+            .and_then(|all| all.get(name))
+            .and_then(|value| value.string_value())
+            .map(str::to_owned)
+    };
+    if let Some(traceparent) = attribute(TRACEPARENT) {
+        return Some(Incoming::W3c {
+            traceparent,
+            tracestate: attribute(TRACESTATE),
+        });
+    }
+    message
+        .attributes()
+        .and_then(|all| all.get(&MessageSystemAttributeName::AwsTraceHeader))
+        .map(|header| Incoming::XRay(header.clone()))
+}
+
+/// The W3C attribute beside `traceparent`: vendors' own trace state.
+pub(super) const TRACESTATE: &str = "tracestate";
 
 /// The messages held, by id.
 #[derive(Default)]

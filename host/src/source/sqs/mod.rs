@@ -36,6 +36,7 @@ use crate::aws::sqs::{
 };
 use crate::batch::{Batcher, per_item_outcomes};
 use crate::error::{Class, StorageError};
+use crate::traces::TRACEPARENT;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use held::{Held, Ledger};
@@ -314,6 +315,9 @@ impl SqsSource {
             .visibility_timeout(self.visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
+            .message_attribute_names(TRACEPARENT)
+            .message_attribute_names(held::TRACESTATE)
             .send();
         let mut receive = std::pin::pin!(receive);
         let received = tokio::select! {
@@ -346,6 +350,7 @@ impl SqsSource {
                     .and_then(|all| all.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|ms| ms.parse().ok())
                     .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+                trace: message_held.trace.clone(),
             });
             // A message received again (its visibility ran out) keeps its
             // place; only the latest receipt handle can delete it.
@@ -363,6 +368,7 @@ impl SqsSource {
         queue: &Queue,
         key: &str,
         reason: &str,
+        traceparent: Option<&str>,
     ) -> Result<bool, StorageError> {
         let (body, group) = {
             let held = self.held.lock();
@@ -374,7 +380,14 @@ impl SqsSource {
             })?;
             (held.body.clone(), held.group.clone())
         };
-        let Some(reason) = fit_reason(reason, body.len(), &self.queue.name, queue.max_message_bytes) else {
+        // The trace's attribute counts as the body does: it is kept whole.
+        let trace_bytes = traceparent.map_or(0, |value| TRACEPARENT.len() + "String".len() + value.len());
+        let Some(reason) = fit_reason(
+            reason,
+            body.len() + trace_bytes,
+            &self.queue.name,
+            queue.max_message_bytes,
+        ) else {
             return Ok(false);
         };
         let attribute = |value: &str| {
@@ -384,12 +397,17 @@ impl SqsSource {
                 .build()
                 .expect("data type is set")
         };
-        self.client
+        let mut send = self
+            .client
             .send_message()
             .queue_url(&queue.url)
             .message_body(body)
             .message_attributes(REASON_ATTRIBUTE, attribute(&reason))
-            .message_attributes(SOURCE_ATTRIBUTE, attribute(&self.queue.name))
+            .message_attributes(SOURCE_ATTRIBUTE, attribute(&self.queue.name));
+        if let Some(traceparent) = traceparent {
+            send = send.message_attributes(TRACEPARENT, attribute(traceparent));
+        }
+        send
             // A FIFO dead-letter queue keeps the group, and the message id
             // makes a retried send a duplicate SQS drops.
             .set_message_group_id(queue.fifo.then(|| group.unwrap_or_else(|| "dead-letters".into())))
@@ -492,10 +510,11 @@ impl Source for SqsSource {
         key: &str,
         version: &Version,
         reason: &str,
+        traceparent: Option<&str>,
     ) -> Result<DeadLettering, StorageError> {
         match &self.dead_letters {
             Some(queue) => {
-                if self.send_to_dead_letters(queue, key, reason).await? {
+                if self.send_to_dead_letters(queue, key, reason, traceparent).await? {
                     // Each a message of its own: SQS never replaces one. The
                     // deduplication id (a FIFO queue's) is the source
                     // message's id, so only a retried send of the same
