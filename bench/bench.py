@@ -35,8 +35,11 @@ the best fixed one. Every row records the CPU time per request, and
 widget-host's rows the handler instances per request (from its summary).
 Results go to target/bench/results.jsonl; bench/report.py turns them into
 the table and the chart. BENCH_ONLY=a,b runs only those parts (folder, s3,
-sqs, sweep, delay, queue-delay); Garage is started only for a part that
-needs S3.
+sqs, sweep, delay, queue-delay, traces); Garage is started only for a part
+that needs S3. The traces part (not in the default set) runs folder ->
+folder with traces off, on (to the OTLP receiver tests/servers.sh starts)
+and, with BENCH_BEFORE_HOST=BINARY, a build from before traces, in
+TRACES_ROUNDS (3) alternating rounds.
 """
 import json
 import os
@@ -198,9 +201,9 @@ def main():
         """The flag for a fixed number of requests at once; none measures it."""
         return [] if concurrency is None else ["--concurrency", str(concurrency)]
 
-    def run_host(backend, source, sink, count, concurrency=None, env=env, contender="widget-host"):
+    def run_host(backend, source, sink, count, concurrency=None, env=env, contender="widget-host", host=HOST, extra=()):
         logfile = tempfile.mktemp(suffix=".log")
-        out, seconds, rss = measured([HOST, "run", "--until-empty", *fixed(concurrency),
+        out, seconds, rss = measured([host, "run", "--until-empty", *fixed(concurrency), *extra,
                                       "--log-format", "json", "--log-file", logfile, *source, *sink], env)
         latencies = sorted(json.loads(l).get("latency_ms", 0) for l in open(logfile)
                            if '"Request done."' in l or '"Request dead-lettered."' in l)
@@ -273,6 +276,22 @@ def main():
                 run_host("folder", ["--requests-dir", src], ["--widgets-dir", dst], n)
             else:
                 run_floor("folder", ["--requests-dir", src, "--widgets-dir", dst], n)
+        # The cost of traces: folder -> folder (where the host's own CPU is
+        # most of a request's) with traces off, with traces exported to the
+        # OTLP receiver tests/servers.sh starts, and, given BENCH_BEFORE_HOST,
+        # a build from before traces existed; rounds alternate.
+        before = os.environ.get("BENCH_BEFORE_HOST")
+        traced = ["--otlp-endpoint", os.environ["WIDGET_HOST_TEST_OTLP"]]
+        contenders = [("widget-host, traces off", HOST, []), ("widget-host, traces on", HOST, traced)]
+        if before:
+            contenders.append(("before traces", before, []))
+        for round_ in range(int(os.environ.get("TRACES_ROUNDS", "3"))) if "traces" in only else []:
+            for contender, binary, extra in contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]:
+                src, dst = (os.path.join(scratch, f"traces-{round_}-{binary == HOST}-{bool(extra)}-{side}")
+                            for side in "rw")
+                produce(["--requests-dir", src], n)
+                run_host("folder (traces)", ["--requests-dir", src], ["--widgets-dir", dst], n,
+                         env=dict(env, OTEL_SERVICE_NAME="bench"), contender=contender, host=binary, extra=extra)
         # S3 -> S3 and S3 -> DynamoDB
         for backend in ["s3-s3", "s3-dynamodb"] if "s3" in only else []:
             dest = (lambda: ["--widget-bucket", bucket()]) if backend == "s3-s3" else (lambda: ["--dynamodb-widget-table", table()])

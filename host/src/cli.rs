@@ -87,8 +87,15 @@ impl Cli {
         T: Into<OsString>,
     {
         let mut definition = Cli::definition();
-        let matches =
-            definition.try_get_matches_from_mut(rewrite_legacy_flags(args.into_iter().map(Into::into)))?;
+        let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        // `help --help` asks for help on help: the help it asks for.
+        if args.len() == 3 && args[1] == "help" && matches!(args[2].to_str(), Some("--help" | "-h")) {
+            args.truncate(2);
+        }
+        if let Some(error) = misspelled_legacy_flag(&args) {
+            return Err(definition.error(clap::error::ErrorKind::UnknownArgument, error));
+        }
+        let matches = definition.try_get_matches_from_mut(rewrite_legacy_flags(args))?;
         // `run`'s flags given without a subcommand are `run`'s; given before
         // another command they would be silently dropped. (Global flags,
         // -v or --log-format, go anywhere: clap's own rule for this,
@@ -181,6 +188,32 @@ const LEGACY_FLAGS: [(&str, &str); 7] = [
     ("-dwt", "--dynamodb-widget-table"),
 ];
 
+/// The first argument that looks like one of the original tools' short
+/// flags with its letters mixed up (`-mrw`), and what to say of it: clap
+/// would take it for `-m -r -w` and name only `-m`.
+fn misspelled_legacy_flag(args: &[OsString]) -> Option<String> {
+    let sorted = |text: &str| {
+        let mut letters: Vec<char> = text.chars().collect();
+        letters.sort_unstable();
+        letters
+    };
+    args.iter()
+        .skip(1)
+        .take_while(|arg| *arg != "--")
+        .filter_map(|arg| arg.to_str())
+        .find_map(|arg| {
+            let (flag, _) = arg.split_once('=').unwrap_or((arg, ""));
+            let letters = flag
+                .strip_prefix('-')
+                .filter(|l| l.len() >= 2 && !l.starts_with('-'))?;
+            LEGACY_FLAGS.iter().find_map(|(short, long)| {
+                (*short != flag && sorted(&short[1..]) == sorted(letters)).then(|| {
+                    format!("unexpected argument '{flag}' found\n\n  tip: did you mean '{short}' ({long})?")
+                })
+            })
+        })
+}
+
 fn rewrite_legacy_flags(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     args.into_iter()
         .map(|arg| {
@@ -204,6 +237,30 @@ mod tests {
 
     fn parse(args: &[&str]) -> Cli {
         Cli::parse_args(args).unwrap()
+    }
+
+    #[test]
+    fn a_legacy_flag_with_its_letters_mixed_up_is_named_with_the_one_meant() {
+        let error =
+            Cli::parse_args(["widget-host", "produce", "-mrw", "5", "--requests-dir", "r"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let text = error.to_string();
+        assert!(
+            text.contains("did you mean '-mwr' (--max-widget-requests)?"),
+            "{text}"
+        );
+        let error = Cli::parse_args(["widget-host", "-br", "b", "--widgets-dir", "w"]).unwrap_err();
+        assert!(error.to_string().contains("'-rb' (--request-bucket)"), "{error}");
+        // After `--`, and the flags themselves, are left alone.
+        assert!(misspelled_legacy_flag(&["widget-host".into(), "--".into(), "-mrw".into()]).is_none());
+        assert!(misspelled_legacy_flag(&["widget-host".into(), "-mwr".into(), "5".into()]).is_none());
+    }
+
+    #[test]
+    fn help_on_help_is_the_help() {
+        let error = Cli::parse_args(["widget-host", "help", "--help"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert_eq!(error.exit_code(), 0);
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub(crate) const REQUESTS: &str = "widget_host::requests";
 
 use crate::traces::SPANS;
 
+/// The target of the line saying a slow compile is under way: shown on
+/// stderr at info whatever the command's level (`check` shows only
+/// errors), unless `RUST_LOG` says otherwise.
+pub(crate) const COMPILING: &str = "widget_host::compiling";
+
 /// The target of the fatal error's log line: it goes to the log file only,
 /// since the binary prints it on stderr itself.
 const FATAL: &str = "widget_host::fatal";
@@ -75,6 +80,16 @@ pub fn moved(level: &str, verbose: u8, quiet: u8) -> &'static str {
     let at = LEVELS.iter().position(|l| *l == level).unwrap_or(2) as i32;
     let moved = (at + i32::from(verbose) - i32::from(quiet)).clamp(0, LEVELS.len() as i32 - 1);
     LEVELS[moved as usize]
+}
+
+/// The filter for `level`: more than info (-v, -vv) is the host's own
+/// lines; its libraries' (wasmtime's, the AWS SDK's) stay at info, or
+/// `-v` would bury each request's line under theirs. `RUST_LOG` reaches them.
+fn own_lines(level: &str) -> String {
+    match level {
+        "debug" | "trace" => format!("info,widget_host={level}"),
+        _ => level.to_owned(),
+    }
 }
 
 /// The filter `RUST_LOG` sets, if it is set to something; an error if it
@@ -166,7 +181,7 @@ pub fn init(
     spans: Option<crate::traces::SpanLayer>,
 ) -> anyhow::Result<()> {
     let from_env = env_filter()?;
-    let filter = |level: &str| EnvFilter::new(from_env.as_deref().unwrap_or(level));
+    let filter = |level: &str| EnvFilter::new(from_env.as_deref().unwrap_or(&own_lines(level)));
     let file_level = match LEVELS.iter().position(|l| *l == stderr_level) {
         Some(at) if at > 2 => stderr_level,
         _ => "info",
@@ -174,7 +189,7 @@ pub fn init(
     let ansi = color.wanted(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"));
     // Through the progress display, which lifts its bar out of the way.
     let stderr = layer(format, ansi, crate::progress::terminal_writer())
-        .with_filter(filter(stderr_level))
+        .with_filter(filter(&format!("{},{COMPILING}=info", own_lines(stderr_level))))
         .with_filter(filter_fn(|meta| meta.target() != FATAL && meta.target() != SPANS))
         .boxed();
     let file = match log_file {
@@ -186,7 +201,7 @@ pub fn init(
                 .map_err(|e| anyhow::anyhow!("cannot open log file {}: {e}", path.display()))?;
             Some(
                 layer(format, false, std::sync::Mutex::new(file))
-                    .with_filter(filter(&format!("{file_level},{REQUESTS}=debug")))
+                    .with_filter(filter(&format!("{},{REQUESTS}=debug", own_lines(file_level))))
                     .with_filter(filter_fn(|meta| meta.target() != SPANS))
                     .boxed(),
             )
@@ -292,6 +307,13 @@ mod tests {
         assert_eq!(moved("info", 1, 0), "debug");
         assert_eq!(moved("error", 2, 0), "info");
         assert_eq!(moved("info", 9, 0), "trace");
+    }
+
+    #[test]
+    fn verbose_shows_the_hosts_own_lines_and_not_its_libraries() {
+        assert_eq!(own_lines("debug"), "info,widget_host=debug");
+        assert_eq!(own_lines("trace"), "info,widget_host=trace");
+        assert_eq!(own_lines("warn"), "warn");
     }
 
     #[test]

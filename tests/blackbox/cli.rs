@@ -213,3 +213,90 @@ fn commands_check_every_flag_before_they_open_anything() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn each_mistake_is_one_line_naming_its_cause_and_the_fix() {
+    let scratch = tempfile::tempdir().unwrap();
+    let text = scratch.path().join("handler.wasm");
+    std::fs::write(&text, "hello\n").unwrap();
+    let not_wasm = host().arg("check").arg(&text).output().unwrap();
+    assert_eq!(not_wasm.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&not_wasm.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("is not a Wasm component: a component starts with the bytes \\0asm, and this starts with \"hello\\n\"; build one"), "{stderr}");
+
+    let missing = scratch.path().join("no-such-folder");
+    let output = host()
+        .arg("--requests-dir")
+        .arg(&missing)
+        .arg("--widgets-dir")
+        .arg(scratch.path().join("w"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("create it (mkdir -p {})", missing.display())),
+        "{stderr}"
+    );
+
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--requests-dir",
+                "r",
+                "--widgets-dir",
+                "w",
+                "--candidate",
+                "builtin",
+                "--promote-after",
+                "0",
+            ],
+            "a candidate is promoted after at least 1 request it agrees on",
+        ),
+        (
+            &["produce", "-mrw", "5", "--requests-dir", "r"],
+            "tip: did you mean '-mwr' (--max-widget-requests)?",
+        ),
+        (
+            &["-br", "b", "-wb", "w"],
+            "tip: did you mean '-rb' (--request-bucket)?",
+        ),
+    ];
+    for (args, says) in cases {
+        let output = host().current_dir(scratch.path()).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let help = host().args(["help", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: widget-host"));
+}
+
+#[test]
+fn a_slow_first_compile_says_it_is_under_way_even_where_only_errors_are_shown() {
+    let python = crate::handlers::other_language_handler("widget_handler_py.wasm");
+    let request = tests_dir().join("fixtures/instructor-2022/1612306368338");
+    let output = host()
+        .env_remove("RUST_LOG")
+        .args(["invoke", "--no-compile-cache"])
+        .arg(&python)
+        .arg(&request)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("to machine code: a first compile takes up to a minute"),
+        "{stderr}"
+    );
+    // The built-in handler compiles in milliseconds: nothing to say.
+    let output = host()
+        .env_remove("RUST_LOG")
+        .args(["invoke", "builtin"])
+        .arg(&request)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}

@@ -555,7 +555,7 @@ fn dead_letters_become_one_case_per_distinct_reason_that_check_runs() {
 }
 
 /// A handler built by guest/build-handlers.sh (tests/run.sh runs it).
-fn other_language_handler(name: &str) -> std::path::PathBuf {
+pub(crate) fn other_language_handler(name: &str) -> std::path::PathBuf {
     let dir = std::env::var("WIDGET_HOST_TEST_HANDLERS").expect(
         "WIDGET_HOST_TEST_HANDLERS is not set: run the tests with tests/run.sh, which builds the handlers",
     );

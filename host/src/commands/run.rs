@@ -52,7 +52,7 @@ pub struct RunArgs {
     /// Make the candidate the live handler, as a reload does, after N
     /// requests on which it agrees with the live one and none on which it
     /// differs or fails.
-    #[arg(long, value_name = "N", requires = "candidate", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", requires = "candidate", value_parser = promote_after)]
     pub(crate) promote_after: Option<u64>,
 
     /// After a swap (SIGHUP, --watch, a promotion), put the previous
@@ -329,5 +329,14 @@ mod tests {
         let c = config(&["--requests-dir", "r", "--widgets-dir", "w", "--handler", "h.wasm"]).unwrap();
         assert_eq!(c.handler.choice, handler::Choice::File("h.wasm".into()));
         assert!(config(&["--requests-dir", "r", "--widgets-dir", "w", "--watch"]).is_err());
+    }
+}
+
+/// `--promote-after N`: at least one agreement, or nothing was compared.
+fn promote_after(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("a candidate is promoted after at least 1 request it agrees on; to keep it in shadow for good, leave out --promote-after".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a number of requests")),
     }
 }

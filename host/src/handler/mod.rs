@@ -167,6 +167,68 @@ impl Shelf {
     }
 }
 
+/// How long a compile goes on before it is said to be under way: a
+/// Python or JavaScript handler carries its interpreter, and its first
+/// compile takes half a minute or more.
+const SLOW_COMPILE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Says, once a compile has taken [`SLOW_COMPILE`], that it is under way
+/// (on stderr whatever the command's level: see `logging::COMPILING`);
+/// dropped when the compile ends.
+struct SlowCompile {
+    /// Dropped, it tells the watcher the compile ended.
+    _ended: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl SlowCompile {
+    fn watch(name: &str, bytes: usize) -> SlowCompile {
+        let (done, ended) = std::sync::mpsc::channel::<()>();
+        let name = name.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("slow-compile".into())
+            .spawn(move || {
+                if ended.recv_timeout(SLOW_COMPILE) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                    tracing::info!(
+                        target: crate::logging::COMPILING,
+                        "Compiling {name} ({:.1} MB) to machine code: a first compile takes up to a minute; later ones come from the compile cache.",
+                        bytes as f64 / 1e6
+                    );
+                }
+            });
+        SlowCompile {
+            _ended: spawned.ok().map(|_| done),
+        }
+    }
+}
+
+/// Why `bytes` cannot be a component, before the compiler says it less
+/// plainly (a text file read as the text format fails on its first
+/// character): `None` for a component's header, or text that may be one in
+/// the text format (WAT).
+fn not_a_component(bytes: &[u8]) -> Option<String> {
+    const MAGIC: &[u8] = b"\0asm";
+    const BUILD: &str =
+        "build one with your project's build script (widget-host new-handler writes one), or give `builtin`";
+    match bytes.strip_prefix(MAGIC) {
+        // A component's layer is 1 (bytes 6 and 7); a core module's is 0.
+        Some(rest) if rest.len() >= 4 && rest[2..4] == [0, 0] => Some(format!(
+            "it is a core Wasm module; a handler is a component (wasm32-wasip2, or `wasm-tools component new`): {BUILD}"
+        )),
+        Some(_) => None,
+        None => {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+            let start = text.trim_start();
+            if start.starts_with('(') || start.starts_with(";;") {
+                return None;
+            }
+            let shown: String = start.chars().take(16).flat_map(char::escape_default).collect();
+            Some(format!(
+                "a component starts with the bytes \\0asm, and this starts with \"{shown}\"; {BUILD}"
+            ))
+        }
+    }
+}
+
 /// A digest of a component's bytes.
 pub(crate) fn digest(bytes: &[u8]) -> u64 {
     use std::hash::{DefaultHasher, Hasher};
@@ -217,8 +279,13 @@ impl Handler {
         limits: Limits,
     ) -> anyhow::Result<Handler> {
         let started = std::time::Instant::now();
+        if let Some(why) = not_a_component(wasm) {
+            anyhow::bail!("{name} is not a Wasm component: {why}");
+        }
+        let compiling = SlowCompile::watch(name, wasm.len());
         let handler = Handler::compile(engines, wasm, limits)
             .with_context(|| format!("{name} is not a usable widget-handler component"))?;
+        drop(compiling);
         tracing::info!(handler = %name, bytes = wasm.len(), compile_ms = started.elapsed().as_millis() as u64, "Handler loaded.");
         Ok(handler)
     }
@@ -245,6 +312,9 @@ impl Handler {
     }
 
     fn compile(engines: &Arc<Engines>, wasm: &[u8], limits: Limits) -> anyhow::Result<Handler> {
+        if let Some(why) = not_a_component(wasm) {
+            anyhow::bail!("not a Wasm component: {why}");
+        }
         let (pre, engine, slots) = engines.compile(|engine| {
             let component = Component::new(engine, wasm)?;
             let mut linker = Linker::<GuestState>::new(engine);
@@ -488,6 +558,21 @@ impl Export<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_file_that_is_no_component_is_named_as_such_with_what_to_do() {
+        let text = not_a_component(b"hello\n").unwrap();
+        assert!(text.contains(r#"starts with "hello\n""#), "{text}");
+        assert!(
+            not_a_component(b"\0asm\x01\0\0\0")
+                .unwrap()
+                .contains("core Wasm module")
+        );
+        assert_eq!(not_a_component(b"\0asm\x0d\0\x01\0"), None);
+        assert_eq!(not_a_component(b"  (component)"), None);
+        let error = Handler::from_bytes(b"hello", Limits::default()).err().unwrap();
+        assert!(format!("{error:#}").contains("not a Wasm component"), "{error:#}");
+    }
+
     use super::*;
     use crate::contract::Destination;
     use crate::error::Class;

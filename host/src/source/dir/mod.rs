@@ -74,9 +74,12 @@ impl DirSource {
 
     fn opened(root: PathBuf, read_only: bool) -> Result<DirSource, StorageError> {
         if !root.is_dir() {
+            let shown = root.display();
             return Err(StorageError::fatal(
-                format!("open request folder {}", root.display()),
-                "no such folder",
+                format!("open request folder {shown}"),
+                format!(
+                    "no such folder: create it (mkdir -p {shown}), or write requests into it (widget-host produce --requests-dir {shown})"
+                ),
             ));
         }
         if !read_only {
