@@ -15,5 +15,6 @@ mod service;
 mod setup;
 mod slowdown;
 mod stalls;
+mod tour;
 mod traces;
 mod util;

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Builds the handler into handler.wasm with componentize-py (installed from
-# PyPI if missing), with no WASI imports (--stub-wasi).
+# Builds the handler into handler.wasm with componentize-py, with no WASI
+# imports (--stub-wasi). componentize-py comes from PyPI into a virtual
+# environment of its own, made once and shared by every handler project
+# (COMPONENTIZE_PY_VENV names another): your own Python is left as it is.
 #   ./build.sh [OUT.wasm]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$here/handler.wasm}"
 COMPONENTIZE_PY_VERSION=0.25.1
-if ! command -v componentize-py >/dev/null 2>&1 || [ "$(componentize-py --version | cut -d' ' -f2)" != "$COMPONENTIZE_PY_VERSION" ]; then
-  python3 -m pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
+venv="${COMPONENTIZE_PY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/widget-host/componentize-py-$COMPONENTIZE_PY_VERSION}"
+if [ ! -x "$venv/bin/componentize-py" ]; then
+  echo "installing componentize-py $COMPONENTIZE_PY_VERSION into $venv (once)" >&2
+  python3 -m venv "$venv" || { echo "python3 -m venv failed: install your Python's venv module (Debian: apt install python3-venv)" >&2; exit 1; }
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi
 cd "$here"
-componentize-py -d "$here/wit" -w widget-handler componentize handler --stub-wasi -o "$out"
+"$venv/bin/componentize-py" -d "$here/wit" -w widget-handler componentize handler --stub-wasi -o "$out"
 echo "wrote $out"

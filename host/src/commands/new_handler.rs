@@ -2,7 +2,8 @@
 //! JavaScript: the WIT, a complete handler of the widget contract that
 //! passes `check` (the built-in one's source for Rust, the example handlers
 //! for Python and JavaScript), its build script, a `cases/` folder with an
-//! example case, and a README. The files are built into the binary.
+//! example case, a sample `request.json`, and a README. The files are built
+//! into the binary.
 
 use super::UsageError;
 use anyhow::Context as _;
@@ -42,6 +43,8 @@ type File = (&'static str, &'static str, bool);
 
 const WIT: &str = include_str!("../../../wit/handler.wit");
 const README: &str = include_str!("../../../guest/templates/README.md");
+/// A request to try a handler on: `widget-host invoke handler.wasm request.json`.
+const REQUEST: &str = include_str!("../../../guest/templates/request.json");
 
 const RUST: [File; 8] = [
     (
@@ -176,8 +179,12 @@ pub(super) fn execute(args: &NewHandlerArgs, out: &mut dyn Write) -> anyhow::Res
     write(dir, "wit/handler.wit", WIT, false)?;
     write(dir, "README.md", &fill(README), false)?;
     for (path, text, script) in args.lang.files() {
-        write(dir, path, &fill(text), *script)?;
+        // The JavaScript package is named for the project, not for the
+        // example it was made from.
+        let text = fill(text).replace(r#""name": "widget-handler-js""#, &format!(r#""name": "{name}""#));
+        write(dir, path, &text, *script)?;
     }
+    write(dir, "request.json", REQUEST, false)?;
     writeln!(
         out,
         "Wrote a {language} handler to {}. Next:\n  cd {} && {build} && widget-host check handler.wasm --cases cases",
@@ -229,6 +236,22 @@ mod tests {
     }
 
     #[test]
+    fn a_javascript_project_is_named_for_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("label-rules");
+        let args = NewHandlerArgs {
+            lang: Language::Javascript,
+            dir: project.clone(),
+        };
+        execute(&args, &mut Vec::new()).unwrap();
+        for file in ["package.json", "package-lock.json"] {
+            let text = std::fs::read_to_string(project.join(file)).unwrap();
+            assert!(text.contains(r#""name": "label-rules""#), "{file}");
+            assert!(!text.contains("widget-handler-js"), "{file}");
+        }
+    }
+
+    #[test]
     fn the_rust_template_finds_its_wit_beside_it() {
         let dir = tempfile::tempdir().unwrap();
         let project = dir.path().join("mine");
@@ -242,6 +265,9 @@ mod tests {
         let manifest = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
         assert!(manifest.contains(r#"name = "mine""#));
         assert!(project.join("wit/handler.wit").is_file());
+        let request: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(project.join("request.json")).unwrap()).unwrap();
+        assert_eq!(request["type"], "create");
         // A second time into the same folder is refused.
         assert!(execute(&args, &mut Vec::new()).is_err());
     }
