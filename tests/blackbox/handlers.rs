@@ -922,6 +922,78 @@ fn redrive_after_a_fix_reaches_the_end_state_of_the_fixed_run() {
 }
 
 #[test]
+fn every_minimal_template_builds_handles_its_sample_request_and_passes_its_own_case() {
+    let scratch = tempfile::tempdir().unwrap();
+    for (lang, build, source) in [
+        ("rust", "./build.sh", "src/lib.rs"),
+        ("python", "./build.sh", "handler.py"),
+        (
+            "javascript",
+            "npm ci --no-audit --no-fund --silent && node build.mjs",
+            "handler.js",
+        ),
+    ] {
+        let dir = scratch.path().join(format!("minimal-{lang}"));
+        run_ok(
+            host()
+                .args(["new-handler", "--minimal", "--lang", lang])
+                .arg(&dir),
+        );
+        let lines = std::fs::read_to_string(dir.join(source)).unwrap().lines().count();
+        assert!(lines <= 70, "{lang}: the minimal handler is {lines} lines");
+        build_as_an_author(&dir, lang, build);
+        let invoked = run_ok(
+            host()
+                .current_dir(&dir)
+                .args(["invoke", "handler.wasm", "request.json"]),
+        );
+        let stdout = String::from_utf8_lossy(&invoked.stdout);
+        assert!(
+            stdout.contains("kind: create")
+                && stdout.contains("put widgets/mary-matthews/8123f304-f23f-440b-a6d3-80e979fa4cd6"),
+            "{lang}: {stdout}"
+        );
+        let own = run_ok(host().current_dir(&dir).args([
+            "check",
+            "handler.wasm",
+            "--no-builtin-cases",
+            "--cases",
+            "cases",
+        ]));
+        assert!(
+            String::from_utf8_lossy(&own.stdout).contains("2 passed, 0 failed"),
+            "{lang}"
+        );
+        // The built-in suite shows what the full contract asks beyond it.
+        let full = host()
+            .current_dir(&dir)
+            .args(["check", "handler.wasm"])
+            .output()
+            .unwrap();
+        assert_eq!(full.status.code(), Some(1), "{lang}");
+    }
+}
+
+/// Builds the project in `dir` with `build`, as its author would, outside
+/// this workspace's build.
+fn build_as_an_author(dir: &Path, lang: &str, build: &str) {
+    let built = std::process::Command::new("bash")
+        .args(["-c", build])
+        .current_dir(dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{lang} template did not build:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
+#[test]
 fn every_template_builds_and_passes_check_with_its_own_cases() {
     let scratch = tempfile::tempdir().unwrap();
     for (lang, build) in [
@@ -937,20 +1009,16 @@ fn every_template_builds_and_passes_check_with_its_own_cases() {
         for file in ["README.md", "wit/handler.wit", "cases/example.json"] {
             assert!(dir.join(file).is_file(), "{lang}: no {file}");
         }
-        // Built as an author would, outside this workspace's build.
-        let built = std::process::Command::new("bash")
-            .args(["-c", build])
-            .current_dir(&dir)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTC_WRAPPER")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .unwrap();
+        build_as_an_author(&dir, lang, build);
+        // The README's `invoke handler.wasm request.json`.
+        let invoked = run_ok(
+            host()
+                .current_dir(&dir)
+                .args(["invoke", "handler.wasm", "request.json"]),
+        );
         assert!(
-            built.status.success(),
-            "{lang} template did not build:\n{}",
-            String::from_utf8_lossy(&built.stderr)
+            String::from_utf8_lossy(&invoked.stdout).contains("kind: create"),
+            "{lang}"
         );
         let output = run_ok(
             host()

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 pub(crate) const EXAMPLES: &str = "\
 Examples:
   widget-host new-handler --lang rust my-handler
+  widget-host new-handler --lang rust --minimal my-handler      # one short file to start from
   widget-host new-handler --lang python my-handler && cd my-handler && ./build.sh
   widget-host new-handler --lang javascript my-handler && cd my-handler && npm ci && node build.mjs";
 
@@ -23,6 +24,12 @@ pub struct NewHandlerArgs {
     /// The language of the handler.
     #[arg(long, value_enum)]
     lang: Language,
+
+    /// A minimal handler instead of a complete one: one short file that
+    /// maps a request to a put or a delete; `check` lists what the widget
+    /// contract asks beyond it.
+    #[arg(long)]
+    minimal: bool,
 
     /// The folder to write the project into (new, or empty).
     #[arg(value_name = "DIR")]
@@ -128,12 +135,54 @@ const JAVASCRIPT: [File; 6] = [
     ),
 ];
 
+/// The minimal handlers: one file each, the rest of the project as the
+/// complete one's (the Rust template's example case, which they pass).
+const MINIMAL_CASE: File = (
+    "cases/example.json",
+    include_str!("../../../guest/templates/rust/cases/example.json"),
+    false,
+);
+const MINIMAL_RUST: [File; 4] = [
+    RUST[0],
+    RUST[1],
+    MINIMAL_CASE,
+    (
+        "src/lib.rs",
+        include_str!("../../../guest/templates/minimal/lib.rs"),
+        false,
+    ),
+];
+const MINIMAL_PYTHON: [File; 3] = [
+    (
+        "handler.py",
+        include_str!("../../../guest/templates/minimal/handler.py"),
+        false,
+    ),
+    PYTHON[1],
+    MINIMAL_CASE,
+];
+const MINIMAL_JAVASCRIPT: [File; 6] = [
+    (
+        "handler.js",
+        include_str!("../../../guest/templates/minimal/handler.js"),
+        false,
+    ),
+    JAVASCRIPT[1],
+    JAVASCRIPT[2],
+    JAVASCRIPT[3],
+    JAVASCRIPT[4],
+    MINIMAL_CASE,
+];
+
 impl Language {
-    fn files(self) -> &'static [File] {
-        match self {
-            Language::Rust => &RUST,
-            Language::Python => &PYTHON,
-            Language::Javascript => &JAVASCRIPT,
+    fn files(self, minimal: bool) -> &'static [File] {
+        match (self, minimal) {
+            (Language::Rust, false) => &RUST,
+            (Language::Python, false) => &PYTHON,
+            (Language::Javascript, false) => &JAVASCRIPT,
+            (Language::Rust, true) => &MINIMAL_RUST,
+            (Language::Python, true) => &MINIMAL_PYTHON,
+            (Language::Javascript, true) => &MINIMAL_JAVASCRIPT,
         }
     }
 
@@ -167,6 +216,12 @@ pub(super) fn execute(args: &NewHandlerArgs, out: &mut dyn Write) -> anyhow::Res
     }
     let name = project_name(dir);
     let (language, variation, build) = args.lang.words();
+    let variation = match args.minimal {
+        false => variation,
+        true => {
+            " in few lines: it stores each create or update as the widget's own fields, removes a widget on delete, and rejects what is not a widget request. `widget-host check handler.wasm` lists what the full contract asks beyond it (`new-handler` without `--minimal` writes a complete handler)"
+        }
+    };
     let fill = |text: &str| {
         text.replace("{{name}}", &name)
             .replace("{{crate}}", &name.replace('-', "_"))
@@ -177,8 +232,12 @@ pub(super) fn execute(args: &NewHandlerArgs, out: &mut dyn Write) -> anyhow::Res
             .replace(r#"path: "../wit""#, r#"path: "wit""#)
     };
     write(dir, "wit/handler.wit", WIT, false)?;
-    write(dir, "README.md", &fill(README), false)?;
-    for (path, text, script) in args.lang.files() {
+    let readme = match args.minimal {
+        false => fill(README),
+        true => fill(README).replace("a complete handler", "a minimal handler"),
+    };
+    write(dir, "README.md", &readme, false)?;
+    for (path, text, script) in args.lang.files(args.minimal) {
         // The JavaScript package is named for the project, not for the
         // example it was made from.
         let text = fill(text).replace(r#""name": "widget-handler-js""#, &format!(r#""name": "{name}""#));
@@ -241,6 +300,7 @@ mod tests {
         let project = dir.path().join("label-rules");
         let args = NewHandlerArgs {
             lang: Language::Javascript,
+            minimal: false,
             dir: project.clone(),
         };
         execute(&args, &mut Vec::new()).unwrap();
@@ -257,6 +317,7 @@ mod tests {
         let project = dir.path().join("mine");
         let args = NewHandlerArgs {
             lang: Language::Rust,
+            minimal: false,
             dir: project.clone(),
         };
         execute(&args, &mut Vec::new()).unwrap();
