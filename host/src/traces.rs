@@ -205,13 +205,13 @@ tokio::task_local! {
     static CURRENT: TraceId;
 }
 
-/// Runs `work` with `trace` as the current request's trace: log lines
-/// written meanwhile carry its id.
-pub(crate) async fn within<F: std::future::Future>(trace: Option<TraceId>, work: F) -> F::Output {
-    match trace {
-        Some(trace) => CURRENT.scope(trace, work).await,
-        None => work.await,
-    }
+/// `work` with `trace` as the current request's trace: log lines written
+/// while it runs carry its id.
+pub(crate) fn within<F: std::future::Future>(
+    trace: TraceId,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<TraceId, F> {
+    CURRENT.scope(trace, work)
 }
 
 /// The trace id of the request being processed here, if traces are on.
