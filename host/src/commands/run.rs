@@ -208,6 +208,15 @@ pub(super) async fn execute(args: &RunArgs, controls: Controls, out: &mut dyn Wr
     Ok(())
 }
 
+/// `--promote-after N`: at least one agreement, or nothing was compared.
+fn promote_after(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("a candidate is promoted after at least 1 request it agrees on; to keep it in shadow for good, leave out --promote-after".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a number of requests")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,14 +338,5 @@ mod tests {
         let c = config(&["--requests-dir", "r", "--widgets-dir", "w", "--handler", "h.wasm"]).unwrap();
         assert_eq!(c.handler.choice, handler::Choice::File("h.wasm".into()));
         assert!(config(&["--requests-dir", "r", "--widgets-dir", "w", "--watch"]).is_err());
-    }
-}
-
-/// `--promote-after N`: at least one agreement, or nothing was compared.
-fn promote_after(text: &str) -> Result<u64, String> {
-    match text.parse::<u64>() {
-        Ok(0) => Err("a candidate is promoted after at least 1 request it agrees on; to keep it in shadow for good, leave out --promote-after".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("{text:?} is not a number of requests")),
     }
 }
