@@ -68,22 +68,12 @@ fn written_then(
     bytes: &[u8],
     place: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let temp_dir = root.join(TEMP_DIR);
-    std::fs::create_dir_all(&temp_dir)?;
-    let parent = path.parent().unwrap_or(root);
-    std::fs::create_dir_all(parent)?;
-    let temp = temp_dir.join(unique_name());
-    let written = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        place(&temp, path)
-    })();
-    if let Err(e) = written {
+    let temp = written(root, path, bytes, true)?;
+    if let Err(e) = place(&temp, path) {
         let _ = std::fs::remove_file(&temp);
         return Err(e);
     }
-    sync_dir(parent)
+    sync_dir(path.parent().unwrap_or(root))
 }
 
 /// A change to a file under a folder, made durable together with others
@@ -103,6 +93,14 @@ impl Change {
             Change::Put(path, _) | Change::Delete(path) => path,
         }
     }
+
+    /// What it does, for an error: `write PATH`, `remove PATH`.
+    pub(crate) fn action(&self) -> String {
+        match self {
+            Change::Put(path, _) => format!("write {}", path.display()),
+            Change::Delete(path) => format!("remove {}", path.display()),
+        }
+    }
 }
 
 /// Makes `changes` under `root` (no two to one file) durable together, a
@@ -115,13 +113,12 @@ impl Change {
 /// every put it was for.
 pub(crate) fn commit(root: &Path, changes: &[Change]) -> Vec<std::io::Result<()>> {
     let copy = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
-    let temp_dir = root.join(TEMP_DIR);
     // 1. Each put's bytes in a temporary file of its own.
     let mut temps: Vec<Option<PathBuf>> = Vec::with_capacity(changes.len());
     let mut outcomes: Vec<std::io::Result<()>> = Vec::with_capacity(changes.len());
     for change in changes {
         let (temp, outcome) = match change {
-            Change::Put(path, bytes) => match written(&temp_dir, path, root, bytes) {
+            Change::Put(path, bytes) => match written(root, path, bytes, false) {
                 Ok(temp) => (Some(temp), Ok(())),
                 Err(e) => (None, Err(e)),
             },
@@ -187,13 +184,21 @@ pub(crate) fn commit(root: &Path, changes: &[Change]) -> Vec<std::io::Result<()>
     outcomes
 }
 
-/// `bytes` in a new temporary file in `temp_dir` (not synced), with the
+/// `bytes` in a new temporary file in `root`'s temporary folder, synced to
+/// disk if `sync` (a group commit syncs them all at once), with the
 /// folders `path` needs made; a failed write leaves no file.
-fn written(temp_dir: &Path, path: &Path, root: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(temp_dir)?;
+fn written(root: &Path, path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<PathBuf> {
+    let temp_dir = root.join(TEMP_DIR);
+    std::fs::create_dir_all(&temp_dir)?;
     std::fs::create_dir_all(path.parent().unwrap_or(root))?;
     let temp = temp_dir.join(unique_name());
-    let written = std::fs::File::create(&temp).and_then(|mut file| file.write_all(bytes));
+    let written = std::fs::File::create(&temp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        if sync {
+            file.sync_all()?;
+        }
+        Ok(())
+    });
     match written {
         Ok(()) => Ok(temp),
         Err(e) => {

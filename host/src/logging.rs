@@ -22,11 +22,11 @@ use tracing_subscriber::fmt::{FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::traces::SPANS;
+
 /// The target of each request's line (`Request done.`): at debug, so that
 /// stderr at info says what an operator acts on; the log file keeps them.
 pub(crate) const REQUESTS: &str = "widget_host::requests";
-
-use crate::traces::SPANS;
 
 /// The target of the line saying a slow compile is under way: shown on
 /// stderr at info whatever the command's level (`check` shows only
@@ -181,7 +181,8 @@ pub fn init(
     spans: Option<crate::traces::SpanLayer>,
 ) -> anyhow::Result<()> {
     let from_env = env_filter()?;
-    let filter = |level: &str| EnvFilter::new(from_env.as_deref().unwrap_or(&own_lines(level)));
+    // The command's directives, unless RUST_LOG gives its own.
+    let filter = |directives: &str| EnvFilter::new(from_env.as_deref().unwrap_or(directives));
     let file_level = match LEVELS.iter().position(|l| *l == stderr_level) {
         Some(at) if at > 2 => stderr_level,
         _ => "info",

@@ -226,7 +226,7 @@ async fn prepare(shared: Arc<Shared>, listed: Listed) -> Prepared {
         ..
     } = listed;
     let listed = Instant::now();
-    let span = RequestSpan::start(&key, &shared.source.describe(), trace.as_ref());
+    let span = RequestSpan::start(&key, &*shared.source, trace.as_ref());
     let fetched = if size > limit {
         // Known too large from the listing: not even read.
         Attempt::Done(Fetched::TooLarge(size, version))

@@ -277,10 +277,10 @@ async fn run_key(shared: Arc<Shared>, widget: Option<String>, first: Job) {
     let mut job = first;
     let mut grant = None;
     loop {
-        // After a stop only what has started is finished; the rest stays in
-        // the source for the next run.
         // Its wait behind its widget's earlier requests is over.
         job.waiting = None;
+        // After a stop only what has started is finished; the rest stays in
+        // the source for the next run.
         if grant.is_none() {
             let acquire = shared
                 .grants

@@ -8,6 +8,7 @@
 
 use super::fate::Fate;
 use crate::metrics;
+use crate::source::Source;
 use crate::traces::{self, Incoming, SPANS};
 use futures::future::Either;
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceId};
@@ -37,13 +38,15 @@ pub(super) struct RequestSpan {
 
 impl RequestSpan {
     /// The span of the request `key`, continuing the trace it came with.
-    pub(super) fn start(key: &str, source: &str, incoming: Option<&Incoming>) -> RequestSpan {
+    /// (The span's fields are made only if it is enabled: with traces off,
+    /// `source` is not even described.)
+    pub(super) fn start(key: &str, source: &dyn Source, incoming: Option<&Incoming>) -> RequestSpan {
         let span = tracing::trace_span!(
             target: SPANS,
             "request",
             otel.kind = "consumer",
             request.key = %key,
-            request.source = %source,
+            request.source = %source.describe(),
             widget.key = Empty,
             handler.generation = Empty,
             attempts = Empty,

@@ -58,9 +58,9 @@ impl DirSink {
         DirSink { destination, ..self }
     }
 
-    /// Commits `change` with whatever else comes meanwhile; `action` names
-    /// it in an error.
-    async fn change(&self, change: Change, action: String) -> Result<(), StorageError> {
+    /// Commits `change` with whatever else comes meanwhile.
+    async fn change(&self, change: Change) -> Result<(), StorageError> {
+        let action = change.action();
         let commits = self.commits.get_or_init(|| {
             let root = Arc::new(self.root.clone());
             Batcher::start(
@@ -76,13 +76,7 @@ impl DirSink {
                                 .iter()
                                 .zip(outcomes)
                                 .map(|(change, outcome)| {
-                                    let verb = match change {
-                                        Change::Put(..) => "write",
-                                        Change::Delete(_) => "remove",
-                                    };
-                                    outcome.map_err(|e| {
-                                        StorageError::io(format!("{verb} {}", change.path().display()), e)
-                                    })
+                                    outcome.map_err(|e| StorageError::io(change.action(), e))
                                 })
                                 .collect::<Vec<_>>()
                         })
@@ -117,17 +111,14 @@ impl Sink for DirSink {
 
     async fn put(&self, key: &str, document: &str) -> Result<(), StorageError> {
         let path = self.path("put", key)?;
-        let action = format!("write {}", path.display());
-        self.change(Change::Put(path, document.as_bytes().to_vec()), action)
-            .await
+        self.change(Change::Put(path, document.as_bytes().to_vec())).await
     }
 
     /// The removal is durable too (its folder synced): a deleted widget
     /// does not come back after a power loss, once its request is gone.
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path("delete", key)?;
-        let action = format!("remove {}", path.display());
-        self.change(Change::Delete(path), action).await
+        self.change(Change::Delete(path)).await
     }
 }
 

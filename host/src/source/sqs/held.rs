@@ -23,9 +23,6 @@ pub(super) struct Held {
     pub(super) reason: Option<String>,
     /// When its visibility timeout runs out, as last set.
     pub(super) visible_at: Instant,
-    /// The trace context it was sent with: a `traceparent` attribute, or
-    /// X-Ray's `AWSTraceHeader` (SQS sets it where X-Ray traces the sender).
-    pub(super) trace: Option<Incoming>,
 }
 
 impl Held {
@@ -46,7 +43,6 @@ impl Held {
                 .and_then(|value| value.string_value())
                 .map(str::to_owned),
             visible_at: Instant::now() + visibility,
-            trace: trace_context(message),
         };
         Some((id.to_owned(), held))
     }
@@ -58,8 +54,9 @@ impl Held {
 }
 
 /// The trace context `message` carries: W3C's attributes first (what an
-/// OpenTelemetry producer sets), else X-Ray's system attribute.
-fn trace_context(message: &Message) -> Option<Incoming> {
+/// OpenTelemetry producer sets), else X-Ray's system attribute (SQS sets
+/// it where X-Ray traces the sender).
+pub(super) fn trace_context(message: &Message) -> Option<Incoming> {
     let attribute = |name: &str| {
         message
             .message_attributes()

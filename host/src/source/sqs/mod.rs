@@ -350,7 +350,7 @@ impl SqsSource {
                     .and_then(|all| all.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|ms| ms.parse().ok())
                     .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-                trace: message_held.trace.clone(),
+                trace: held::trace_context(message),
             });
             // A message received again (its visibility ran out) keeps its
             // place; only the latest receipt handle can delete it.
