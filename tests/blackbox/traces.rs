@@ -320,3 +320,65 @@ fn a_bucket_dead_letter_carries_the_trace_of_the_request_refused() {
         )
     );
 }
+
+/// A request refused before its turn (too large to read) from a queue,
+/// which never lists again: its dead letter carries its trace all the same.
+#[test]
+fn a_message_refused_unread_carries_its_trace_to_the_dead_letter_queue() {
+    let service = unique("traces-too-large");
+    let client = sqs();
+    let queue = create_queue(&client, "traced-large", true);
+    let dead_letters = create_queue(&client, "traced-large-rejected", true);
+    let traceparent = "00-6e0c63257de34c92bf9efcd03927272e-d75597dee50b0cac-01";
+    let id = block_on(
+        client
+            .send_message()
+            .queue_url(&queue)
+            .message_body("x".repeat(2000))
+            .message_group_id("g")
+            .message_deduplication_id("d")
+            .message_attributes("traceparent", string(traceparent))
+            .send(),
+    )
+    .unwrap()
+    .message_id
+    .unwrap();
+    let widgets = tempfile::tempdir().unwrap();
+    run_ok(
+        traced_host(&service)
+            .env("AWS_ENDPOINT_URL_SQS", fauxqs())
+            .args(["-rq", &queue, "--dead-letter-queue", &dead_letters])
+            .args(["--widgets-dir", widgets.path().to_str().unwrap()])
+            .args([
+                "--until-empty",
+                "--queue-wait-seconds",
+                "1",
+                "--max-request-bytes",
+                "1000",
+            ]),
+    );
+    let all = spans(&service);
+    let (root, children) = request_trace(&all, &id);
+    assert_eq!(root["trace_id"], "6e0c63257de34c92bf9efcd03927272e");
+    assert_eq!(attribute(root, "outcome"), "dead-lettered", "{root}");
+    assert!(children.contains(&"dead-letter"), "{children:?}");
+    let got = block_on(
+        client
+            .receive_message()
+            .queue_url(&dead_letters)
+            .message_attribute_names("All")
+            .send(),
+    )
+    .unwrap();
+    let letter = got.messages().first().expect("the dead letter");
+    let carried = letter.message_attributes().unwrap()["traceparent"]
+        .string_value()
+        .unwrap();
+    assert_eq!(
+        carried,
+        format!(
+            "00-6e0c63257de34c92bf9efcd03927272e-{}-01",
+            root["span_id"].as_str().unwrap()
+        )
+    );
+}
